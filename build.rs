@@ -1,0 +1,15 @@
+//! Generates the gRPC code from `proto/` with `protox` (a pure-Rust protobuf compiler, so no
+//! `protoc` is needed on the machine) and `tonic-prost-build`.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let files = ["proto/banks.proto", "proto/bank/peer/v1/peer.proto"];
+    for file in files {
+        println!("cargo:rerun-if-changed={file}");
+    }
+    let descriptors = protox::compile(files, ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .compile_fds(descriptors)?;
+    Ok(())
+}

@@ -1,0 +1,360 @@
+//! A whole cluster of branches in one process, on loopback: what `bank run`, `bank server` and
+//! the tests start.
+//!
+//! Bootstrap, in order, each step bounded by [`BOOTSTRAP_DEADLINE`]:
+//! 1. every branch gets its Raft node and starts serving on its (already bound) listener;
+//! 2. the first [`VOTERS_MAX`] branch ids (ascending) are initialised as the voters;
+//! 3. the genesis command opens the shared account with the scenario's initial balance — it is
+//!    a log entry like any other, so every branch, learners included, applies it;
+//! 4. every other branch joins as a learner, in one membership change;
+//! 5. every branch has applied the genesis entry: the bank is ready.
+//!
+//! [`LocalCluster::shutdown`] stops the servers (draining in-flight calls) and the Raft nodes.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::ChangeMembers;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use crate::branch::{Branch, BranchError};
+use crate::ledger::{Command, Outcome, ORIGINAL_ACCOUNT, ORIGINAL_BALANCE_MAX};
+use crate::replication::network::{PeerNetworkFactory, Peers};
+use crate::replication::store::{LogStore, StateMachineData, StateMachineStore};
+use crate::replication::{raft_config, BasicNode, NodeId, Raft, VOTERS_MAX};
+use crate::service;
+
+/// Bound on each bootstrap step and on waiting for branches to converge.
+pub const BOOTSTRAP_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Bound on waiting for the servers to drain at shutdown.
+const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("no branches to start")]
+    Empty,
+    #[error("cannot listen on {addr}: {source} (is another bank server running? try another --base-port)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("branch {id}: {what}")]
+    Branch { id: NodeId, what: String },
+    #[error("the cluster did not {step} within {deadline:?}")]
+    Timeout {
+        step: &'static str,
+        deadline: Duration,
+    },
+    #[error(transparent)]
+    Request(#[from] BranchError),
+    #[error("the initial balance {0} is above the original API's int32 limit")]
+    BalanceTooLarge(u64),
+}
+
+/// One running branch of a local cluster.
+pub struct LocalBranch {
+    pub addr: SocketAddr,
+    pub branch: Branch,
+}
+
+/// Every branch of a scenario, running in this process.
+pub struct LocalCluster {
+    branches: BTreeMap<NodeId, LocalBranch>,
+    shutdown: watch::Sender<bool>,
+    servers: JoinSet<(NodeId, Result<(), tonic::transport::Error>)>,
+}
+
+/// Binds one loopback listener per branch id: port `base_port + id`, or any free port if
+/// `base_port` is `None` (tests and `bank run`).
+pub async fn bind_loopback(
+    ids: &[NodeId],
+    base_port: Option<u16>,
+) -> Result<Vec<(NodeId, TcpListener)>, ClusterError> {
+    let mut listeners = Vec::with_capacity(ids.len());
+    for &id in ids {
+        let port = match base_port {
+            None => 0,
+            Some(base) => {
+                u16::try_from(u64::from(base) + id).map_err(|_| ClusterError::Branch {
+                    id,
+                    what: format!("port {base} + {id} is beyond 65535; choose a lower --base-port"),
+                })?
+            }
+        };
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ClusterError::Bind { addr, source })?;
+        listeners.push((id, listener));
+    }
+    Ok(listeners)
+}
+
+impl LocalCluster {
+    /// Starts and bootstraps a cluster whose shared account opens with `initial_balance`.
+    pub async fn start(
+        listeners: Vec<(NodeId, TcpListener)>,
+        initial_balance: u64,
+    ) -> Result<LocalCluster, ClusterError> {
+        if listeners.is_empty() {
+            return Err(ClusterError::Empty);
+        }
+        if initial_balance > ORIGINAL_BALANCE_MAX {
+            return Err(ClusterError::BalanceTooLarge(initial_balance));
+        }
+        let config = raft_config("bank").map_err(|e| ClusterError::Branch {
+            id: 0,
+            what: e.to_string(),
+        })?;
+        let config = std::sync::Arc::new(config);
+        let peers = Peers::default();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut cluster = LocalCluster {
+            branches: BTreeMap::new(),
+            shutdown,
+            servers: JoinSet::new(),
+        };
+        for (id, listener) in listeners {
+            let addr = listener.local_addr().map_err(|e| ClusterError::Branch {
+                id,
+                what: format!("listener has no address: {e}"),
+            })?;
+            let state_machine = StateMachineStore::default();
+            let network = PeerNetworkFactory {
+                peers: peers.clone(),
+            };
+            let raft = Raft::new(
+                id,
+                config.clone(),
+                network,
+                LogStore::default(),
+                state_machine.clone(),
+            )
+            .await
+            .map_err(|e| ClusterError::Branch {
+                id,
+                what: e.to_string(),
+            })?;
+            let branch = Branch {
+                id,
+                raft,
+                state_machine,
+                peers: peers.clone(),
+            };
+            let mut stop = shutdown_rx.clone();
+            let server_branch = branch.clone();
+            cluster.servers.spawn(async move {
+                let signal = async move {
+                    // An error means the sender is gone: stop as well.
+                    let _ = stop.wait_for(|stop| *stop).await;
+                };
+                (id, service::serve(server_branch, listener, signal).await)
+            });
+            if cluster
+                .branches
+                .insert(id, LocalBranch { addr, branch })
+                .is_some()
+            {
+                cluster.shutdown().await;
+                return Err(ClusterError::Branch {
+                    id,
+                    what: "duplicate branch id".to_string(),
+                });
+            }
+        }
+        match cluster.bootstrap(initial_balance).await {
+            Ok(()) => Ok(cluster),
+            Err(e) => {
+                cluster.shutdown().await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn bootstrap(&self, initial_balance: u64) -> Result<(), ClusterError> {
+        let nodes: BTreeMap<NodeId, BasicNode> = self
+            .branches
+            .iter()
+            .map(|(&id, b)| (id, BasicNode::new(b.addr.to_string())))
+            .collect();
+        let voters: BTreeMap<NodeId, BasicNode> = nodes
+            .iter()
+            .take(VOTERS_MAX)
+            .map(|(&id, n)| (id, n.clone()))
+            .collect();
+        let learners: BTreeMap<NodeId, BasicNode> = nodes
+            .iter()
+            .skip(VOTERS_MAX)
+            .map(|(&id, n)| (id, n.clone()))
+            .collect();
+        let first = self.first().branch.clone();
+        first
+            .raft
+            .initialize(voters)
+            .await
+            .map_err(|e| ClusterError::Branch {
+                id: first.id,
+                what: format!("initialise: {e}"),
+            })?;
+
+        let genesis = Command::Open {
+            account: ORIGINAL_ACCOUNT,
+            balance_minor_units: initial_balance,
+            balance_max_minor_units: ORIGINAL_BALANCE_MAX,
+        };
+        let (outcome, index) = first.submit(genesis).await?;
+        match outcome {
+            Outcome::Opened { .. } => {}
+            other => {
+                return Err(ClusterError::Branch {
+                    id: first.id,
+                    what: format!("opening the shared account gave {other:?}"),
+                })
+            }
+        }
+        // Learners join after the genesis entry commits: a membership change is refused until
+        // the initial one is committed, and the genesis commit implies it.
+        let index = if learners.is_empty() {
+            index
+        } else {
+            self.add_learners(learners).await?
+        };
+        let deadline = Instant::now() + BOOTSTRAP_DEADLINE;
+        for local in self.branches.values() {
+            local.branch.wait_applied(Some(index), deadline).await?;
+        }
+        tracing::info!(branches = self.branches.len(), "cluster ready");
+        Ok(())
+    }
+
+    /// Adds `learners` in one membership change, on whichever branch leads.
+    /// Returns the log index of the membership change.
+    async fn add_learners(
+        &self,
+        learners: BTreeMap<NodeId, BasicNode>,
+    ) -> Result<u64, ClusterError> {
+        let deadline = Instant::now() + BOOTSTRAP_DEADLINE;
+        const ATTEMPTS_MAX: u32 = 10;
+        for _attempt in 0..ATTEMPTS_MAX {
+            let leader = self.wait_for_leader(deadline).await?;
+            match leader
+                .raft
+                .change_membership(ChangeMembers::AddNodes(learners.clone()), true)
+                .await
+            {
+                Ok(response) => return Ok(response.log_id.index),
+                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                    tracing::info!("leader changed while adding learners; retrying");
+                }
+                Err(e) => {
+                    return Err(ClusterError::Branch {
+                        id: leader.id,
+                        what: format!("adding learners: {e}"),
+                    })
+                }
+            }
+        }
+        Err(ClusterError::Timeout {
+            step: "add its learners",
+            deadline: BOOTSTRAP_DEADLINE,
+        })
+    }
+
+    /// Waits until the first branch knows a leader that is part of this cluster.
+    async fn wait_for_leader(&self, deadline: Instant) -> Result<&Branch, ClusterError> {
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let metrics = self
+            .first()
+            .branch
+            .raft
+            .wait(Some(timeout))
+            .metrics(|m| m.current_leader.is_some(), "a leader")
+            .await
+            .map_err(|_| ClusterError::Timeout {
+                step: "elect a leader",
+                deadline: BOOTSTRAP_DEADLINE,
+            })?;
+        metrics
+            .current_leader
+            .and_then(|id| self.branches.get(&id))
+            .map(|local| &local.branch)
+            .ok_or(ClusterError::Timeout {
+                step: "elect a leader",
+                deadline: BOOTSTRAP_DEADLINE,
+            })
+    }
+
+    fn first(&self) -> &LocalBranch {
+        // `start` refuses an empty cluster, so there is always a first branch.
+        match self.branches.values().next() {
+            Some(first) => first,
+            None => unreachable!("a LocalCluster always has at least one branch"),
+        }
+    }
+
+    pub fn branches(&self) -> impl Iterator<Item = (NodeId, &LocalBranch)> {
+        self.branches.iter().map(|(&id, b)| (id, b))
+    }
+
+    pub fn branch(&self, id: NodeId) -> Option<&LocalBranch> {
+        self.branches.get(&id)
+    }
+
+    /// Every branch's address, by id.
+    pub fn addresses(&self) -> BTreeMap<NodeId, SocketAddr> {
+        self.branches.iter().map(|(&id, b)| (id, b.addr)).collect()
+    }
+
+    /// Waits until every branch has applied everything committed so far, then returns each
+    /// branch's ledger state. In a healthy cluster all of them are equal.
+    pub async fn settled_states(&self) -> Result<Vec<(NodeId, StateMachineData)>, ClusterError> {
+        let deadline = Instant::now() + BOOTSTRAP_DEADLINE;
+        let index = self.first().branch.read_index(deadline).await?;
+        let mut states = Vec::with_capacity(self.branches.len());
+        for (&id, local) in &self.branches {
+            local.branch.wait_applied(index, deadline).await?;
+            let state = local
+                .branch
+                .state_machine
+                .read(|state| state.clone())
+                .ok_or(ClusterError::Branch {
+                    id,
+                    what: "state machine lock poisoned".to_string(),
+                })?;
+            states.push((id, state));
+        }
+        Ok(states)
+    }
+
+    /// Stops serving (in-flight calls drain, bounded) and shuts every Raft node down.
+    pub async fn shutdown(mut self) {
+        let _ = self.shutdown.send(true);
+        let drained = tokio::time::timeout(SHUTDOWN_DEADLINE, async {
+            while let Some(joined) = self.servers.join_next().await {
+                match joined {
+                    Ok((_, Ok(()))) => {}
+                    Ok((id, Err(e))) => {
+                        tracing::warn!(branch = id, "server stopped with an error: {e}")
+                    }
+                    Err(e) => tracing::warn!("server task failed: {e}"),
+                }
+            }
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("servers did not drain within {SHUTDOWN_DEADLINE:?}; stopping them");
+            self.servers.abort_all();
+        }
+        for (id, local) in &self.branches {
+            if let Err(e) = local.branch.raft.shutdown().await {
+                tracing::warn!(branch = id, "raft shutdown: {e}");
+            }
+        }
+    }
+}

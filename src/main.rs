@@ -1,0 +1,276 @@
+//! The `bank` command line: argument parsing and printing results. The work is in the library.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::{Parser, Subcommand};
+
+use bank::cluster::{bind_loopback, LocalCluster};
+use bank::customer::{run_customers, wait_until_serving, Branches};
+use bank::ledger::ORIGINAL_ACCOUNT;
+use bank::proto::customer::branch_client::BranchClient;
+use bank::scenario::{render_output, write_output, Scenario};
+
+/// How long `bank client` waits for `bank server`'s branches to answer.
+const SERVER_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(Parser)]
+#[command(
+    name = "bank",
+    version,
+    about = "A replicated bank: gRPC branches kept consistent with Raft",
+    after_help = "Example:\n  bank run input.json -o output.json"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start every branch in this process, run the customers over gRPC, write the output.
+    #[command(
+        after_help = "Example:\n  bank run input.json\n  bank run input.json -o out.json --concurrent"
+    )]
+    Run {
+        /// Scenario file (the course's input.json).
+        input: PathBuf,
+        /// Where to write the customers' results.
+        #[arg(short, long, default_value = "output.json")]
+        output: PathBuf,
+        /// Run all customers at once instead of one after another.
+        #[arg(long)]
+        concurrent: bool,
+    },
+    /// Start every branch of the scenario on 127.0.0.1:(base-port + branch id) until Ctrl-C.
+    #[command(after_help = "Example:\n  bank server input.json --base-port 50050")]
+    Server {
+        input: PathBuf,
+        #[arg(long, default_value_t = 50050)]
+        base_port: u16,
+    },
+    /// Run the scenario's customers against a running `bank server`.
+    #[command(after_help = "Example:\n  bank client input.json --base-port 50050 -o output.json")]
+    Client {
+        input: PathBuf,
+        #[arg(long, default_value_t = 50050)]
+        base_port: u16,
+        #[arg(short, long, default_value = "output.json")]
+        output: PathBuf,
+        #[arg(long)]
+        concurrent: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=error")),
+        )
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Run {
+                input,
+                output,
+                concurrent,
+            } => run(&input, &output, concurrent).await,
+            Command::Server { input, base_port } => server(&input, base_port).await,
+            Command::Client {
+                input,
+                base_port,
+                output,
+                concurrent,
+            } => client(&input, base_port, &output, concurrent).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn branch_ids(scenario: &Scenario) -> Vec<u64> {
+    scenario.branches.iter().map(|b| u64::from(b.id)).collect()
+}
+
+fn initial_balance(scenario: &Scenario) -> Result<u64> {
+    u64::try_from(scenario.initial_balance).context("the initial balance must not be negative")
+}
+
+async fn run(input: &Path, output: &Path, concurrent: bool) -> Result<()> {
+    let scenario = Scenario::load(input)?;
+    let started = Instant::now();
+    let listeners = bind_loopback(&branch_ids(&scenario), None).await?;
+    let cluster = LocalCluster::start(listeners, initial_balance(&scenario)?).await?;
+    let result = run_on_cluster(&scenario, &cluster, output, concurrent).await;
+    cluster.shutdown().await;
+    let summary = result?;
+    print!("{summary}");
+    println!(
+        "{} customers, {} events in {:.2?}; output written to {}",
+        scenario.customers.len(),
+        scenario.event_count(),
+        started.elapsed(),
+        output.display()
+    );
+    Ok(())
+}
+
+async fn run_on_cluster(
+    scenario: &Scenario,
+    cluster: &LocalCluster,
+    output: &Path,
+    concurrent: bool,
+) -> Result<String> {
+    let addresses = to_branch_addresses(cluster.addresses())?;
+    let branches = Branches::new(&addresses)?;
+    let replies = run_customers(scenario, &branches, concurrent).await?;
+    write_output(output, &render_output(scenario.variant, &replies))?;
+    let states = cluster.settled_states().await?;
+    let balances: Vec<(u64, Option<u64>)> = states
+        .iter()
+        .map(|(id, state)| (*id, state.ledger.balance(ORIGINAL_ACCOUNT)))
+        .collect();
+    let identical = states
+        .windows(2)
+        .all(|pair| pair[0].1.ledger == pair[1].1.ledger);
+    summarize(&balances, identical)
+}
+
+fn to_branch_addresses(addresses: BTreeMap<u64, SocketAddr>) -> Result<BTreeMap<u32, SocketAddr>> {
+    addresses
+        .into_iter()
+        .map(|(id, addr)| Ok((u32::try_from(id).context("branch id beyond u32")?, addr)))
+        .collect()
+}
+
+/// One line per branch, then whether they agree. An error if they do not.
+fn summarize(balances: &[(u64, Option<u64>)], identical: bool) -> Result<String> {
+    let mut summary = String::new();
+    for (id, balance) in balances {
+        match balance {
+            Some(balance) => summary.push_str(&format!("branch {id}: balance {balance}\n")),
+            None => summary.push_str(&format!("branch {id}: no balance\n")),
+        }
+    }
+    let first = balances.first().map(|(_, b)| *b);
+    let agree = identical && balances.iter().all(|(_, b)| Some(*b) == first);
+    if !agree {
+        print!("{summary}");
+        bail!("branches disagree: the replicas diverged (this is a bug; please report it)");
+    }
+    if let Some(Some(balance)) = first {
+        summary.push_str(&format!(
+            "all {} branches agree: balance {balance}\n",
+            balances.len()
+        ));
+    }
+    Ok(summary)
+}
+
+async fn server(input: &Path, base_port: u16) -> Result<()> {
+    let scenario = Scenario::load(input)?;
+    let listeners = bind_loopback(&branch_ids(&scenario), Some(base_port)).await?;
+    let cluster = LocalCluster::start(listeners, initial_balance(&scenario)?).await?;
+    let addresses: Vec<String> = cluster
+        .branches()
+        .map(|(id, b)| format!("{id}={}", b.addr))
+        .collect();
+    eprintln!(
+        "bank server: {} branches ready ({}); Ctrl-C to stop",
+        addresses.len(),
+        addresses.join(" ")
+    );
+    let signal = shutdown_signal().await;
+    eprintln!("bank server: {signal}, shutting down");
+    cluster.shutdown().await;
+    eprintln!("bank server: stopped");
+    Ok(())
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM and says which.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => tokio::select! {
+                _ = tokio::signal::ctrl_c() => "interrupted",
+                _ = terminate.recv() => "terminated",
+            },
+            Err(e) => {
+                tracing::warn!("cannot listen for SIGTERM: {e}");
+                let _ = tokio::signal::ctrl_c().await;
+                "interrupted"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "interrupted"
+    }
+}
+
+async fn client(input: &Path, base_port: u16, output: &Path, concurrent: bool) -> Result<()> {
+    let scenario = Scenario::load(input)?;
+    let mut addresses = BTreeMap::new();
+    for branch in &scenario.branches {
+        let port = u16::try_from(u32::from(base_port) + branch.id).with_context(|| {
+            format!(
+                "port {base_port} + branch {} is beyond 65535; choose a lower --base-port",
+                branch.id
+            )
+        })?;
+        addresses.insert(branch.id, SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let branches = Branches::new(&addresses)?;
+    wait_until_serving(&branches, SERVER_WAIT)
+        .await
+        .context("is `bank server` running with the same --base-port?")?;
+    let replies = run_customers(&scenario, &branches, concurrent).await?;
+    write_output(output, &render_output(scenario.variant, &replies))?;
+    let mut balances = Vec::with_capacity(addresses.len());
+    for (&id, addr) in &addresses {
+        balances.push((u64::from(id), Some(query_balance(*addr).await?)));
+    }
+    print!("{}", summarize(&balances, true)?);
+    println!("output written to {}", output.display());
+    Ok(())
+}
+
+async fn query_balance(addr: SocketAddr) -> Result<u64> {
+    let mut client = BranchClient::connect(format!("http://{addr}"))
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let mut request = tonic::Request::new(bank::proto::customer::Request {
+        id: 0,
+        interface: "query".to_string(),
+        money: 0,
+        writeset: vec![],
+    });
+    request.set_timeout(bank::customer::CALL_DEADLINE);
+    let reply = client
+        .msg_delivery(request)
+        .await
+        .with_context(|| format!("querying {addr}"))?;
+    u64::try_from(reply.into_inner().balance).context("negative balance on the wire")
+}

@@ -1,0 +1,63 @@
+//! Replication: the glue between the [`ledger`](crate::ledger) and `openraft`.
+//!
+//! - [`TypeConfig`]: openraft's type configuration. A log entry's payload is a ledger
+//!   [`Command`]; its response is the ledger's [`Outcome`]. Nodes are `u64` branch ids and
+//!   [`BasicNode`]s whose `addr` is the branch's gRPC address (`host:port`).
+//! - [`store`]: the log store and the state-machine store behind openraft's storage-v2 traits.
+//!   They are in memory in this version; a durable store drops in behind the same traits.
+//! - [`network`]: the peer network, openraft's RPCs over the `bank.peer.v1.Peer` gRPC service,
+//!   with one cached tonic `Channel` per peer.
+//!
+//! Nothing here knows about the customer API; the [`branch`](crate::branch) module uses this
+//! to propose writes and to serve linearizable reads.
+
+pub mod network;
+pub mod store;
+
+use std::io::Cursor;
+use std::time::Duration;
+
+pub use openraft::BasicNode;
+
+use crate::ledger::{Command, Outcome};
+
+/// A node's id in Raft: the branch id from the scenario file.
+pub type NodeId = u64;
+
+openraft::declare_raft_types!(
+    /// openraft's type configuration for the bank.
+    pub TypeConfig:
+        D = Command,
+        R = Outcome,
+        NodeId = NodeId,
+        Node = BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+pub type LogId = openraft::LogId<NodeId>;
+pub type StorageError = openraft::StorageError<NodeId>;
+
+/// At most this many branches vote; the others join as learners, so a 50-branch scenario
+/// keeps a quorum of 3 out of 5 while every branch still replicates and applies the log.
+pub const VOTERS_MAX: usize = 5;
+
+/// Raft timing for branches on one host or a LAN. Elections are slow enough that a loaded
+/// 2-core CI machine running many clusters at once does not flap leaders.
+pub fn raft_config(cluster_name: &str) -> Result<openraft::Config, openraft::ConfigError> {
+    let config = openraft::Config {
+        cluster_name: cluster_name.to_string(),
+        heartbeat_interval: 100,
+        election_timeout_min: 800,
+        election_timeout_max: 1600,
+        install_snapshot_timeout: 2_000,
+        max_payload_entries: 512,
+        ..Default::default()
+    };
+    config.validate()
+}
+
+/// Deadline of one Raft RPC between branches when openraft gives none.
+pub const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(2);

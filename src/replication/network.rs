@@ -1,0 +1,202 @@
+//! The peer network: openraft's RPCs over the `bank.peer.v1.Peer` gRPC service.
+//!
+//! Each Raft message is openraft's own serde type, carried as JSON in a `RaftPayload`; the reply
+//! carries the receiver's whole `Result`, so a Raft-level refusal (a higher vote, say) comes back
+//! as openraft's `RemoteError` and a transport failure as `Unreachable`/`Network`.
+//!
+//! [`Peers`] caches one lazily-connected tonic `Channel` per peer (channels multiplex many
+//! calls over one HTTP/2 connection and reconnect by themselves); every call has a deadline.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{
+    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use super::{BasicNode, NodeId, TypeConfig, PEER_RPC_TIMEOUT};
+use crate::proto::peer::peer_client::PeerClient;
+use crate::proto::peer::RaftPayload;
+
+/// How long to wait for a TCP connection to a peer before calling it unreachable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// An error reaching a peer: the address is malformed, or the call failed on the wire.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("peer address {addr:?} is not a valid host:port: {source}")]
+    BadAddress {
+        addr: String,
+        source: tonic::transport::Error,
+    },
+    #[error("peer call failed: {0}")]
+    Call(#[from] tonic::Status),
+    #[error("peer sent a reply that does not decode: {0}")]
+    Decode(#[from] serde_json::Error),
+}
+
+/// One cached gRPC channel per peer address. Cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+}
+
+impl Peers {
+    /// The cached channel to `addr` (`host:port`), created on first use. Connecting is lazy:
+    /// this never blocks and never fails for an unreachable peer, only for a malformed address.
+    pub fn channel(&self, addr: &str) -> Result<Channel, PeerError> {
+        let mut channels = match self.channels.lock() {
+            Ok(channels) => channels,
+            // The map holds only channels, which stay valid whatever panicked; keep using it.
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Some(channel) = channels.get(addr) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|source| PeerError::BadAddress {
+                addr: addr.to_string(),
+                source,
+            })?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        channels.insert(addr.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    pub fn client(&self, addr: &str) -> Result<PeerClient<Channel>, PeerError> {
+        Ok(PeerClient::new(self.channel(addr)?))
+    }
+}
+
+/// Encodes a value for a `RaftPayload`.
+pub fn encode<T: Serialize>(value: &T) -> Result<RaftPayload, serde_json::Error> {
+    Ok(RaftPayload {
+        json: serde_json::to_vec(value)?,
+    })
+}
+
+/// Decodes a `RaftPayload`.
+pub fn decode<T: DeserializeOwned>(payload: &RaftPayload) -> Result<T, serde_json::Error> {
+    serde_json::from_slice(&payload.json)
+}
+
+/// Builds a [`PeerNetwork`] per target for openraft.
+#[derive(Debug, Clone, Default)]
+pub struct PeerNetworkFactory {
+    pub peers: Peers,
+}
+
+impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
+    type Network = PeerNetwork;
+
+    async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
+        PeerNetwork {
+            target,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+/// openraft's connection to one peer.
+pub struct PeerNetwork {
+    target: NodeId,
+    addr: String,
+    peers: Peers,
+}
+
+type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
+
+#[derive(Clone, Copy)]
+enum Rpc {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+}
+
+impl PeerNetwork {
+    async fn call<Req, Resp, E>(
+        &self,
+        rpc: Rpc,
+        request: &Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RpcError<E>>
+    where
+        Req: Serialize,
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
+        let payload = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut client = self
+            .peers
+            .client(&self.addr)
+            .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        let mut request = tonic::Request::new(payload);
+        let timeout = option.hard_ttl().min(PEER_RPC_TIMEOUT * 5);
+        request.set_timeout(timeout);
+        let reply = match rpc {
+            Rpc::AppendEntries => client.append_entries(request).await,
+            Rpc::Vote => client.vote(request).await,
+            Rpc::InstallSnapshot => client.install_snapshot(request).await,
+        };
+        let reply = reply.map_err(|status| match status.code() {
+            tonic::Code::Unavailable => {
+                RPCError::Unreachable(Unreachable::new(&StatusError(status)))
+            }
+            _ => RPCError::Network(NetworkError::new(&StatusError(status))),
+        })?;
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            decode(reply.get_ref()).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// A `tonic::Status` as a plain `std::error::Error` for openraft's error constructors.
+#[derive(Debug)]
+struct StatusError(tonic::Status);
+
+impl Display for StatusError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.0.code(), self.0.message())
+    }
+}
+
+impl std::error::Error for StatusError {}
+
+impl RaftNetwork<TypeConfig> for PeerNetwork {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        self.call(Rpc::AppendEntries, &rpc, &option).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
+        self.call(Rpc::InstallSnapshot, &rpc, &option).await
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<NodeId>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<NodeId>, RpcError> {
+        self.call(Rpc::Vote, &rpc, &option).await
+    }
+}

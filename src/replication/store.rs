@@ -1,0 +1,304 @@
+//! In-memory storage behind openraft's storage-v2 traits.
+//!
+//! [`LogStore`] keeps the Raft log, the vote and the committed log id; [`StateMachineStore`]
+//! wraps the [`Ledger`] and applies committed entries to it in log order. Both are cheap to
+//! clone handles over shared state, so the branch's services can read the ledger while
+//! openraft drives it.
+//!
+//! In memory means a restarted branch starts empty and catches up from its peers (by log or by
+//! snapshot). Durable storage keeps the same interfaces.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io::Cursor;
+use std::ops::RangeBounds;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::{
+    Entry, EntryPayload, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
+    StoredMembership, Vote,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{BasicNode, LogId, NodeId, StorageError, TypeConfig};
+use crate::ledger::{Ledger, Outcome};
+
+#[derive(Debug, Default)]
+struct LogData {
+    last_purged: Option<LogId>,
+    entries: BTreeMap<u64, Entry<TypeConfig>>,
+    vote: Option<Vote<NodeId>>,
+    committed: Option<LogId>,
+}
+
+/// The Raft log in memory. Clones share the same log.
+#[derive(Debug, Clone, Default)]
+pub struct LogStore {
+    inner: Arc<Mutex<LogData>>,
+}
+
+/// A poisoned lock means a thread panicked while holding it, e.g. on a broken ledger
+/// invariant; the data behind it can no longer be trusted, so storage reports an error and
+/// openraft stops this node instead of serving it.
+fn poisoned<T>(what: &str) -> impl FnOnce(T) -> StorageError + '_ {
+    move |_| StorageIOError::read(&std::io::Error::other(format!("{what} lock poisoned"))).into()
+}
+
+impl LogStore {
+    fn lock(&self) -> Result<MutexGuard<'_, LogData>, StorageError> {
+        self.inner.lock().map_err(poisoned("log"))
+    }
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
+        let log = self.lock()?;
+        Ok(log.entries.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
+        let log = self.lock()?;
+        let last = log
+            .entries
+            .last_key_value()
+            .map(|(_, e)| e.log_id)
+            .or(log.last_purged);
+        Ok(LogState {
+            last_purged_log_id: log.last_purged,
+            last_log_id: last,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
+        self.lock()?.vote = Some(*vote);
+        Ok(())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
+        Ok(self.lock()?.vote)
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
+        self.lock()?.committed = committed;
+        Ok(())
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
+        Ok(self.lock()?.committed)
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<TypeConfig>,
+    ) -> Result<(), StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        {
+            let mut log = self.lock()?;
+            for entry in entries {
+                log.entries.insert(entry.log_id.index, entry);
+            }
+        }
+        // In memory, an entry is "flushed" as soon as it is in the map.
+        callback.log_io_completed(Ok(()));
+        Ok(())
+    }
+
+    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut log = self.lock()?;
+        log.entries.split_off(&log_id.index);
+        Ok(())
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
+        let mut log = self.lock()?;
+        assert!(
+            log.last_purged.map(|p| p.index) <= Some(log_id.index),
+            "purge must move forward"
+        );
+        log.last_purged = Some(log_id);
+        let kept = log.entries.split_off(&(log_id.index + 1));
+        log.entries = kept;
+        Ok(())
+    }
+}
+
+/// What the state machine holds: the ledger plus what Raft needs to know about it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateMachineData {
+    pub last_applied: Option<LogId>,
+    pub last_membership: StoredMembership<NodeId, BasicNode>,
+    pub ledger: Ledger,
+}
+
+#[derive(Debug)]
+struct StoredSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    data: Vec<u8>,
+}
+
+/// The state machine: applies committed entries to the ledger. Clones share the same state.
+#[derive(Debug, Clone, Default)]
+pub struct StateMachineStore {
+    data: Arc<RwLock<StateMachineData>>,
+    snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
+    /// Count of snapshots built, to give each a unique id.
+    snapshot_count: Arc<Mutex<u64>>,
+}
+
+impl StateMachineStore {
+    /// Reads the applied state. Returns `None` if the lock is poisoned (see [`poisoned`]).
+    pub fn read<T>(&self, f: impl FnOnce(&StateMachineData) -> T) -> Option<T> {
+        self.data.read().ok().map(|data| f(&data))
+    }
+
+    fn snapshot_lock(&self) -> Result<MutexGuard<'_, Option<StoredSnapshot>>, StorageError> {
+        self.snapshot.lock().map_err(poisoned("snapshot"))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let (data, last_applied, last_membership) = {
+            let state = self.data.read().map_err(poisoned("state machine"))?;
+            let data =
+                serde_json::to_vec(&*state).map_err(|e| StorageIOError::read_state_machine(&e))?;
+            (data, state.last_applied, state.last_membership.clone())
+        };
+        let count = {
+            let mut count = self.snapshot_count.lock().map_err(poisoned("snapshot"))?;
+            *count += 1;
+            *count
+        };
+        let snapshot_id = match last_applied {
+            Some(id) => format!("{}-{}-{count}", id.leader_id, id.index),
+            None => format!("--{count}"),
+        };
+        let meta = SnapshotMeta {
+            last_log_id: last_applied,
+            last_membership,
+            snapshot_id,
+        };
+        *self.snapshot_lock()? = Some(StoredSnapshot {
+            meta: meta.clone(),
+            data: data.clone(),
+        });
+        Ok(Snapshot {
+            meta,
+            snapshot: Box::new(Cursor::new(data)),
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId>, StoredMembership<NodeId, BasicNode>), StorageError> {
+        let state = self.data.read().map_err(poisoned("state machine"))?;
+        Ok((state.last_applied, state.last_membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Outcome>, StorageError>
+    where
+        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let mut state = self.data.write().map_err(poisoned("state machine"))?;
+        let mut outcomes = Vec::new();
+        for entry in entries {
+            assert!(
+                state.last_applied.map(|id| id.index) < Some(entry.log_id.index),
+                "entries are applied once, in log order"
+            );
+            state.last_applied = Some(entry.log_id);
+            let outcome = match entry.payload {
+                EntryPayload::Blank => Outcome::NoCommand,
+                EntryPayload::Normal(ref command) => state.ledger.apply(command),
+                EntryPayload::Membership(ref membership) => {
+                    state.last_membership =
+                        StoredMembership::new(Some(entry.log_id), membership.clone());
+                    Outcome::NoCommand
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError> {
+        let data = snapshot.into_inner();
+        let installed: StateMachineData = serde_json::from_slice(&data)
+            .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
+        {
+            let mut state = self.data.write().map_err(poisoned("state machine"))?;
+            *state = StateMachineData {
+                last_applied: meta.last_log_id,
+                last_membership: meta.last_membership.clone(),
+                ledger: installed.ledger,
+            };
+        }
+        *self.snapshot_lock()? = Some(StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        });
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        Ok(self.snapshot_lock()?.as_ref().map(|stored| Snapshot {
+            meta: stored.meta.clone(),
+            snapshot: Box::new(Cursor::new(stored.data.clone())),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use openraft::testing::{StoreBuilder, Suite};
+
+    use super::*;
+
+    struct MemoryStoreBuilder;
+
+    impl StoreBuilder<TypeConfig, LogStore, StateMachineStore> for MemoryStoreBuilder {
+        async fn build(&self) -> Result<((), LogStore, StateMachineStore), StorageError> {
+            Ok(((), LogStore::default(), StateMachineStore::default()))
+        }
+    }
+
+    /// openraft's own storage test suite: the contract every log store and state machine must
+    /// keep (membership tracking, vote, append / truncate / purge, snapshots).
+    #[test]
+    fn openraft_storage_suite() -> Result<(), StorageError> {
+        Suite::test_all(MemoryStoreBuilder)
+    }
+}

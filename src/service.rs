@@ -1,0 +1,306 @@
+//! The gRPC services a branch serves, and the one place errors become gRPC statuses.
+//!
+//! - [`CustomerService`]: the original course API, `Branch.MsgDelivery` (`proto/banks.proto`).
+//! - [`PeerService`]: branch-to-branch traffic (`bank.peer.v1.Peer`): openraft's RPCs, writes
+//!   forwarded to the leader, and read indexes for follower reads.
+//!
+//! [`serve`] runs both on one listener until a shutdown signal, then drains in-flight calls.
+
+use std::future::Future;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request, Response, Status};
+
+use crate::branch::{Branch, BranchError, REQUEST_DEADLINE};
+use crate::ledger::{Command, Outcome, ORIGINAL_ACCOUNT};
+use crate::proto::customer::branch_server::BranchServer;
+use crate::proto::customer::{Reply, Request as CustomerRequest};
+use crate::proto::peer::peer_server::PeerServer;
+use crate::proto::peer::{RaftPayload, ReadIndexReply, ReadIndexRequest};
+use crate::replication::network::{decode, encode};
+
+/// Server-side bound on any one call; inner waits are shorter ([`REQUEST_DEADLINE`]).
+const CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Bound on concurrent calls per connection.
+const CONCURRENCY_PER_CONNECTION: usize = 256;
+
+/// Largest message a branch accepts: Raft batches and snapshots are bounded well below it.
+const MESSAGE_SIZE_MAX_BYTES: usize = 64 * 1024 * 1024;
+
+impl From<BranchError> for Status {
+    fn from(error: BranchError) -> Status {
+        let message = error.to_string();
+        match error {
+            BranchError::NoLeader(_) | BranchError::CatchUpTimeout(_) => {
+                Status::unavailable(message)
+            }
+            BranchError::OutcomeUnknown(_) => Status::unavailable(message),
+            BranchError::ShuttingDown => Status::unavailable(message),
+            BranchError::Internal(_) => Status::internal(message),
+        }
+    }
+}
+
+/// The original customer API.
+pub struct CustomerService {
+    branch: Branch,
+}
+
+/// What a customer asked for, validated.
+enum CustomerOp {
+    Deposit(u64),
+    Withdraw(u64),
+    Query,
+}
+
+fn parse_customer_request(request: &CustomerRequest) -> Result<CustomerOp, Status> {
+    let interface = request.interface.to_ascii_lowercase();
+    let amount = |verb: &str| {
+        u64::try_from(request.money)
+            .ok()
+            .filter(|&money| money > 0)
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "{verb} needs money > 0, got {} (event id {})",
+                    request.money, request.id
+                ))
+            })
+    };
+    match interface.as_str() {
+        "deposit" => Ok(CustomerOp::Deposit(amount("deposit")?)),
+        "withdraw" => Ok(CustomerOp::Withdraw(amount("withdraw")?)),
+        "query" => Ok(CustomerOp::Query),
+        "propagate_deposit" | "propagate_withdraw" => Err(Status::permission_denied(format!(
+            "{:?} is branch-to-branch traffic and is not accepted on the customer API; \
+             branches replicate through their own peer service",
+            request.interface
+        ))),
+        _ => Err(Status::invalid_argument(format!(
+            "unknown interface {:?} (event id {}); expected \"deposit\", \"withdraw\" or \"query\"",
+            request.interface, request.id
+        ))),
+    }
+}
+
+fn wire_balance(balance_minor_units: u64) -> Result<i32, Status> {
+    i32::try_from(balance_minor_units).map_err(|_| {
+        Status::out_of_range(format!(
+            "balance {balance_minor_units} does not fit the int32 wire format"
+        ))
+    })
+}
+
+fn reply(
+    interface: &str,
+    success: bool,
+    balance_minor_units: u64,
+) -> Result<Response<Reply>, Status> {
+    Ok(Response::new(Reply {
+        interface: interface.to_string(),
+        result: if success { "success" } else { "fail" }.to_string(),
+        balance: wire_balance(balance_minor_units)?,
+    }))
+}
+
+#[tonic::async_trait]
+impl crate::proto::customer::branch_server::Branch for CustomerService {
+    async fn msg_delivery(
+        &self,
+        request: Request<CustomerRequest>,
+    ) -> Result<Response<Reply>, Status> {
+        let request = request.into_inner();
+        let op = parse_customer_request(&request)?;
+        // Read-your-writes (the writeset) holds without waiting on it: every write was
+        // acknowledged only once committed, and every query below is a read-index read, which
+        // sees every write committed before it started.
+        let (interface, command) = match op {
+            CustomerOp::Query => {
+                let balance = self
+                    .branch
+                    .read_balance(ORIGINAL_ACCOUNT)
+                    .await?
+                    .ok_or_else(not_ready)?;
+                return reply("query", true, balance);
+            }
+            CustomerOp::Deposit(amount_minor_units) => (
+                "deposit",
+                Command::Deposit {
+                    account: ORIGINAL_ACCOUNT,
+                    amount_minor_units,
+                },
+            ),
+            CustomerOp::Withdraw(amount_minor_units) => (
+                "withdraw",
+                Command::Withdraw {
+                    account: ORIGINAL_ACCOUNT,
+                    amount_minor_units,
+                },
+            ),
+        };
+        let (outcome, _log_index) = self.branch.submit(command).await?;
+        match outcome {
+            Outcome::Deposited {
+                balance_minor_units,
+            }
+            | Outcome::Withdrawn {
+                balance_minor_units,
+            } => reply(interface, true, balance_minor_units),
+            Outcome::InsufficientFunds {
+                balance_minor_units,
+            }
+            | Outcome::BalanceLimitExceeded {
+                balance_minor_units,
+            } => reply(interface, false, balance_minor_units),
+            Outcome::UnknownAccount => Err(not_ready()),
+            other => Err(Status::internal(format!(
+                "unexpected ledger outcome {other:?}"
+            ))),
+        }
+    }
+}
+
+fn not_ready() -> Status {
+    Status::unavailable("the bank is still starting: its account is not open yet; try again")
+}
+
+/// Branch-to-branch traffic.
+pub struct PeerService {
+    branch: Branch,
+}
+
+fn bad_payload(e: serde_json::Error) -> Status {
+    Status::invalid_argument(format!("payload does not decode: {e}"))
+}
+
+fn encoded<T: serde::Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
+    encode(value)
+        .map(Response::new)
+        .map_err(|e| Status::internal(format!("reply does not encode: {e}")))
+}
+
+#[tonic::async_trait]
+impl crate::proto::peer::peer_server::Peer for PeerService {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(request.get_ref()).map_err(bad_payload)?;
+        encoded(&self.branch.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(request.get_ref()).map_err(bad_payload)?;
+        encoded(&self.branch.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(request.get_ref()).map_err(bad_payload)?;
+        encoded(&self.branch.raft.install_snapshot(rpc).await)
+    }
+
+    async fn forward(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let command: Command = decode(request.get_ref()).map_err(bad_payload)?;
+        match self.branch.raft.client_write(command).await {
+            Ok(response) => encoded(&(response.data, response.log_id.index)),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(
+                Status::failed_precondition(format!("branch {} is not the leader", self.branch.id)),
+            ),
+            Err(e) => Err(Status::aborted(format!(
+                "write failed, outcome unknown: {e}"
+            ))),
+        }
+    }
+
+    async fn read_index(
+        &self,
+        _request: Request<ReadIndexRequest>,
+    ) -> Result<Response<ReadIndexReply>, Status> {
+        match tokio::time::timeout(REQUEST_DEADLINE, self.branch.raft.get_read_log_id()).await {
+            Ok(Ok((read_log_id, _))) => Ok(Response::new(ReadIndexReply {
+                index: read_log_id.map(|id| id.index),
+            })),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => Err(
+                Status::failed_precondition(format!("branch {} is not the leader", self.branch.id)),
+            ),
+            Ok(Err(e)) => Err(Status::unavailable(e.to_string())),
+            Err(_) => Err(Status::unavailable("leadership not confirmed in time")),
+        }
+    }
+}
+
+/// Serves the customer and peer services for `branch` on `listener` until `shutdown`
+/// completes, then stops accepting and waits for in-flight calls to finish.
+pub async fn serve(
+    branch: Branch,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let customer = BranchServer::new(CustomerService {
+        branch: branch.clone(),
+    })
+    .max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES);
+    let peer = PeerServer::new(PeerService { branch })
+        .max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES)
+        .max_encoding_message_size(MESSAGE_SIZE_MAX_BYTES);
+    tonic::transport::Server::builder()
+        .timeout(CALL_TIMEOUT)
+        .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+        .tcp_nodelay(true)
+        .add_service(customer)
+        .add_service(peer)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(interface: &str, money: i32) -> CustomerRequest {
+        CustomerRequest {
+            id: 1,
+            interface: interface.to_string(),
+            money,
+            writeset: vec![],
+        }
+    }
+
+    #[test]
+    fn malformed_requests_get_clear_statuses() {
+        let code = |interface, money| {
+            parse_customer_request(&request(interface, money))
+                .err()
+                .map(|s| s.code())
+        };
+        assert_eq!(code("deposit", 0), Some(tonic::Code::InvalidArgument));
+        assert_eq!(code("withdraw", -5), Some(tonic::Code::InvalidArgument));
+        assert_eq!(code("teleport", 5), Some(tonic::Code::InvalidArgument));
+        assert_eq!(
+            code("propagate_deposit", 5),
+            Some(tonic::Code::PermissionDenied)
+        );
+        assert_eq!(
+            code("propagate_withdraw", 5),
+            Some(tonic::Code::PermissionDenied)
+        );
+        assert_eq!(code("deposit", 5), None);
+        assert_eq!(code("QUERY", 0), None);
+    }
+
+    #[test]
+    fn balances_beyond_int32_are_out_of_range_not_wrapped() {
+        assert_eq!(wire_balance(i32::MAX as u64).ok(), Some(i32::MAX));
+        let refused = wire_balance(i32::MAX as u64 + 1).err().map(|s| s.code());
+        assert_eq!(refused, Some(tonic::Code::OutOfRange));
+    }
+}
