@@ -1,23 +1,26 @@
 //! A branch: one replica of the ledger, and the one place that turns customer operations into
 //! Raft proposals and linearizable reads.
 //!
-//! - Writes: proposed to openraft. If this branch is not the leader, the command is forwarded
-//!   to the leader over the peer service; customers never see leadership. A write is retried
-//!   only when it is certain it was not proposed (the receiver said "not leader"); when the
-//!   outcome is unknown (a timeout), the customer is told so rather than risk applying a
-//!   deposit twice — the original API has no request ids to make a retry safe.
+//! - Writes: proposed to openraft with a fresh [`RequestId`]. If this branch is not the
+//!   leader, the proposal is forwarded to the leader over the peer service; customers never see
+//!   leadership. Any failure (not the leader any more, a timeout, an unreachable leader) is
+//!   retried with the *same* request id, which the ledger applies at most once, so a retry can
+//!   never apply a deposit twice. Retries are bounded in count and by the request deadline.
 //! - Reads: read-index reads. The leader's read index (confirmed by a quorum heartbeat) is
 //!   fetched, locally if this branch leads and over the peer service otherwise; then the read
 //!   waits until this branch has applied up to it and is served from the local replica. So a
 //!   query at any branch, learners included, is both local and linearizable.
 //! - Every wait is bounded by [`REQUEST_DEADLINE`].
 
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
 use tokio::time::Instant;
 
-use crate::ledger::{AccountId, Command, Outcome};
+use crate::ledger::{AccountId, Command, Outcome, Proposal, RequestId};
 use crate::proto::peer::ReadIndexRequest;
 use crate::replication::network::{decode, encode, PeerError, Peers};
 use crate::replication::store::StateMachineStore;
@@ -26,8 +29,13 @@ use crate::replication::{BasicNode, NodeId, Raft};
 /// How long one customer request may wait for a leader, replication and apply.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
 
-/// At most this many forwarding attempts per write (leader changes while it is in flight).
-const FORWARD_ATTEMPTS_MAX: u32 = 8;
+/// At most this many attempts per write or read index (leader changes while it is in flight).
+const ATTEMPTS_MAX: u32 = 16;
+
+/// Pause before retrying after a failed attempt: doubles from this, capped at
+/// [`RETRY_PAUSE_MAX`], and never past the request deadline.
+const RETRY_PAUSE_MIN: Duration = Duration::from_millis(20);
+const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);
 
 /// Why a branch could not serve a request. Mapped to gRPC statuses in one place,
 /// [`crate::service`].
@@ -35,7 +43,7 @@ const FORWARD_ATTEMPTS_MAX: u32 = 8;
 pub enum BranchError {
     #[error("no leader could be reached within {0:?}; the cluster may be electing or lack a quorum, try again")]
     NoLeader(Duration),
-    #[error("the write may or may not have been applied ({0}); query the balance before retrying")]
+    #[error("the write was not confirmed in time and may or may not have been applied ({0}); query the balance before retrying")]
     OutcomeUnknown(String),
     #[error("this branch could not catch up with the leader within {0:?}")]
     CatchUpTimeout(Duration),
@@ -52,58 +60,104 @@ pub struct Branch {
     pub raft: Raft,
     pub state_machine: StateMachineStore,
     pub peers: Peers,
+    /// This incarnation's request-id origin: random, so ids never repeat across restarts.
+    origin: u64,
+    sequence: Arc<AtomicU64>,
 }
 
 impl Branch {
-    /// Proposes `command` through the leader and returns its replicated outcome and log index.
-    pub async fn submit(&self, command: Command) -> Result<(Outcome, u64), BranchError> {
-        let deadline = Instant::now() + REQUEST_DEADLINE;
-        for _attempt in 0..FORWARD_ATTEMPTS_MAX {
-            let leader = match self.raft.client_write(command.clone()).await {
-                Ok(response) => return Ok((response.data, response.log_id.index)),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward))) => forward,
-                Err(RaftError::APIError(e)) => return Err(BranchError::Internal(e.to_string())),
-                Err(RaftError::Fatal(_)) => return Err(BranchError::ShuttingDown),
-            };
-            if let Some(node) = leader_node(&leader) {
-                match self.forward(&node.addr, &command, deadline).await {
-                    Ok(result) => return Ok(result),
-                    // Not the leader any more: nothing was proposed, so trying again is safe.
-                    Err(ForwardFailure::NotProposed) => {}
-                    Err(ForwardFailure::Unknown(why)) => {
-                        return Err(BranchError::OutcomeUnknown(why))
-                    }
-                }
-            }
-            self.wait_for_leader_change(leader.leader_id, deadline)
-                .await?;
+    pub fn new(id: NodeId, raft: Raft, state_machine: StateMachineStore, peers: Peers) -> Self {
+        // RandomState is seeded from the OS's randomness; mixing in the clock and the process
+        // id keeps two incarnations apart even if a platform seeds it weakly.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default();
+        let origin = RandomState::new().hash_one((id, nanos, std::process::id()));
+        Branch {
+            id,
+            raft,
+            state_machine,
+            peers,
+            origin,
+            sequence: Arc::new(AtomicU64::new(0)),
         }
-        Err(BranchError::NoLeader(REQUEST_DEADLINE))
     }
 
-    /// Sends `command` to the leader at `addr`, which proposes it only if it still leads.
+    fn next_request_id(&self) -> RequestId {
+        RequestId {
+            origin: self.origin,
+            sequence: self.sequence.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// Proposes `command` through the leader and returns its replicated outcome and log index.
+    pub async fn submit(&self, command: Command) -> Result<(Outcome, u64), BranchError> {
+        let proposal = Proposal {
+            request_id: self.next_request_id(),
+            command,
+        };
+        let deadline = Instant::now() + REQUEST_DEADLINE;
+        let mut last_failure = String::from("no leader");
+        for attempt in 0..ATTEMPTS_MAX {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let written =
+                tokio::time::timeout(remaining, self.raft.client_write(proposal.clone())).await;
+            let leader = match written {
+                Ok(Ok(response)) => return Ok((response.data, response.log_id.index)),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => forward,
+                Ok(Err(RaftError::APIError(e))) => {
+                    return Err(BranchError::Internal(e.to_string()))
+                }
+                Ok(Err(RaftError::Fatal(_))) => return Err(BranchError::ShuttingDown),
+                Err(_) => {
+                    last_failure = "not committed before the deadline".to_string();
+                    break;
+                }
+            };
+            match leader_node(&leader) {
+                Some(node) => match self.forward(&node.addr, &proposal, deadline).await {
+                    Ok(result) => return Ok(result),
+                    Err(why) => {
+                        tracing::debug!(
+                            branch = self.id,
+                            attempt,
+                            "forward to {}: {why}",
+                            node.addr
+                        );
+                        last_failure = why;
+                        pause_before_retry(attempt, deadline).await;
+                    }
+                },
+                None => self.wait_for_leader(deadline).await?,
+            }
+        }
+        Err(BranchError::OutcomeUnknown(last_failure))
+    }
+
+    /// Sends `proposal` to the leader at `addr`, which proposes it only if it still leads.
     async fn forward(
         &self,
         addr: &str,
-        command: &Command,
+        proposal: &Proposal,
         deadline: Instant,
-    ) -> Result<(Outcome, u64), ForwardFailure> {
-        let mut client = self
-            .peers
-            .client(addr)
-            .map_err(|e| ForwardFailure::Unknown(e.to_string()))?;
-        let payload = encode(command).map_err(|e| ForwardFailure::Unknown(e.to_string()))?;
+    ) -> Result<(Outcome, u64), String> {
+        let mut client = self.peers.client(addr).map_err(|e| e.to_string())?;
+        let payload = encode(proposal).map_err(|e| e.to_string())?;
         let mut request = tonic::Request::new(payload);
         request.set_timeout(deadline.saturating_duration_since(Instant::now()));
         match client.forward(request).await {
-            Ok(reply) => {
-                decode(reply.get_ref()).map_err(|e| ForwardFailure::Unknown(e.to_string()))
-            }
-            Err(status) if status.code() == tonic::Code::FailedPrecondition => {
-                Err(ForwardFailure::NotProposed)
-            }
-            Err(status) => Err(ForwardFailure::Unknown(PeerError::Call(status).to_string())),
+            Ok(reply) => decode(reply.get_ref()).map_err(|e| e.to_string()),
+            Err(status) => Err(PeerError::Call(status).to_string()),
         }
+    }
+
+    /// Waits until this branch knows a leader.
+    async fn wait_for_leader(&self, deadline: Instant) -> Result<(), BranchError> {
+        self.wait_for_leader_change(None, deadline).await
     }
 
     /// Waits until this branch knows a leader other than `stale` (or any leader if `None`).
@@ -135,7 +189,7 @@ impl Branch {
     /// The leader's read index: a log index such that every write acknowledged before this
     /// call started is at or below it.
     pub async fn read_index(&self, deadline: Instant) -> Result<Option<u64>, BranchError> {
-        for _attempt in 0..FORWARD_ATTEMPTS_MAX {
+        for attempt in 0..ATTEMPTS_MAX {
             let timeout = deadline.saturating_duration_since(Instant::now());
             let leader = match tokio::time::timeout(timeout, self.raft.get_read_log_id()).await {
                 Err(_) => return Err(BranchError::NoLeader(REQUEST_DEADLINE)),
@@ -161,8 +215,10 @@ impl Branch {
                     }
                 }
             }
-            self.wait_for_leader_change(leader.leader_id, deadline)
-                .await?;
+            match leader.leader_id {
+                Some(_) => pause_before_retry(attempt, deadline).await,
+                None => self.wait_for_leader(deadline).await?,
+            }
         }
         Err(BranchError::NoLeader(REQUEST_DEADLINE))
     }
@@ -200,9 +256,13 @@ impl Branch {
     }
 }
 
-enum ForwardFailure {
-    NotProposed,
-    Unknown(String),
+/// Sleeps before retry `attempt`: exponential from [`RETRY_PAUSE_MIN`], capped, never past
+/// `deadline`.
+async fn pause_before_retry(attempt: u32, deadline: Instant) {
+    let pause = RETRY_PAUSE_MIN
+        .saturating_mul(1u32 << attempt.min(10))
+        .min(RETRY_PAUSE_MAX);
+    tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
 }
 
 fn leader_node(forward: &ForwardToLeader<NodeId, BasicNode>) -> Option<BasicNode> {

@@ -141,12 +141,7 @@ impl LocalCluster {
                 id,
                 what: e.to_string(),
             })?;
-            let branch = Branch {
-                id,
-                raft,
-                state_machine,
-                peers: peers.clone(),
-            };
+            let branch = Branch::new(id, raft, state_machine, peers.clone());
             let mut stop = shutdown_rx.clone();
             let server_branch = branch.clone();
             cluster.servers.spawn(async move {

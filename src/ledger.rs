@@ -13,8 +13,14 @@
 //! - the sum of all balances equals money opened + deposited − withdrawn.
 //!
 //! Money is integer minor units (`u64`), arithmetic is checked, never floats.
+//!
+//! Every command arrives in a [`Proposal`] with a [`RequestId`]. The ledger remembers the last
+//! [`REQUEST_IDS_MAX`] request ids with their outcomes, so a proposal retried with the same id
+//! (after a timeout or a leader change) is applied at most once and answers its first outcome.
+//! An id older than that window is forgotten and would apply again: retries must happen within
+//! it (branches retry for seconds, far inside it).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
 use serde::{Deserialize, Serialize};
 
@@ -27,6 +33,24 @@ pub const ORIGINAL_ACCOUNT: AccountId = 0;
 
 /// The original API carries balances as `int32`, so its account can never hold more.
 pub const ORIGINAL_BALANCE_MAX: u64 = i32::MAX as u64;
+
+/// At most this many request ids are remembered (oldest forgotten first, in log order).
+pub const REQUEST_IDS_MAX: usize = 100_000;
+
+/// Identifies one request for exactly-once application: `origin` is unique per proposer
+/// incarnation (random), `sequence` counts that proposer's requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RequestId {
+    pub origin: u64,
+    pub sequence: u64,
+}
+
+/// What goes into the Raft log: a command and the id that makes retrying it safe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub request_id: RequestId,
+    pub command: Command,
+}
 
 /// A state change, proposed through Raft and applied by every branch in log order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +96,8 @@ pub enum Outcome {
         balance_minor_units: u64,
     },
     UnknownAccount,
+    /// A request id seen before with a different command; nothing changed.
+    RequestIdReused,
     /// A zero amount, or an opening balance above its own limit; nothing changed.
     InvalidAmount,
     /// Log entries that carry no command (Raft's blank and membership entries).
@@ -92,6 +118,11 @@ pub struct Ledger {
     opened_total_minor_units: u128,
     deposited_total_minor_units: u128,
     withdrawn_total_minor_units: u128,
+    /// Remembered requests: origin -> sequence -> (command, outcome). Nested maps of integer
+    /// keys so the ledger serialises to plain JSON in snapshots.
+    requests: BTreeMap<u64, BTreeMap<u64, (Command, Outcome)>>,
+    /// The remembered request ids, oldest first, for eviction.
+    requests_order: VecDeque<RequestId>,
 }
 
 impl Ledger {
@@ -105,6 +136,37 @@ impl Ledger {
 
     pub fn accounts(&self) -> &BTreeMap<AccountId, Account> {
         &self.accounts
+    }
+
+    /// Applies a proposal at most once per request id: a repeated id answers the outcome of
+    /// its first application and changes nothing. Deterministic.
+    pub fn apply_proposal(&mut self, proposal: &Proposal) -> Outcome {
+        let RequestId { origin, sequence } = proposal.request_id;
+        if let Some((command, outcome)) = self.requests.get(&origin).and_then(|s| s.get(&sequence))
+        {
+            return if *command == proposal.command {
+                outcome.clone()
+            } else {
+                Outcome::RequestIdReused
+            };
+        }
+        let outcome = self.apply(&proposal.command);
+        self.requests
+            .entry(origin)
+            .or_default()
+            .insert(sequence, (proposal.command.clone(), outcome.clone()));
+        self.requests_order.push_back(proposal.request_id);
+        while self.requests_order.len() > REQUEST_IDS_MAX {
+            if let Some(oldest) = self.requests_order.pop_front() {
+                if let Some(sequences) = self.requests.get_mut(&oldest.origin) {
+                    sequences.remove(&oldest.sequence);
+                    if sequences.is_empty() {
+                        self.requests.remove(&oldest.origin);
+                    }
+                }
+            }
+        }
+        outcome
     }
 
     /// Applies one command. Deterministic: the same ledger and command give the same outcome
@@ -353,6 +415,79 @@ mod tests {
             }
         );
         assert_eq!(ledger, before);
+    }
+
+    #[test]
+    fn a_repeated_request_id_applies_once() {
+        let mut ledger = ledger_with(100);
+        let proposal = Proposal {
+            request_id: RequestId {
+                origin: 7,
+                sequence: 1,
+            },
+            command: deposit(50),
+        };
+        let first = ledger.apply_proposal(&proposal);
+        assert_eq!(
+            first,
+            Outcome::Deposited {
+                balance_minor_units: 150
+            }
+        );
+        assert_eq!(ledger.apply_proposal(&proposal), first);
+        assert_eq!(ledger.balance(ORIGINAL_ACCOUNT), Some(150));
+        let reused = Proposal {
+            request_id: proposal.request_id,
+            command: withdraw(50),
+        };
+        assert_eq!(ledger.apply_proposal(&reused), Outcome::RequestIdReused);
+        assert_eq!(ledger.balance(ORIGINAL_ACCOUNT), Some(150));
+        // The same sequence from another origin is another request.
+        let other = Proposal {
+            request_id: RequestId {
+                origin: 8,
+                sequence: 1,
+            },
+            command: deposit(50),
+        };
+        assert_eq!(
+            ledger.apply_proposal(&other),
+            Outcome::Deposited {
+                balance_minor_units: 200
+            }
+        );
+    }
+
+    #[test]
+    fn remembered_request_ids_are_bounded() {
+        let mut ledger = ledger_with(0);
+        let total = REQUEST_IDS_MAX as u64 + 10;
+        for sequence in 0..total {
+            ledger.apply_proposal(&Proposal {
+                request_id: RequestId {
+                    origin: 1,
+                    sequence,
+                },
+                command: deposit(1),
+            });
+        }
+        assert_eq!(ledger.requests_order.len(), REQUEST_IDS_MAX);
+        assert_eq!(ledger.balance(ORIGINAL_ACCOUNT), Some(total));
+        // The oldest ids are forgotten, the newest still deduplicate.
+        let newest = Proposal {
+            request_id: RequestId {
+                origin: 1,
+                sequence: total - 1,
+            },
+            command: deposit(1),
+        };
+        assert_eq!(
+            ledger.apply_proposal(&newest),
+            Outcome::Deposited {
+                balance_minor_units: total
+            }
+        );
+        assert_eq!(ledger.balance(ORIGINAL_ACCOUNT), Some(total));
     }
 
     /// A deterministic pseudo-random walk: the balance never goes negative and always equals

@@ -15,7 +15,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::branch::{Branch, BranchError, REQUEST_DEADLINE};
-use crate::ledger::{Command, Outcome, ORIGINAL_ACCOUNT};
+use crate::ledger::{Command, Outcome, Proposal, ORIGINAL_ACCOUNT};
 use crate::proto::customer::branch_server::BranchServer;
 use crate::proto::customer::{Reply, Request as CustomerRequest};
 use crate::proto::peer::peer_server::PeerServer;
@@ -209,15 +209,18 @@ impl crate::proto::peer::peer_server::Peer for PeerService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        let command: Command = decode(request.get_ref()).map_err(bad_payload)?;
-        match self.branch.raft.client_write(command).await {
-            Ok(response) => encoded(&(response.data, response.log_id.index)),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => Err(
+        let proposal: Proposal = decode(request.get_ref()).map_err(bad_payload)?;
+        let written =
+            tokio::time::timeout(REQUEST_DEADLINE, self.branch.raft.client_write(proposal)).await;
+        match written {
+            Ok(Ok(response)) => encoded(&(response.data, response.log_id.index)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(
                 Status::failed_precondition(format!("branch {} is not the leader", self.branch.id)),
             ),
-            Err(e) => Err(Status::aborted(format!(
-                "write failed, outcome unknown: {e}"
-            ))),
+            Ok(Err(e)) => Err(Status::unavailable(format!("write failed: {e}"))),
+            Err(_) => Err(Status::unavailable(
+                "write not committed before the deadline",
+            )),
         }
     }
 

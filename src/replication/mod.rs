@@ -1,7 +1,7 @@
 //! Replication: the glue between the [`ledger`](crate::ledger) and `openraft`.
 //!
 //! - [`TypeConfig`]: openraft's type configuration. A log entry's payload is a ledger
-//!   [`Command`]; its response is the ledger's [`Outcome`]. Nodes are `u64` branch ids and
+//!   [`Proposal`] (a command with its request id); its response is the ledger's [`Outcome`]. Nodes are `u64` branch ids and
 //!   [`BasicNode`]s whose `addr` is the branch's gRPC address (`host:port`).
 //! - [`store`]: the log store and the state-machine store behind openraft's storage-v2 traits.
 //!   They are in memory in this version; a durable store drops in behind the same traits.
@@ -19,7 +19,7 @@ use std::time::Duration;
 
 pub use openraft::BasicNode;
 
-use crate::ledger::{Command, Outcome};
+use crate::ledger::{Outcome, Proposal};
 
 /// A node's id in Raft: the branch id from the scenario file.
 pub type NodeId = u64;
@@ -27,7 +27,7 @@ pub type NodeId = u64;
 openraft::declare_raft_types!(
     /// openraft's type configuration for the bank.
     pub TypeConfig:
-        D = Command,
+        D = Proposal,
         R = Outcome,
         NodeId = NodeId,
         Node = BasicNode,

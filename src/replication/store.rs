@@ -230,7 +230,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             state.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::NoCommand,
-                EntryPayload::Normal(ref command) => state.ledger.apply(command),
+                EntryPayload::Normal(ref proposal) => state.ledger.apply_proposal(proposal),
                 EntryPayload::Membership(ref membership) => {
                     state.last_membership =
                         StoredMembership::new(Some(entry.log_id), membership.clone());
