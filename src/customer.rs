@@ -151,13 +151,15 @@ async fn run_customer(
                 message: status.message().to_string(),
             })?
             .into_inner();
-        if event.interface != Interface::Query {
+        let success = reply.result == "success";
+        // As the original client does: the writeset lists this customer's successful writes.
+        if success && event.interface != Interface::Query {
             writeset.push(event.id);
         }
         replies.push(EventReply {
             interface: event.interface,
             branch: event.branch,
-            success: reply.result == "success",
+            success,
             balance: reply.balance,
         });
     }

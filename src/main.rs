@@ -120,15 +120,19 @@ async fn run(input: &Path, output: &Path, concurrent: bool) -> Result<()> {
     let started = Instant::now();
     let listeners = bind_loopback(&branch_ids(&scenario), None).await?;
     let cluster = LocalCluster::start(listeners, initial_balance(&scenario)?).await?;
+    let ready = started.elapsed();
     let result = run_on_cluster(&scenario, &cluster, output, concurrent).await;
+    let customers_done = started.elapsed();
     cluster.shutdown().await;
     let summary = result?;
     print!("{summary}");
     println!(
-        "{} customers, {} events in {:.2?}; output written to {}",
+        "{} branches ready in {:.2?}; {} customers, {} events in {:.2?}; output written to {}",
+        scenario.branches.len(),
+        ready,
         scenario.customers.len(),
         scenario.event_count(),
-        started.elapsed(),
+        customers_done.saturating_sub(ready),
         output.display()
     );
     Ok(())
@@ -188,6 +192,8 @@ fn summarize(balances: &[(u64, Option<u64>)], identical: bool) -> Result<String>
 
 async fn server(input: &Path, base_port: u16) -> Result<()> {
     let scenario = Scenario::load(input)?;
+    // Handlers first: a signal that arrives while the cluster starts is kept, not fatal.
+    let mut signals = ShutdownSignals::install()?;
     let listeners = bind_loopback(&branch_ids(&scenario), Some(base_port)).await?;
     let cluster = LocalCluster::start(listeners, initial_balance(&scenario)?).await?;
     let addresses: Vec<String> = cluster
@@ -199,34 +205,51 @@ async fn server(input: &Path, base_port: u16) -> Result<()> {
         addresses.len(),
         addresses.join(" ")
     );
-    let signal = shutdown_signal().await;
+    let signal = signals.recv().await;
     eprintln!("bank server: {signal}, shutting down");
     cluster.shutdown().await;
     eprintln!("bank server: stopped");
     Ok(())
 }
 
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM and says which.
-async fn shutdown_signal() -> &'static str {
+/// SIGINT (Ctrl-C) and SIGTERM, listened for from the moment they are installed.
+struct ShutdownSignals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut terminate) => tokio::select! {
-                _ = tokio::signal::ctrl_c() => "interrupted",
-                _ = terminate.recv() => "terminated",
-            },
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                let _ = tokio::signal::ctrl_c().await;
-                "interrupted"
-            }
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(ShutdownSignals {
+                interrupt: signal(SignalKind::interrupt()).context("listening for SIGINT")?,
+                terminate: signal(SignalKind::terminate()).context("listening for SIGTERM")?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(ShutdownSignals {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "interrupted"
+
+    /// Resolves on the first signal and says which.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => "interrupted",
+                _ = self.terminate.recv() => "terminated",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "interrupted"
+        }
     }
 }
 

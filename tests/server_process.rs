@@ -1,0 +1,457 @@
+//! Process-level tests of the `bank` binary: `bank server` as a real child process, driven by
+//! signals, by `bank client` and by the Python interop client (`tests/interop/client.py`, the
+//! original course's gRPC stack).
+//!
+//! Every wait here is a bounded poll (connect / `try_wait` in a loop with a deadline), never a
+//! bare sleep, and every child process is killed when its guard is dropped, so a failing test
+//! never leaves a server behind.
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const BANK: &str = env!("CARGO_BIN_EXE_bank");
+const P1_INPUT: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/reference/codlocker+CSE-531-Project/Project_1/input.json"
+);
+const PY_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/client.py");
+
+/// Branch ids of `Project_1/input.json`.
+const P1_BRANCHES: u16 = 3;
+/// Query balances `Project_1/input.json` must produce, per customer id.
+const P1_EXPECTED: [(i64, i64); 3] = [(1, 400), (2, 570), (3, 500)];
+
+const READY_DEADLINE: Duration = Duration::from_secs(30);
+const EXIT_DEADLINE: Duration = Duration::from_secs(10);
+const CLIENT_DEADLINE: Duration = Duration::from_secs(120);
+const POLL: Duration = Duration::from_millis(50);
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/// A base port `P` such that `P+1..=P+branches` could all be bound on 127.0.0.1 just now.
+fn free_base_port(branches: u16) -> u16 {
+    for _ in 0..100 {
+        let probe = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let q = probe.local_addr().expect("local addr").port();
+        drop(probe);
+        if q < 2 || u32::from(q) + u32::from(branches) > 65_536 {
+            continue;
+        }
+        let held: Result<Vec<TcpListener>, _> = (q..q + branches)
+            .map(|port| TcpListener::bind(("127.0.0.1", port)))
+            .collect();
+        if held.is_ok() {
+            return q - 1;
+        }
+    }
+    panic!("no run of {branches} free consecutive ports found on 127.0.0.1");
+}
+
+/// Drains a child's stderr on a thread (so a chatty child never blocks on a full pipe) into a
+/// buffer that can be read at any time.
+struct StderrCapture {
+    buf: Arc<Mutex<Vec<u8>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StderrCapture {
+    fn new(mut stderr: ChildStderr) -> Self {
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&buf);
+        let thread = std::thread::spawn(move || {
+            let mut chunk = [0u8; 8192];
+            loop {
+                match stderr.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
+                }
+            }
+        });
+        StderrCapture {
+            buf,
+            thread: Some(thread),
+        }
+    }
+
+    /// Everything read so far.
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
+    }
+
+    /// Waits (bounded) for the child's end of the pipe to close, then returns everything.
+    fn finish(&mut self) -> String {
+        if let Some(thread) = self.thread.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(POLL);
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
+        self.text()
+    }
+}
+
+/// A running `bank server`; killed (and reaped) on drop.
+struct ServerGuard {
+    child: Child,
+    stderr: StderrCapture,
+    base_port: u16,
+    branches: u16,
+}
+
+impl ServerGuard {
+    /// Spawns `bank server INPUT --base-port P` on a fresh free base port.
+    fn spawn(input: &str, branches: u16) -> ServerGuard {
+        let base_port = free_base_port(branches);
+        let mut child = Command::new(BANK)
+            .args(["server", input, "--base-port", &base_port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn `bank server`");
+        let stderr = StderrCapture::new(child.stderr.take().expect("piped stderr"));
+        ServerGuard {
+            child,
+            stderr,
+            base_port,
+            branches,
+        }
+    }
+
+    /// Spawns a server on `Project_1/input.json` and waits until every branch port accepts
+    /// connections.
+    ///
+    /// The free ports are only free when probed: another test (or an outgoing connection's
+    /// ephemeral port) can take one before the server binds it. If the server then exits
+    /// saying an address is in use, it is retried on new ports, a bounded number of times.
+    fn start_project_1() -> ServerGuard {
+        let mut attempt = 1;
+        loop {
+            let mut server = ServerGuard::spawn(P1_INPUT, P1_BRANCHES);
+            match server.wait_ready() {
+                Ok(()) => return server,
+                Err(stderr) if attempt < 3 && stderr.to_lowercase().contains("in use") => {
+                    eprintln!("bank server lost a port race (attempt {attempt}), retrying");
+                    attempt += 1;
+                }
+                Err(stderr) => panic!(
+                    "`bank server` exited before its ports accepted connections; stderr:\n{stderr}"
+                ),
+            }
+        }
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn addr(&self, branch: u16) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.base_port + branch))
+    }
+
+    /// Polls until a plain TCP connect to every branch port succeeds (deadline 30 s). If the
+    /// server exits first, returns its status and stderr as the error; panics with the
+    /// server's stderr if the deadline passes.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + READY_DEADLINE;
+        for branch in 1..=self.branches {
+            let addr = self.addr(branch);
+            loop {
+                if let Some(status) = self.child.try_wait().expect("try_wait") {
+                    return Err(format!(
+                        "({status}, before branch {branch} at {addr} was up)\n{}",
+                        self.stderr.finish()
+                    ));
+                }
+                if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
+                    break;
+                }
+                if Instant::now() >= deadline {
+                    panic!(
+                        "branch {branch} ({addr}) did not accept connections within {:?}; \
+                         stderr:\n{}",
+                        READY_DEADLINE,
+                        self.stderr.text()
+                    );
+                }
+                std::thread::sleep(POLL);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends a signal with `kill -SIG <pid>`.
+    fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .expect("run `kill`");
+        assert!(
+            status.success(),
+            "`kill -{sig} {}` failed: {status}",
+            self.pid()
+        );
+    }
+
+    /// Waits up to `limit` for the server to exit; `None` if it is still running.
+    fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        wait_child(&mut self.child, limit)
+    }
+}
+
+impl Drop for ServerGuard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `try_wait` until the child exits or `limit` passes.
+fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+struct Finished {
+    status: ExitStatus,
+    stdout: String,
+    stderr: String,
+}
+
+/// Runs a command to completion with a deadline (killing it if it overruns), capturing its
+/// stdout and stderr.
+fn run_bounded(command: &mut Command, limit: Duration) -> Finished {
+    let what = format!("{command:?}");
+    let mut child = command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
+    let mut stdout_pipe = child.stdout.take().expect("piped stdout");
+    let stdout_thread = std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = stdout_pipe.read_to_end(&mut out);
+        out
+    });
+    let mut stderr = StderrCapture::new(child.stderr.take().expect("piped stderr"));
+    let Some(status) = wait_child(&mut child, limit) else {
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!(
+            "{what} did not finish within {limit:?}; stderr so far:\n{}",
+            stderr.finish()
+        );
+    };
+    let stdout = stdout_thread.join().expect("stdout reader");
+    Finished {
+        status,
+        stdout: String::from_utf8_lossy(&stdout).into_owned(),
+        stderr: stderr.finish(),
+    }
+}
+
+/// The query balances of a P1 output document, per customer id, in document order; also checks
+/// that every deposit / withdraw of Project_1/input.json reports success.
+fn p1_query_balances(text: &str) -> Vec<(i64, i64)> {
+    let doc: serde_json::Value = serde_json::from_str(text.trim())
+        .unwrap_or_else(|e| panic!("output is not JSON ({e}):\n{text}"));
+    let customers = doc
+        .as_array()
+        .unwrap_or_else(|| panic!("output is not a JSON array:\n{text}"));
+    let mut balances = Vec::new();
+    for customer in customers {
+        let id = customer["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("customer entry without integer id: {customer}"));
+        let recv = customer["recv"]
+            .as_array()
+            .unwrap_or_else(|| panic!("customer entry without recv array: {customer}"));
+        for event in recv {
+            match event["interface"].as_str() {
+                Some("query") => balances.push((
+                    id,
+                    event["balance"]
+                        .as_i64()
+                        .unwrap_or_else(|| panic!("query without integer balance: {event}")),
+                )),
+                Some("deposit" | "withdraw") => assert_eq!(
+                    event["result"].as_str(),
+                    Some("success"),
+                    "customer {id}: {event}"
+                ),
+                _ => panic!("customer {id}: unexpected event {event}"),
+            }
+        }
+    }
+    balances
+}
+
+fn assert_no_panic(stderr: &str) {
+    assert!(
+        !stderr.contains("panicked"),
+        "the process panicked; stderr:\n{stderr}"
+    );
+}
+
+fn assert_clean_exit_on(sig: &str) {
+    let mut server = ServerGuard::start_project_1();
+    server.signal(sig);
+    let status = server.wait_exit(EXIT_DEADLINE);
+    let stderr = server.stderr.finish();
+    let status = status.unwrap_or_else(|| {
+        panic!("`bank server` still running {EXIT_DEADLINE:?} after SIG{sig}; stderr:\n{stderr}")
+    });
+    assert!(
+        status.success(),
+        "`bank server` exited with {status} after SIG{sig} (want 0); stderr:\n{stderr}"
+    );
+    assert_no_panic(&stderr);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn server_stops_cleanly_on_sigint() {
+    assert_clean_exit_on("INT");
+}
+
+#[test]
+fn server_stops_cleanly_on_sigterm() {
+    assert_clean_exit_on("TERM");
+}
+
+#[test]
+fn client_against_server_project_1() {
+    let server = ServerGuard::start_project_1();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("out.json");
+    let run = run_bounded(
+        Command::new(BANK)
+            .args(["client", P1_INPUT, "--base-port"])
+            .arg(server.base_port.to_string())
+            .arg("-o")
+            .arg(&out),
+        CLIENT_DEADLINE,
+    );
+    assert!(
+        run.status.success(),
+        "`bank client` exited with {}; stdout:\n{}\nstderr:\n{}\nserver stderr:\n{}",
+        run.status,
+        run.stdout,
+        run.stderr,
+        server.stderr.text()
+    );
+    assert_no_panic(&run.stderr);
+    let text = std::fs::read_to_string(&out)
+        .unwrap_or_else(|e| panic!("`bank client` wrote no {}: {e}", out.display()));
+    assert_eq!(p1_query_balances(&text), P1_EXPECTED, "output:\n{text}");
+}
+
+#[test]
+fn python_interop_client() {
+    let Some(python) = std::env::var_os("BANK_PYTHON") else {
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "BANK_PYTHON is not set but CI is: CI must run the Python interop test \
+                 (point BANK_PYTHON at a python with tests/interop/requirements.txt installed)"
+            );
+        }
+        eprintln!(
+            "python_interop_client: skipped: set BANK_PYTHON to a python with \
+             tests/interop/requirements.txt installed to run it"
+        );
+        return;
+    };
+    assert!(Path::new(PY_CLIENT).is_file(), "{PY_CLIENT} is missing");
+    let server = ServerGuard::start_project_1();
+    let run = run_bounded(
+        Command::new(&python)
+            .arg(PY_CLIENT)
+            .args(["--check-errors", "--base-port"])
+            .arg(server.base_port.to_string())
+            .arg(P1_INPUT),
+        CLIENT_DEADLINE,
+    );
+    assert!(
+        run.status.success(),
+        "{PY_CLIENT} exited with {}; stdout:\n{}\nstderr:\n{}\nserver stderr:\n{}",
+        run.status,
+        run.stdout,
+        run.stderr,
+        server.stderr.text()
+    );
+    assert_eq!(
+        p1_query_balances(&run.stdout),
+        P1_EXPECTED,
+        "stdout:\n{}",
+        run.stdout
+    );
+}
+
+#[test]
+fn server_rejects_bad_input_file() {
+    let run = run_bounded(
+        Command::new(BANK).args(["server", "/nonexistent.json"]),
+        EXIT_DEADLINE,
+    );
+    assert!(
+        !run.status.success(),
+        "`bank server /nonexistent.json` exited with {}; stderr:\n{}",
+        run.status,
+        run.stderr
+    );
+    assert!(
+        !run.stderr.trim().is_empty(),
+        "`bank server /nonexistent.json` failed without a message on stderr"
+    );
+    assert_no_panic(&run.stderr);
+}
+
+#[test]
+fn server_fails_when_a_port_is_taken() {
+    let base_port = free_base_port(P1_BRANCHES);
+    // Hold branch 2's port so the server cannot bind it.
+    let _taken = TcpListener::bind(("127.0.0.1", base_port + 2)).expect("hold branch 2's port");
+    let run = run_bounded(
+        Command::new(BANK)
+            .args(["server", P1_INPUT, "--base-port"])
+            .arg(base_port.to_string()),
+        READY_DEADLINE,
+    );
+    assert!(
+        !run.status.success(),
+        "`bank server` exited with {} although port {} was taken; stderr:\n{}",
+        run.status,
+        base_port + 2,
+        run.stderr
+    );
+    assert!(
+        !run.stderr.trim().is_empty(),
+        "`bank server` failed without a message on stderr"
+    );
+    assert_no_panic(&run.stderr);
+}
