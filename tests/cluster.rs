@@ -148,3 +148,28 @@ async fn bad_requests_are_refused_with_clear_statuses() {
     assert_eq!(reply.balance, 400);
     cluster.shutdown().await;
 }
+
+/// A tight loop of "deposit at the leader, query at a learner at once": the learner's query
+/// must see the deposit although the learner applies it a round trip after the leader
+/// answers. Serving local reads without the read index fails this (tried: see the issue note).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn learner_reads_are_not_stale_right_after_a_write() {
+    let cluster = start_cluster(6, 0).await;
+    let leader = cluster
+        .branch(1)
+        .expect("branch 1")
+        .branch
+        .raft
+        .current_leader()
+        .await
+        .expect("a leader after start");
+    let mut writer = client(cluster.addresses()[&leader]).await;
+    let mut reader = client(cluster.addresses()[&6]).await;
+    for round in 1..=200 {
+        let reply = call(&mut writer, "deposit", 1).await.expect("deposit");
+        assert_eq!(reply.balance, round);
+        let seen = call(&mut reader, "query", 0).await.expect("query").balance;
+        assert_eq!(seen, round, "stale read at the learner in round {round}");
+    }
+    cluster.shutdown().await;
+}
