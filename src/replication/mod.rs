@@ -4,13 +4,15 @@
 //!   [`Proposal`] (a command with its request id); its response is the ledger's [`Outcome`]. Nodes are `u64` branch ids and
 //!   [`BasicNode`]s whose `addr` is the branch's gRPC address (`host:port`).
 //! - [`store`]: the log store and the state-machine store behind openraft's storage-v2 traits.
-//!   They are in memory in this version; a durable store drops in behind the same traits.
+//!   The log is in memory ([`store::LogStore`]) or on redb ([`durable::DurableLogStore`]);
+//!   the state machine is in memory, restored on start from its latest durable snapshot.
 //! - [`network`]: the peer network, openraft's RPCs over the `bank.peer.v1.Peer` gRPC service,
 //!   with one cached tonic `Channel` per peer.
 //!
 //! Nothing here knows about the customer API; the [`branch`](crate::branch) module uses this
 //! to propose writes and to serve linearizable reads.
 
+pub mod durable;
 pub mod network;
 pub mod store;
 
@@ -54,10 +56,20 @@ pub fn raft_config(cluster_name: &str) -> Result<openraft::Config, openraft::Con
         election_timeout_max: 1600,
         install_snapshot_timeout: 2_000,
         max_payload_entries: 512,
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_LOGS),
+        max_in_snapshot_log_to_keep: LOGS_KEPT_AFTER_SNAPSHOT,
         ..Default::default()
     };
     config.validate()
 }
+
+/// A snapshot is built every this many applied entries, and the log is purged behind it, so
+/// the log (and a restart's replay) stays bounded.
+pub const SNAPSHOT_EVERY_LOGS: u64 = 1_000;
+
+/// Entries kept behind a snapshot, so a slightly lagging branch catches up by log rather than
+/// by a whole snapshot.
+pub const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 200;
 
 /// Deadline of one Raft RPC between branches when openraft gives none.
 pub const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(2);

@@ -21,6 +21,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::durable::{DurableError, DurableStore, SNAPSHOT};
 use super::{BasicNode, LogId, NodeId, StorageError, TypeConfig};
 use crate::ledger::{Ledger, Outcome};
 
@@ -152,16 +153,89 @@ struct StoredSnapshot {
     data: Vec<u8>,
 }
 
+/// A snapshot as kept on disk: its meta and the state it captures.
+#[derive(Serialize, Deserialize)]
+struct PersistedSnapshot {
+    meta: SnapshotMeta<NodeId, BasicNode>,
+    state: StateMachineData,
+}
+
 /// The state machine: applies committed entries to the ledger. Clones share the same state.
+///
+/// With a [`DurableStore`], every snapshot it builds or installs is written to disk, and
+/// [`StateMachineStore::restore`] starts from the latest one; openraft then re-applies the
+/// committed log entries after it.
 #[derive(Debug, Clone, Default)]
 pub struct StateMachineStore {
     data: Arc<RwLock<StateMachineData>>,
     snapshot: Arc<Mutex<Option<StoredSnapshot>>>,
     /// Count of snapshots built, to give each a unique id.
     snapshot_count: Arc<Mutex<u64>>,
+    durable: Option<DurableStore>,
 }
 
 impl StateMachineStore {
+    /// A state machine whose snapshots live in `durable`, starting from the latest of them.
+    pub fn restore(durable: DurableStore) -> Result<StateMachineStore, DurableError> {
+        let persisted: Option<PersistedSnapshot> =
+            durable
+                .get_meta(SNAPSHOT)
+                .map_err(|e| DurableError::Decode {
+                    path: durable.path().to_path_buf(),
+                    what: "snapshot",
+                    source: serde_json::Error::io(std::io::Error::other(e.to_string())),
+                })?;
+        let store = StateMachineStore {
+            durable: Some(durable),
+            ..Default::default()
+        };
+        if let Some(PersistedSnapshot { meta, state }) = persisted {
+            let data = serde_json::to_vec(&state).map_err(|source| DurableError::Decode {
+                path: store
+                    .durable
+                    .as_ref()
+                    .map(|d| d.path().to_path_buf())
+                    .unwrap_or_default(),
+                what: "snapshot",
+                source,
+            })?;
+            if let (Ok(mut current), Ok(mut snapshot)) = (store.data.write(), store.snapshot.lock())
+            {
+                *current = state;
+                *snapshot = Some(StoredSnapshot { meta, data });
+            }
+        }
+        Ok(store)
+    }
+
+    /// Keeps `meta` and `data` as the current snapshot, on disk too if durable.
+    fn keep_snapshot(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        data: Vec<u8>,
+        state: Option<StateMachineData>,
+    ) -> Result<(), StorageError> {
+        if let Some(durable) = &self.durable {
+            let state = match state {
+                Some(state) => state,
+                None => serde_json::from_slice(&data)
+                    .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?,
+            };
+            durable.put_meta(
+                SNAPSHOT,
+                &PersistedSnapshot {
+                    meta: meta.clone(),
+                    state,
+                },
+            )?;
+        }
+        *self.snapshot_lock()? = Some(StoredSnapshot {
+            meta: meta.clone(),
+            data,
+        });
+        Ok(())
+    }
+
     /// Reads the applied state. Returns `None` if the lock is poisoned (see [`poisoned`]).
     pub fn read<T>(&self, f: impl FnOnce(&StateMachineData) -> T) -> Option<T> {
         self.data.read().ok().map(|data| f(&data))
@@ -174,12 +248,13 @@ impl StateMachineStore {
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
-        let (data, last_applied, last_membership) = {
+        let (data, state) = {
             let state = self.data.read().map_err(poisoned("state machine"))?;
             let data =
                 serde_json::to_vec(&*state).map_err(|e| StorageIOError::read_state_machine(&e))?;
-            (data, state.last_applied, state.last_membership.clone())
+            (data, state.clone())
         };
+        let (last_applied, last_membership) = (state.last_applied, state.last_membership.clone());
         let count = {
             let mut count = self.snapshot_count.lock().map_err(poisoned("snapshot"))?;
             *count += 1;
@@ -194,10 +269,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             last_membership,
             snapshot_id,
         };
-        *self.snapshot_lock()? = Some(StoredSnapshot {
-            meta: meta.clone(),
-            data: data.clone(),
-        });
+        self.keep_snapshot(&meta, data.clone(), Some(state))?;
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(data)),
@@ -258,18 +330,14 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let data = snapshot.into_inner();
         let installed: StateMachineData = serde_json::from_slice(&data)
             .map_err(|e| StorageIOError::read_snapshot(Some(meta.signature()), &e))?;
-        {
-            let mut state = self.data.write().map_err(poisoned("state machine"))?;
-            *state = StateMachineData {
-                last_applied: meta.last_log_id,
-                last_membership: meta.last_membership.clone(),
-                ledger: installed.ledger,
-            };
-        }
-        *self.snapshot_lock()? = Some(StoredSnapshot {
-            meta: meta.clone(),
-            data,
-        });
+        let state = StateMachineData {
+            last_applied: meta.last_log_id,
+            last_membership: meta.last_membership.clone(),
+            ledger: installed.ledger,
+        };
+        // On disk first: if this fails, the old state and snapshot stay in place together.
+        self.keep_snapshot(meta, data, Some(state.clone()))?;
+        *self.data.write().map_err(poisoned("state machine"))? = state;
         Ok(())
     }
 
