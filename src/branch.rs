@@ -84,6 +84,14 @@ impl Branch {
         }
     }
 
+    /// The leader's current address, from the address book or its recorded node.
+    fn leader_address(&self, forward: &ForwardToLeader<NodeId, BasicNode>) -> Option<String> {
+        match (forward.leader_id, &forward.leader_node) {
+            (Some(id), Some(node)) => Some(self.peers.address(id, node)),
+            _ => None,
+        }
+    }
+
     fn next_request_id(&self) -> RequestId {
         RequestId {
             origin: self.origin,
@@ -118,16 +126,11 @@ impl Branch {
                     break;
                 }
             };
-            match leader_node(&leader) {
-                Some(node) => match self.forward(&node.addr, &proposal, deadline).await {
+            match self.leader_address(&leader) {
+                Some(addr) => match self.forward(&addr, &proposal, deadline).await {
                     Ok(result) => return Ok(result),
                     Err(why) => {
-                        tracing::debug!(
-                            branch = self.id,
-                            attempt,
-                            "forward to {}: {why}",
-                            node.addr
-                        );
+                        tracing::debug!(branch = self.id, attempt, "forward to {}: {why}", addr);
                         last_failure = why;
                         pause_before_retry(attempt, deadline).await;
                     }
@@ -203,8 +206,8 @@ impl Branch {
                 }
                 Ok(Err(RaftError::Fatal(_))) => return Err(BranchError::ShuttingDown),
             };
-            if let Some(node) = leader_node(&leader) {
-                if let Ok(mut client) = self.peers.client(&node.addr) {
+            if let Some(addr) = self.leader_address(&leader) {
+                if let Ok(mut client) = self.peers.client(&addr) {
                     let mut request = tonic::Request::new(ReadIndexRequest {});
                     request.set_timeout(deadline.saturating_duration_since(Instant::now()));
                     match client.read_index(request).await {
@@ -263,8 +266,4 @@ async fn pause_before_retry(attempt: u32, deadline: Instant) {
         .saturating_mul(1u32 << attempt.min(10))
         .min(RETRY_PAUSE_MAX);
     tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
-}
-
-fn leader_node(forward: &ForwardToLeader<NodeId, BasicNode>) -> Option<BasicNode> {
-    forward.leader_node.clone()
 }

@@ -9,10 +9,15 @@
 //! 4. every other branch joins as a learner, in one membership change;
 //! 5. every branch has applied the genesis entry: the bank is ready.
 //!
+//! With [`Storage::Durable`], a start where every branch already has state skips all that: the
+//! branches resume from disk, elect a leader and catch up. Data made for another scenario, or
+//! a mix of branches with and without state, is refused (see [`open_stores`]).
+//!
 //! [`LocalCluster::shutdown`] stops the servers (draining in-flight calls) and the Raft nodes.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use openraft::error::{ClientWriteError, RaftError};
@@ -24,6 +29,7 @@ use tokio::time::Instant;
 
 use crate::branch::{Branch, BranchError};
 use crate::ledger::{Command, Outcome, ORIGINAL_ACCOUNT, ORIGINAL_BALANCE_MAX};
+use crate::replication::durable::{ClusterIdentity, DurableError, DurableStore};
 use crate::replication::network::{PeerNetworkFactory, Peers};
 use crate::replication::store::{LogStore, StateMachineData, StateMachineStore};
 use crate::replication::{raft_config, BasicNode, NodeId, Raft, VOTERS_MAX};
@@ -53,6 +59,22 @@ pub enum ClusterError {
     },
     #[error(transparent)]
     Request(#[from] BranchError),
+    #[error(transparent)]
+    Storage(#[from] DurableError),
+    #[error(
+        "{path} belongs to {found}, not to {expected}: use another --data-dir for this scenario"
+    )]
+    Mismatch {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("in {dir}, branches {with_state:?} have Raft state but branches {without_state:?} have none. A branch that lost its data cannot safely vote again as if new; restore its data, or remove the whole directory to start a new cluster")]
+    PartialState {
+        dir: PathBuf,
+        with_state: Vec<NodeId>,
+        without_state: Vec<NodeId>,
+    },
     #[error("the initial balance {0} is above the original API's int32 limit")]
     BalanceTooLarge(u64),
 }
@@ -68,6 +90,61 @@ pub struct LocalCluster {
     branches: BTreeMap<NodeId, LocalBranch>,
     shutdown: watch::Sender<bool>,
     servers: JoinSet<(NodeId, Result<(), tonic::transport::Error>)>,
+}
+
+/// Opens every branch's store under `dir` and decides whether this start creates the cluster
+/// or resumes it. Refuses data made for another scenario, and a mix of branches with and
+/// without state (a branch that lost its data must not vote as if it had never voted).
+fn open_stores(
+    dir: &Path,
+    ids: &[NodeId],
+    initial_balance: u64,
+) -> Result<(BTreeMap<NodeId, DurableStore>, Start), ClusterError> {
+    let mut stores = BTreeMap::new();
+    let mut with_state = Vec::new();
+    let mut without_state = Vec::new();
+    for &id in ids {
+        let store = DurableStore::open(&dir.join(format!("branch-{id}")))?;
+        let expected = ClusterIdentity {
+            branch_id: id,
+            branch_ids: ids.to_vec(),
+            initial_balance_minor_units: initial_balance,
+        };
+        match store.identity()? {
+            Some(found) if found != expected => {
+                return Err(ClusterError::Mismatch {
+                    path: store.path().to_path_buf(),
+                    found: format!(
+                        "branch {} of branches {:?} starting at {}",
+                        found.branch_id, found.branch_ids, found.initial_balance_minor_units
+                    ),
+                    expected: format!(
+                        "branch {id} of branches {ids:?} starting at {initial_balance}"
+                    ),
+                })
+            }
+            Some(_) => {}
+            None => store.set_identity(&expected)?,
+        }
+        if store.is_initialized()? {
+            with_state.push(id);
+        } else {
+            without_state.push(id);
+        }
+        stores.insert(id, store);
+    }
+    let start = match (with_state.is_empty(), without_state.is_empty()) {
+        (true, _) => Start::Fresh,
+        (false, true) => Start::Resume,
+        (false, false) => {
+            return Err(ClusterError::PartialState {
+                dir: dir.to_path_buf(),
+                with_state,
+                without_state,
+            })
+        }
+    };
+    Ok((stores, start))
 }
 
 /// Binds one loopback listener per branch id: port `base_port + id`, or any free port if
@@ -96,11 +173,30 @@ pub async fn bind_loopback(
     Ok(listeners)
 }
 
+/// Where a local cluster keeps its branches' state.
+#[derive(Debug, Clone)]
+pub enum Storage {
+    /// In memory: fast, nothing left behind, lost on exit.
+    Memory,
+    /// On disk: branch *N* in `DIR/branch-N/`. A restart with the same directory resumes.
+    Durable(PathBuf),
+}
+
+/// What the data directories say about this start.
+enum Start {
+    /// No branch has state: create the cluster.
+    Fresh,
+    /// Every branch has state: resume it.
+    Resume,
+}
+
 impl LocalCluster {
-    /// Starts and bootstraps a cluster whose shared account opens with `initial_balance`.
+    /// Starts a cluster whose shared account opens with `initial_balance`: bootstraps it when
+    /// new, resumes it when every branch has durable state.
     pub async fn start(
         listeners: Vec<(NodeId, TcpListener)>,
         initial_balance: u64,
+        storage: Storage,
     ) -> Result<LocalCluster, ClusterError> {
         if listeners.is_empty() {
             return Err(ClusterError::Empty);
@@ -113,34 +209,88 @@ impl LocalCluster {
             what: e.to_string(),
         })?;
         let config = std::sync::Arc::new(config);
-        let peers = Peers::default();
+        let mut addresses = BTreeMap::new();
+        for (id, listener) in &listeners {
+            let addr = listener.local_addr().map_err(|e| ClusterError::Branch {
+                id: *id,
+                what: format!("listener has no address: {e}"),
+            })?;
+            if addresses.insert(*id, addr).is_some() {
+                return Err(ClusterError::Branch {
+                    id: *id,
+                    what: "duplicate branch id".to_string(),
+                });
+            }
+        }
+        let ids: Vec<NodeId> = addresses.keys().copied().collect();
+        let (stores, start) = match &storage {
+            Storage::Memory => (None, Start::Fresh),
+            Storage::Durable(dir) => {
+                let (stores, start) = open_stores(dir, &ids, initial_balance)?;
+                (Some(stores), start)
+            }
+        };
+        let peers = Peers::new(
+            addresses
+                .iter()
+                .map(|(&id, a)| (id, a.to_string()))
+                .collect(),
+        );
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut cluster = LocalCluster {
             branches: BTreeMap::new(),
             shutdown,
             servers: JoinSet::new(),
         };
+        let mut stores = stores;
         for (id, listener) in listeners {
-            let addr = listener.local_addr().map_err(|e| ClusterError::Branch {
-                id,
-                what: format!("listener has no address: {e}"),
-            })?;
-            let state_machine = StateMachineStore::default();
+            let addr = addresses[&id];
             let network = PeerNetworkFactory {
                 peers: peers.clone(),
             };
-            let raft = Raft::new(
-                id,
-                config.clone(),
-                network,
-                LogStore::default(),
-                state_machine.clone(),
-            )
-            .await
-            .map_err(|e| ClusterError::Branch {
-                id,
-                what: e.to_string(),
-            })?;
+            let durable = stores.as_mut().and_then(|s| s.remove(&id));
+            let created = match durable {
+                None => {
+                    let state_machine = StateMachineStore::default();
+                    Raft::new(
+                        id,
+                        config.clone(),
+                        network,
+                        LogStore::default(),
+                        state_machine.clone(),
+                    )
+                    .await
+                    .map(|raft| (raft, state_machine))
+                }
+                Some(store) => {
+                    let state_machine = match StateMachineStore::restore(store.clone()) {
+                        Ok(state_machine) => state_machine,
+                        Err(e) => {
+                            cluster.shutdown().await;
+                            return Err(e.into());
+                        }
+                    };
+                    Raft::new(
+                        id,
+                        config.clone(),
+                        network,
+                        store.log_store(),
+                        state_machine.clone(),
+                    )
+                    .await
+                    .map(|raft| (raft, state_machine))
+                }
+            };
+            let (raft, state_machine) = match created {
+                Ok(created) => created,
+                Err(e) => {
+                    cluster.shutdown().await;
+                    return Err(ClusterError::Branch {
+                        id,
+                        what: e.to_string(),
+                    });
+                }
+            };
             let branch = Branch::new(id, raft, state_machine, peers.clone());
             let mut stop = shutdown_rx.clone();
             let server_branch = branch.clone();
@@ -151,19 +301,13 @@ impl LocalCluster {
                 };
                 (id, service::serve(server_branch, listener, signal).await)
             });
-            if cluster
-                .branches
-                .insert(id, LocalBranch { addr, branch })
-                .is_some()
-            {
-                cluster.shutdown().await;
-                return Err(ClusterError::Branch {
-                    id,
-                    what: "duplicate branch id".to_string(),
-                });
-            }
+            cluster.branches.insert(id, LocalBranch { addr, branch });
         }
-        match cluster.bootstrap(initial_balance).await {
+        let started = match start {
+            Start::Fresh => cluster.bootstrap(initial_balance).await,
+            Start::Resume => cluster.settle().await.map(|_| ()),
+        };
+        match started {
             Ok(()) => Ok(cluster),
             Err(e) => {
                 cluster.shutdown().await;
@@ -306,14 +450,22 @@ impl LocalCluster {
         self.branches.iter().map(|(&id, b)| (id, b.addr)).collect()
     }
 
+    /// Waits until there is a leader and every branch has applied everything committed so far.
+    async fn settle(&self) -> Result<Option<u64>, ClusterError> {
+        let deadline = Instant::now() + BOOTSTRAP_DEADLINE;
+        let index = self.first().branch.read_index(deadline).await?;
+        for local in self.branches.values() {
+            local.branch.wait_applied(index, deadline).await?;
+        }
+        Ok(index)
+    }
+
     /// Waits until every branch has applied everything committed so far, then returns each
     /// branch's ledger state. In a healthy cluster all of them are equal.
     pub async fn settled_states(&self) -> Result<Vec<(NodeId, StateMachineData)>, ClusterError> {
-        let deadline = Instant::now() + BOOTSTRAP_DEADLINE;
-        let index = self.first().branch.read_index(deadline).await?;
+        self.settle().await?;
         let mut states = Vec::with_capacity(self.branches.len());
         for (&id, local) in &self.branches {
-            local.branch.wait_applied(index, deadline).await?;
             let state = local
                 .branch
                 .state_machine

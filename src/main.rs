@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use bank::cluster::{bind_loopback, LocalCluster};
+use bank::cluster::{bind_loopback, LocalCluster, Storage};
 use bank::customer::{run_customers, wait_until_serving, Branches};
 use bank::ledger::ORIGINAL_ACCOUNT;
 use bank::proto::customer::branch_client::BranchClient;
@@ -45,13 +45,23 @@ enum Command {
         /// Run all customers at once instead of one after another.
         #[arg(long)]
         concurrent: bool,
+        /// Keep the branches' state on disk here (branch N in DIR/branch-N); a later run with
+        /// the same directory continues from it. Default: in memory, nothing left behind.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Start every branch of the scenario on 127.0.0.1:(base-port + branch id) until Ctrl-C.
-    #[command(after_help = "Example:\n  bank server input.json --base-port 50050")]
+    #[command(
+        after_help = "Example:\n  bank server input.json --base-port 50050 --data-dir /var/lib/bank"
+    )]
     Server {
         input: PathBuf,
         #[arg(long, default_value_t = 50050)]
         base_port: u16,
+        /// Keep the branches' state on disk here (branch N in DIR/branch-N); a restart with
+        /// the same directory resumes from it. Default: in memory.
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
     /// Run the scenario's customers against a running `bank server`.
     #[command(after_help = "Example:\n  bank client input.json --base-port 50050 -o output.json")]
@@ -88,8 +98,13 @@ fn main() -> ExitCode {
                 input,
                 output,
                 concurrent,
-            } => run(&input, &output, concurrent).await,
-            Command::Server { input, base_port } => server(&input, base_port).await,
+                data_dir,
+            } => run(&input, &output, concurrent, storage(data_dir)).await,
+            Command::Server {
+                input,
+                base_port,
+                data_dir,
+            } => server(&input, base_port, storage(data_dir)).await,
             Command::Client {
                 input,
                 base_port,
@@ -107,6 +122,10 @@ fn main() -> ExitCode {
     }
 }
 
+fn storage(data_dir: Option<PathBuf>) -> Storage {
+    data_dir.map_or(Storage::Memory, Storage::Durable)
+}
+
 fn branch_ids(scenario: &Scenario) -> Vec<u64> {
     scenario.branches.iter().map(|b| u64::from(b.id)).collect()
 }
@@ -115,11 +134,11 @@ fn initial_balance(scenario: &Scenario) -> Result<u64> {
     u64::try_from(scenario.initial_balance).context("the initial balance must not be negative")
 }
 
-async fn run(input: &Path, output: &Path, concurrent: bool) -> Result<()> {
+async fn run(input: &Path, output: &Path, concurrent: bool, storage: Storage) -> Result<()> {
     let scenario = Scenario::load(input)?;
     let started = Instant::now();
     let listeners = bind_loopback(&branch_ids(&scenario), None).await?;
-    let cluster = LocalCluster::start(listeners, initial_balance(&scenario)?).await?;
+    let cluster = LocalCluster::start(listeners, initial_balance(&scenario)?, storage).await?;
     let ready = started.elapsed();
     let result = run_on_cluster(&scenario, &cluster, output, concurrent).await;
     let customers_done = started.elapsed();
@@ -190,12 +209,12 @@ fn summarize(balances: &[(u64, Option<u64>)], identical: bool) -> Result<String>
     Ok(summary)
 }
 
-async fn server(input: &Path, base_port: u16) -> Result<()> {
+async fn server(input: &Path, base_port: u16, storage: Storage) -> Result<()> {
     let scenario = Scenario::load(input)?;
     // Handlers first: a signal that arrives while the cluster starts is kept, not fatal.
     let mut signals = ShutdownSignals::install()?;
     let listeners = bind_loopback(&branch_ids(&scenario), Some(base_port)).await?;
-    let cluster = LocalCluster::start(listeners, initial_balance(&scenario)?).await?;
+    let cluster = LocalCluster::start(listeners, initial_balance(&scenario)?, storage).await?;
     let addresses: Vec<String> = cluster
         .branches()
         .map(|(id, b)| format!("{id}={}", b.addr))

@@ -4,7 +4,7 @@
 
 mod common;
 
-use bank::cluster::{bind_loopback, LocalCluster};
+use bank::cluster::{bind_loopback, LocalCluster, Storage};
 use bank::customer::{run_customers, Branches};
 use bank::ledger::ORIGINAL_ACCOUNT;
 use bank::scenario::{render_output, Scenario};
@@ -16,7 +16,7 @@ async fn run_reference(input: &str, concurrent: bool) -> Value {
     let scenario = Scenario::load(&common::reference(input)).expect("reference input parses");
     let ids: Vec<u64> = scenario.branches.iter().map(|b| u64::from(b.id)).collect();
     let listeners = bind_loopback(&ids, None).await.expect("bind");
-    let cluster = LocalCluster::start(listeners, scenario.initial_balance as u64)
+    let cluster = LocalCluster::start(listeners, scenario.initial_balance as u64, Storage::Memory)
         .await
         .expect("cluster starts");
     let addresses = cluster

@@ -7,7 +7,7 @@
 //! [`Peers`] caches one lazily-connected tonic `Channel` per peer (channels multiplex many
 //! calls over one HTTP/2 connection and reconnect by themselves); every call has a deadline.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -45,13 +45,34 @@ pub enum PeerError {
     Decode(#[from] serde_json::Error),
 }
 
-/// One cached gRPC channel per peer address. Cheap to clone.
+/// One cached gRPC channel per peer address, and the current address of each peer. Cheap to
+/// clone.
+///
+/// Raft's membership records each node's address as it was when the node joined; the address
+/// book overrides it, so a cluster restarted from disk on new ports (as `bank run` and the
+/// tests do) still reaches its peers.
 #[derive(Debug, Clone, Default)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
+    addresses: Arc<BTreeMap<NodeId, String>>,
 }
 
 impl Peers {
+    pub fn new(addresses: BTreeMap<NodeId, String>) -> Self {
+        Peers {
+            channels: Arc::default(),
+            addresses: Arc::new(addresses),
+        }
+    }
+
+    /// Where `id` listens now: the address book's entry, else what Raft's membership says.
+    pub fn address(&self, id: NodeId, recorded: &BasicNode) -> String {
+        self.addresses
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| recorded.addr.clone())
+    }
+
     /// The cached channel to `addr` (`host:port`), created on first use. Connecting is lazy:
     /// this never blocks and never fails for an unreachable peer, only for a malformed address.
     pub fn channel(&self, addr: &str) -> Result<Channel, PeerError> {
@@ -104,7 +125,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         PeerNetwork {
             target,
-            addr: node.addr.clone(),
+            addr: self.peers.address(target, node),
             peers: self.peers.clone(),
         }
     }

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bank::cluster::{bind_loopback, LocalCluster};
+use bank::cluster::{bind_loopback, LocalCluster, Storage};
 use bank::proto::customer::branch_client::BranchClient;
 use bank::proto::customer::{Reply, Request};
 use tonic::transport::Channel;
@@ -17,7 +17,7 @@ pub async fn start_cluster(count: u64, initial_balance: u64) -> LocalCluster {
     let listeners = bind_loopback(&ids, None)
         .await
         .expect("bind loopback listeners");
-    LocalCluster::start(listeners, initial_balance)
+    LocalCluster::start(listeners, initial_balance, Storage::Memory)
         .await
         .expect("cluster starts")
 }
