@@ -109,11 +109,12 @@ struct ServerGuard {
 }
 
 impl ServerGuard {
-    /// Spawns `bank server INPUT --base-port P` on a fresh free base port.
-    fn spawn(input: &str, branches: u16) -> ServerGuard {
+    /// Spawns `bank server INPUT --base-port P EXTRA...` on a fresh free base port.
+    fn spawn(input: &str, branches: u16, extra: &[&std::ffi::OsStr]) -> ServerGuard {
         let base_port = free_base_port(branches);
         let mut child = Command::new(BANK)
             .args(["server", input, "--base-port", &base_port.to_string()])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -135,9 +136,14 @@ impl ServerGuard {
     /// ephemeral port) can take one before the server binds it. If the server then exits
     /// saying an address is in use, it is retried on new ports, a bounded number of times.
     fn start_project_1() -> ServerGuard {
+        ServerGuard::start_project_1_with(&[])
+    }
+
+    /// As [`ServerGuard::start_project_1`], with extra arguments for `bank server`.
+    fn start_project_1_with(extra: &[&std::ffi::OsStr]) -> ServerGuard {
         let mut attempt = 1;
         loop {
-            let mut server = ServerGuard::spawn(P1_INPUT, P1_BRANCHES);
+            let mut server = ServerGuard::spawn(P1_INPUT, P1_BRANCHES, extra);
             match server.wait_ready() {
                 Ok(()) => return server,
                 Err(stderr) if attempt < 3 && stderr.to_lowercase().contains("in use") => {
@@ -369,6 +375,56 @@ fn client_against_server_project_1() {
     let text = std::fs::read_to_string(&out)
         .unwrap_or_else(|e| panic!("`bank client` wrote no {}: {e}", out.display()));
     assert_eq!(p1_query_balances(&text), P1_EXPECTED, "output:\n{text}");
+}
+
+/// Runs `bank client` on Project_1 against `server`; returns the query balances.
+fn run_project_1_client(server: &ServerGuard, out: &std::path::Path) -> Vec<(i64, i64)> {
+    let run = run_bounded(
+        Command::new(BANK)
+            .args(["client", P1_INPUT, "--base-port"])
+            .arg(server.base_port.to_string())
+            .arg("-o")
+            .arg(out),
+        CLIENT_DEADLINE,
+    );
+    assert!(
+        run.status.success(),
+        "`bank client` exited with {}; stderr:\n{}\nserver stderr:\n{}",
+        run.status,
+        run.stderr,
+        server.stderr.text()
+    );
+    let text = std::fs::read_to_string(out).expect("client output");
+    p1_query_balances(&text)
+}
+
+/// `bank server --data-dir`: stopped with SIGTERM and started again on the same directory, the
+/// bank continues from the balance it had (500), not from the scenario's 400.
+#[test]
+fn server_restarts_from_its_data_dir() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let out = dir.path().join("out.json");
+    let extra = [std::ffi::OsStr::new("--data-dir"), data.as_os_str()];
+
+    let mut server = ServerGuard::start_project_1_with(&extra);
+    assert_eq!(run_project_1_client(&server, &out), P1_EXPECTED);
+    server.signal("TERM");
+    let status = server
+        .wait_exit(Duration::from_secs(10))
+        .expect("server exits");
+    assert!(
+        status.success(),
+        "exit {status}; stderr:\n{}",
+        server.stderr.finish()
+    );
+
+    let server = ServerGuard::start_project_1_with(&extra);
+    // Customer 1 queries 500; customer 2 deposits 170 (670); customer 3 withdraws 70 (600).
+    assert_eq!(
+        run_project_1_client(&server, &out),
+        vec![(1, 500), (2, 670), (3, 600)]
+    );
 }
 
 #[test]
