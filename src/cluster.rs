@@ -75,6 +75,13 @@ pub enum ClusterError {
         with_state: Vec<NodeId>,
         without_state: Vec<NodeId>,
     },
+    #[error("this branch has no state, but branches {with_state:?} do: its data was lost, or it never belonged to this cluster. It must not rejoin as if new (it could vote twice in a term); restore its data directory")]
+    LostState { with_state: Vec<NodeId> },
+    #[error("branches {missing:?} did not answer within {deadline:?}: start every branch of a new cluster, with the same --peer list")]
+    PeersMissing {
+        missing: Vec<NodeId>,
+        deadline: Duration,
+    },
     #[error("the initial balance {0} is above the original API's int32 limit")]
     BalanceTooLarge(u64),
 }
@@ -92,6 +99,71 @@ pub struct LocalCluster {
     servers: JoinSet<(NodeId, Result<(), tonic::transport::Error>)>,
 }
 
+/// Creates branch `id`'s Raft node, in memory or on `durable`.
+pub(crate) async fn create_branch(
+    id: NodeId,
+    config: std::sync::Arc<openraft::Config>,
+    peers: Peers,
+    durable: Option<DurableStore>,
+) -> Result<Branch, ClusterError> {
+    let network = PeerNetworkFactory {
+        peers: peers.clone(),
+    };
+    let created = match durable {
+        None => {
+            let state_machine = StateMachineStore::default();
+            Raft::new(
+                id,
+                config,
+                network,
+                LogStore::default(),
+                state_machine.clone(),
+            )
+            .await
+            .map(|raft| (raft, state_machine))
+        }
+        Some(store) => {
+            let state_machine = StateMachineStore::restore(store.clone())?;
+            Raft::new(
+                id,
+                config,
+                network,
+                store.log_store(),
+                state_machine.clone(),
+            )
+            .await
+            .map(|raft| (raft, state_machine))
+        }
+    };
+    let (raft, state_machine) = created.map_err(|e| ClusterError::Branch {
+        id,
+        what: e.to_string(),
+    })?;
+    Ok(Branch::new(id, raft, state_machine, peers))
+}
+
+/// Records `expected` in a new store, or checks that the store was made for it.
+pub(crate) fn check_identity(
+    store: &DurableStore,
+    expected: &ClusterIdentity,
+) -> Result<(), ClusterError> {
+    match store.identity()? {
+        Some(found) if found != *expected => Err(ClusterError::Mismatch {
+            path: store.path().to_path_buf(),
+            found: format!(
+                "branch {} of branches {:?} starting at {}",
+                found.branch_id, found.branch_ids, found.initial_balance_minor_units
+            ),
+            expected: format!(
+                "branch {} of branches {:?} starting at {}",
+                expected.branch_id, expected.branch_ids, expected.initial_balance_minor_units
+            ),
+        }),
+        Some(_) => Ok(()),
+        None => Ok(store.set_identity(expected)?),
+    }
+}
+
 /// Opens every branch's store under `dir` and decides whether this start creates the cluster
 /// or resumes it. Refuses data made for another scenario, and a mix of branches with and
 /// without state (a branch that lost its data must not vote as if it had never voted).
@@ -105,27 +177,14 @@ fn open_stores(
     let mut without_state = Vec::new();
     for &id in ids {
         let store = DurableStore::open(&dir.join(format!("branch-{id}")))?;
-        let expected = ClusterIdentity {
-            branch_id: id,
-            branch_ids: ids.to_vec(),
-            initial_balance_minor_units: initial_balance,
-        };
-        match store.identity()? {
-            Some(found) if found != expected => {
-                return Err(ClusterError::Mismatch {
-                    path: store.path().to_path_buf(),
-                    found: format!(
-                        "branch {} of branches {:?} starting at {}",
-                        found.branch_id, found.branch_ids, found.initial_balance_minor_units
-                    ),
-                    expected: format!(
-                        "branch {id} of branches {ids:?} starting at {initial_balance}"
-                    ),
-                })
-            }
-            Some(_) => {}
-            None => store.set_identity(&expected)?,
-        }
+        check_identity(
+            &store,
+            &ClusterIdentity {
+                branch_id: id,
+                branch_ids: ids.to_vec(),
+                initial_balance_minor_units: initial_balance,
+            },
+        )?;
         if store.is_initialized()? {
             with_state.push(id);
         } else {
@@ -245,53 +304,14 @@ impl LocalCluster {
         let mut stores = stores;
         for (id, listener) in listeners {
             let addr = addresses[&id];
-            let network = PeerNetworkFactory {
-                peers: peers.clone(),
-            };
             let durable = stores.as_mut().and_then(|s| s.remove(&id));
-            let created = match durable {
-                None => {
-                    let state_machine = StateMachineStore::default();
-                    Raft::new(
-                        id,
-                        config.clone(),
-                        network,
-                        LogStore::default(),
-                        state_machine.clone(),
-                    )
-                    .await
-                    .map(|raft| (raft, state_machine))
-                }
-                Some(store) => {
-                    let state_machine = match StateMachineStore::restore(store.clone()) {
-                        Ok(state_machine) => state_machine,
-                        Err(e) => {
-                            cluster.shutdown().await;
-                            return Err(e.into());
-                        }
-                    };
-                    Raft::new(
-                        id,
-                        config.clone(),
-                        network,
-                        store.log_store(),
-                        state_machine.clone(),
-                    )
-                    .await
-                    .map(|raft| (raft, state_machine))
-                }
-            };
-            let (raft, state_machine) = match created {
-                Ok(created) => created,
+            let branch = match create_branch(id, config.clone(), peers.clone(), durable).await {
+                Ok(branch) => branch,
                 Err(e) => {
                     cluster.shutdown().await;
-                    return Err(ClusterError::Branch {
-                        id,
-                        what: e.to_string(),
-                    });
+                    return Err(e);
                 }
             };
-            let branch = Branch::new(id, raft, state_machine, peers.clone());
             let mut stop = shutdown_rx.clone();
             let server_branch = branch.clone();
             cluster.servers.spawn(async move {

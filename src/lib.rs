@@ -18,6 +18,7 @@
 //! - [`branch`]: one replica; writes through the leader, linearizable reads from the replica.
 //! - [`service`]: the gRPC services and the one mapping of errors to gRPC statuses.
 //! - [`cluster`]: a whole cluster in one process (bootstrap, settle, shutdown).
+//! - [`standalone`]: one branch per process (`bank branch`): resume, create or refuse.
 //! - [`scenario`]: the course's `input.json` / `output.json` formats.
 //! - [`customer`]: runs a scenario's customers against branches over gRPC.
 //! - [`proto`]: generated gRPC code.
@@ -33,6 +34,7 @@ pub mod ledger;
 pub mod replication;
 pub mod scenario;
 pub mod service;
+pub mod standalone;
 
 /// Code generated from `proto/` by `build.rs`.
 pub mod proto {

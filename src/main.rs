@@ -63,6 +63,30 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         data_dir: Option<PathBuf>,
     },
+    /// Run one branch in this process, as part of a cluster of branches in several processes
+    /// or hosts. State is durable in --data-dir; a restart resumes from it.
+    #[command(after_help = "Example (three branches, one per terminal):\n  \
+        bank branch --id 1 --listen 127.0.0.1:7001 --peer 2=127.0.0.1:7002 --peer 3=127.0.0.1:7003 --data-dir d1 --balance 400\n  \
+        bank branch --id 2 --listen 127.0.0.1:7002 --peer 1=127.0.0.1:7001 --peer 3=127.0.0.1:7003 --data-dir d2 --balance 400\n  \
+        bank branch --id 3 --listen 127.0.0.1:7003 --peer 1=127.0.0.1:7001 --peer 2=127.0.0.1:7002 --data-dir d3 --balance 400\n\n\
+        A new cluster is created once every branch is up with an empty data directory.")]
+    Branch {
+        /// This branch's id (a positive integer, unique in the cluster).
+        #[arg(long)]
+        id: u64,
+        /// Address to serve customers and peers on, host:port.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// Another branch, as ID=HOST:PORT; repeat for each.
+        #[arg(long = "peer", value_name = "ID=HOST:PORT", value_parser = parse_peer)]
+        peers: Vec<(u64, String)>,
+        /// Where this branch keeps its state.
+        #[arg(long, value_name = "DIR")]
+        data_dir: PathBuf,
+        /// The shared account's initial balance (the same on every branch).
+        #[arg(long, default_value_t = 0)]
+        balance: u64,
+    },
     /// Run the scenario's customers against a running `bank server`.
     #[command(after_help = "Example:\n  bank client input.json --base-port 50050 -o output.json")]
     Client {
@@ -105,6 +129,13 @@ fn main() -> ExitCode {
                 base_port,
                 data_dir,
             } => server(&input, base_port, storage(data_dir)).await,
+            Command::Branch {
+                id,
+                listen,
+                peers,
+                data_dir,
+                balance,
+            } => branch(id, listen, peers, data_dir, balance).await,
             Command::Client {
                 input,
                 base_port,
@@ -120,6 +151,58 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn parse_peer(text: &str) -> Result<(u64, String), String> {
+    let (id, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not ID=HOST:PORT"))?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| format!("peer id {id:?} in {text:?} is not a positive integer"))?;
+    if addr.is_empty() {
+        return Err(format!("{text:?} has no address after '='"));
+    }
+    Ok((id, addr.to_string()))
+}
+
+async fn branch(
+    id: u64,
+    listen: SocketAddr,
+    peers: Vec<(u64, String)>,
+    data_dir: PathBuf,
+    balance: u64,
+) -> Result<()> {
+    if id == 0 {
+        bail!("--id must be a positive integer");
+    }
+    let mut peer_map = BTreeMap::new();
+    for (peer, addr) in peers {
+        if peer_map.insert(peer, addr).is_some() {
+            bail!("--peer lists branch {peer} twice");
+        }
+    }
+    let mut signals = ShutdownSignals::install()?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let running = bank::standalone::start(bank::standalone::BranchConfig {
+        id,
+        listener,
+        peers: peer_map,
+        data_dir: data_dir.clone(),
+        initial_balance: balance,
+    })
+    .await?;
+    eprintln!(
+        "bank branch {id}: serving on {listen}, data in {}; Ctrl-C to stop",
+        data_dir.display()
+    );
+    let signal = signals.recv().await;
+    eprintln!("bank branch {id}: {signal}, shutting down");
+    running.shutdown().await;
+    eprintln!("bank branch {id}: stopped");
+    Ok(())
 }
 
 fn storage(data_dir: Option<PathBuf>) -> Storage {

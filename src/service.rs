@@ -19,7 +19,9 @@ use crate::ledger::{Command, Outcome, Proposal, ORIGINAL_ACCOUNT};
 use crate::proto::customer::branch_server::BranchServer;
 use crate::proto::customer::{Reply, Request as CustomerRequest};
 use crate::proto::peer::peer_server::PeerServer;
-use crate::proto::peer::{RaftPayload, ReadIndexReply, ReadIndexRequest};
+use crate::proto::peer::{
+    RaftPayload, ReadIndexReply, ReadIndexRequest, StatusReply, StatusRequest,
+};
 use crate::replication::network::{decode, encode};
 
 /// Server-side bound on any one call; inner waits are shorter ([`REQUEST_DEADLINE`]).
@@ -239,6 +241,25 @@ impl crate::proto::peer::peer_server::Peer for PeerService {
             Err(_) => Err(Status::unavailable("leadership not confirmed in time")),
         }
     }
+
+    async fn status(
+        &self,
+        _request: Request<StatusRequest>,
+    ) -> Result<Response<StatusReply>, Status> {
+        Ok(Response::new(StatusReply {
+            id: self.branch.id,
+            has_state: has_state(&self.branch),
+            leader: self.branch.raft.metrics().borrow().current_leader,
+        }))
+    }
+}
+
+/// Whether a branch has Raft state: it has voted or holds a log. Read from openraft's metrics,
+/// which reflect what it loaded from disk.
+fn has_state(branch: &Branch) -> bool {
+    let metrics = branch.raft.metrics();
+    let metrics = metrics.borrow();
+    metrics.vote.leader_id().term > 0 || metrics.last_log_index.is_some()
 }
 
 /// Serves the customer and peer services for `branch` on `listener` until `shutdown`
