@@ -99,6 +99,23 @@ pub struct LocalCluster {
     servers: JoinSet<(NodeId, Result<(), tonic::transport::Error>)>,
 }
 
+/// Splits branches (id -> address) into the voters — the first [`VOTERS_MAX`] ids, ascending —
+/// and the learners.
+pub(crate) fn voters_and_learners(
+    addresses: impl IntoIterator<Item = (NodeId, String)>,
+) -> (BTreeMap<NodeId, BasicNode>, BTreeMap<NodeId, BasicNode>) {
+    let mut nodes: BTreeMap<NodeId, BasicNode> = addresses
+        .into_iter()
+        .map(|(id, addr)| (id, BasicNode::new(addr)))
+        .collect();
+    let learner_ids: Vec<NodeId> = nodes.keys().skip(VOTERS_MAX).copied().collect();
+    let learners = learner_ids
+        .into_iter()
+        .filter_map(|id| nodes.remove_entry(&id))
+        .collect();
+    (nodes, learners)
+}
+
 /// Creates branch `id`'s Raft node, in memory or on `durable`.
 pub(crate) async fn create_branch(
     id: NodeId,
@@ -337,21 +354,11 @@ impl LocalCluster {
     }
 
     async fn bootstrap(&self, initial_balance: u64) -> Result<(), ClusterError> {
-        let nodes: BTreeMap<NodeId, BasicNode> = self
-            .branches
-            .iter()
-            .map(|(&id, b)| (id, BasicNode::new(b.addr.to_string())))
-            .collect();
-        let voters: BTreeMap<NodeId, BasicNode> = nodes
-            .iter()
-            .take(VOTERS_MAX)
-            .map(|(&id, n)| (id, n.clone()))
-            .collect();
-        let learners: BTreeMap<NodeId, BasicNode> = nodes
-            .iter()
-            .skip(VOTERS_MAX)
-            .map(|(&id, n)| (id, n.clone()))
-            .collect();
+        let (voters, learners) = voters_and_learners(
+            self.branches
+                .iter()
+                .map(|(&id, b)| (id, b.addr.to_string())),
+        );
         let first = self.first().branch.clone();
         first
             .raft

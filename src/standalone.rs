@@ -23,12 +23,14 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::branch::Branch;
-use crate::cluster::{check_identity, create_branch, ClusterError, BOOTSTRAP_DEADLINE};
+use crate::cluster::{
+    check_identity, create_branch, voters_and_learners, ClusterError, BOOTSTRAP_DEADLINE,
+};
 use crate::ledger::{Command, Outcome, ORIGINAL_ACCOUNT, ORIGINAL_BALANCE_MAX};
 use crate::proto::peer::StatusRequest;
 use crate::replication::durable::{ClusterIdentity, DurableStore};
 use crate::replication::network::Peers;
-use crate::replication::{raft_config, BasicNode, NodeId, VOTERS_MAX};
+use crate::replication::{raft_config, BasicNode, NodeId};
 use crate::service;
 
 /// How long the lowest-id branch of a new cluster waits for every peer to come up.
@@ -133,16 +135,7 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
             running.shutdown().await;
             return Err(e);
         }
-        let nodes: BTreeMap<NodeId, BasicNode> = addresses
-            .iter()
-            .map(|(&id, addr)| (id, BasicNode::new(addr.clone())))
-            .collect();
-        let voters: BTreeMap<NodeId, BasicNode> = nodes
-            .iter()
-            .take(VOTERS_MAX)
-            .map(|(&id, n)| (id, n.clone()))
-            .collect();
-        let learners: BTreeMap<NodeId, BasicNode> = nodes.into_iter().skip(VOTERS_MAX).collect();
+        let (voters, learners) = voters_and_learners(addresses.clone());
         if let Err(e) = running.branch.raft.initialize(voters).await {
             running.shutdown().await;
             return Err(ClusterError::Branch {
