@@ -158,30 +158,16 @@ impl Branch {
         }
     }
 
-    /// Waits until this branch knows a leader.
+    /// Waits until this branch knows a leader, at most until `deadline`.
     async fn wait_for_leader(&self, deadline: Instant) -> Result<(), BranchError> {
-        self.wait_for_leader_change(None, deadline).await
-    }
-
-    /// Waits until this branch knows a leader other than `stale` (or any leader if `None`).
-    async fn wait_for_leader_change(
-        &self,
-        stale: Option<NodeId>,
-        deadline: Instant,
-    ) -> Result<(), BranchError> {
         let timeout = deadline.saturating_duration_since(Instant::now());
         let waited = self
             .raft
             .wait(Some(timeout))
-            .metrics(
-                |m| m.current_leader.is_some() && m.current_leader != stale,
-                "a new leader",
-            )
+            .metrics(|m| m.current_leader.is_some(), "a leader")
             .await;
         match waited {
             Ok(_) => Ok(()),
-            // The same leader may still be there (e.g. it was briefly unreachable): one more
-            // attempt is allowed only while time remains.
             Err(openraft::metrics::WaitError::Timeout(..)) => {
                 Err(BranchError::NoLeader(REQUEST_DEADLINE))
             }
