@@ -13,11 +13,14 @@
 //! - Every wait is bounded by [`REQUEST_DEADLINE`].
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError,
+};
+use openraft::ChangeMembers;
 use tokio::time::Instant;
 
 use crate::ledger::{AccountId, Command, Outcome, Proposal, RequestId};
@@ -47,6 +50,8 @@ pub enum BranchError {
     OutcomeUnknown(String),
     #[error("this branch could not catch up with the leader within {0:?}")]
     CatchUpTimeout(Duration),
+    #[error("membership change refused: {0}")]
+    Membership(String),
     #[error("this branch is shutting down")]
     ShuttingDown,
     #[error("internal error: {0}")]
@@ -60,6 +65,7 @@ pub struct Branch {
     pub raft: Raft,
     pub state_machine: StateMachineStore,
     pub peers: Peers,
+    pub vote_guard: Arc<VoteGuard>,
     /// This incarnation's request-id origin: random, so ids never repeat across restarts.
     origin: u64,
     sequence: Arc<AtomicU64>,
@@ -79,6 +85,7 @@ impl Branch {
             raft,
             state_machine,
             peers,
+            vote_guard: Arc::default(),
             origin,
             sequence: Arc::new(AtomicU64::new(0)),
         }
@@ -136,6 +143,75 @@ impl Branch {
                     }
                 },
                 None => self.wait_for_leader(deadline).await?,
+            }
+        }
+        Err(BranchError::OutcomeUnknown(last_failure))
+    }
+
+    /// Applies a membership change through the leader (forwarded if this branch does not
+    /// lead) and returns its log index. Retried while another change is in progress, bounded
+    /// like a write. A change that is already in effect is harmless to repeat.
+    pub async fn change_membership(
+        &self,
+        changes: ChangeMembers<NodeId, BasicNode>,
+        retain: bool,
+    ) -> Result<u64, BranchError> {
+        let deadline = Instant::now() + REQUEST_DEADLINE;
+        let mut last_failure = String::from("no leader");
+        for attempt in 0..ATTEMPTS_MAX {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let changed = tokio::time::timeout(
+                remaining,
+                self.raft.change_membership(changes.clone(), retain),
+            )
+            .await;
+            let leader = match changed {
+                Ok(Ok(response)) => return Ok(response.log_id.index),
+                Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(forward)))) => forward,
+                Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(e),
+                )))) => {
+                    last_failure = e.to_string();
+                    pause_before_retry(attempt, deadline).await;
+                    continue;
+                }
+                Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                    return Err(BranchError::Membership(e.to_string()))
+                }
+                Ok(Err(RaftError::Fatal(_))) => return Err(BranchError::ShuttingDown),
+                Err(_) => {
+                    last_failure = "not committed before the deadline".to_string();
+                    break;
+                }
+            };
+            let Some(addr) = self.leader_address(&leader) else {
+                self.wait_for_leader(deadline).await?;
+                continue;
+            };
+            let forwarded = async {
+                let mut client = self.peers.client(&addr).map_err(|e| e.to_string())?;
+                let payload = encode(&(&changes, retain)).map_err(|e| e.to_string())?;
+                let mut request = tonic::Request::new(payload);
+                request.set_timeout(deadline.saturating_duration_since(Instant::now()));
+                match client.change_membership(request).await {
+                    Ok(reply) => decode::<u64>(reply.get_ref()).map_err(|e| e.to_string()),
+                    Err(status) => Err(PeerError::Call(status).to_string()),
+                }
+            };
+            match forwarded.await {
+                Ok(index) => return Ok(index),
+                Err(why) => {
+                    tracing::debug!(
+                        branch = self.id,
+                        attempt,
+                        "membership change at {addr}: {why}"
+                    );
+                    last_failure = why;
+                    pause_before_retry(attempt, deadline).await;
+                }
             }
         }
         Err(BranchError::OutcomeUnknown(last_failure))
@@ -252,4 +328,42 @@ async fn pause_before_retry(attempt: u32, deadline: Instant) {
         .saturating_mul(1u32 << attempt.min(10))
         .min(RETRY_PAUSE_MAX);
     tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
+}
+
+/// Votes a branch refuses, whatever openraft would answer. Refusing a vote is always safe in
+/// Raft; these rules keep a branch that lost its data (and rejoined with `--rejoin`) from
+/// voting on what it no longer knows:
+/// - while it is *rejoining* (demoted to learner, catching up) it votes for no one: with an
+///   empty or partial log it would let a candidate that lacks committed entries win;
+/// - it never votes in a term at or below its *term floor*, the highest term any peer had
+///   seen when it rejoined: it may have voted in those terms before it lost its vote record.
+#[derive(Debug, Default)]
+pub struct VoteGuard {
+    rejoining: AtomicBool,
+    term_floor: AtomicU64,
+}
+
+impl VoteGuard {
+    pub fn set(&self, rejoining: bool, term_floor: u64) {
+        self.rejoining.store(rejoining, Ordering::SeqCst);
+        self.term_floor.fetch_max(term_floor, Ordering::SeqCst);
+    }
+
+    pub fn rejoining(&self) -> bool {
+        self.rejoining.load(Ordering::SeqCst)
+    }
+
+    /// Why a vote request for `term` must be refused, if it must.
+    pub fn refuses(&self, term: u64) -> Option<String> {
+        let floor = self.term_floor.load(Ordering::SeqCst);
+        if self.rejoining() {
+            Some("this branch is rejoining and does not vote until it has caught up".to_string())
+        } else if term <= floor {
+            Some(format!(
+                "this branch rejoined after losing its data and does not vote in term {term} (at or below {floor})"
+            ))
+        } else {
+            None
+        }
+    }
 }

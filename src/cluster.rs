@@ -97,6 +97,8 @@ pub struct LocalCluster {
     branches: BTreeMap<NodeId, LocalBranch>,
     shutdown: watch::Sender<bool>,
     servers: JoinSet<(NodeId, Result<(), tonic::transport::Error>)>,
+    peers: Peers,
+    config: std::sync::Arc<openraft::Config>,
 }
 
 /// Splits branches (id -> address) into the voters — the first [`VOTERS_MAX`] ids, ascending —
@@ -312,11 +314,13 @@ impl LocalCluster {
                 .map(|(&id, a)| (id, a.to_string()))
                 .collect(),
         );
-        let (shutdown, shutdown_rx) = watch::channel(false);
+        let (shutdown, _) = watch::channel(false);
         let mut cluster = LocalCluster {
             branches: BTreeMap::new(),
             shutdown,
             servers: JoinSet::new(),
+            peers: peers.clone(),
+            config: config.clone(),
         };
         let mut stores = stores;
         for (id, listener) in listeners {
@@ -329,16 +333,7 @@ impl LocalCluster {
                     return Err(e);
                 }
             };
-            let mut stop = shutdown_rx.clone();
-            let server_branch = branch.clone();
-            cluster.servers.spawn(async move {
-                let signal = async move {
-                    // An error means the sender is gone: stop as well.
-                    let _ = stop.wait_for(|stop| *stop).await;
-                };
-                (id, service::serve(server_branch, listener, signal).await)
-            });
-            cluster.branches.insert(id, LocalBranch { addr, branch });
+            cluster.serve(id, addr, branch, listener);
         }
         let started = match start {
             Start::Fresh => cluster.bootstrap(initial_balance).await,
@@ -351,6 +346,50 @@ impl LocalCluster {
                 Err(e)
             }
         }
+    }
+
+    /// Serves `branch` on `listener` until the cluster shuts down.
+    fn serve(&mut self, id: NodeId, addr: SocketAddr, branch: Branch, listener: TcpListener) {
+        let mut stop = self.shutdown.subscribe();
+        let server_branch = branch.clone();
+        self.servers.spawn(async move {
+            let signal = async move {
+                // An error means the sender is gone: stop as well.
+                let _ = stop.wait_for(|stop| *stop).await;
+            };
+            (id, service::serve(server_branch, listener, signal).await)
+        });
+        self.branches.insert(id, LocalBranch { addr, branch });
+    }
+
+    /// Adds a new, empty branch `id` to the running cluster as a learner (in memory, or on a
+    /// fresh `durable` store) and waits until it has caught up with the leader, by log or by
+    /// snapshot when the leader's log was purged.
+    pub async fn add_learner(
+        &mut self,
+        id: NodeId,
+        listener: TcpListener,
+        durable: Option<DurableStore>,
+    ) -> Result<(), ClusterError> {
+        if self.branches.contains_key(&id) {
+            return Err(ClusterError::Branch {
+                id,
+                what: "duplicate branch id".to_string(),
+            });
+        }
+        let addr = listener.local_addr().map_err(|e| ClusterError::Branch {
+            id,
+            what: format!("listener has no address: {e}"),
+        })?;
+        let branch = create_branch(id, self.config.clone(), self.peers.clone(), durable).await?;
+        self.serve(id, addr, branch, listener);
+        let learner = BTreeMap::from([(id, BasicNode::new(addr.to_string()))]);
+        let index = self.add_learners(learner).await?;
+        let deadline = Instant::now() + BOOTSTRAP_DEADLINE;
+        if let Some(local) = self.branches.get(&id) {
+            local.branch.wait_applied(Some(index), deadline).await?;
+        }
+        Ok(())
     }
 
     async fn bootstrap(&self, initial_balance: u64) -> Result<(), ClusterError> {

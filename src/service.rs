@@ -10,6 +10,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::ChangeMembers;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
@@ -23,6 +24,7 @@ use crate::proto::peer::{
     RaftPayload, ReadIndexReply, ReadIndexRequest, StatusReply, StatusRequest,
 };
 use crate::replication::network::{decode, encode};
+use crate::replication::{BasicNode, NodeId};
 
 /// Server-side bound on any one call; inner waits are shorter ([`REQUEST_DEADLINE`]).
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -42,6 +44,7 @@ impl From<BranchError> for Status {
             }
             BranchError::OutcomeUnknown(_) => Status::unavailable(message),
             BranchError::ShuttingDown => Status::unavailable(message),
+            BranchError::Membership(_) => Status::failed_precondition(message),
             BranchError::Internal(_) => Status::internal(message),
         }
     }
@@ -195,7 +198,11 @@ impl crate::proto::peer::peer_server::Peer for PeerService {
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        let rpc = decode(request.get_ref()).map_err(bad_payload)?;
+        let rpc: openraft::raft::VoteRequest<NodeId> =
+            decode(request.get_ref()).map_err(bad_payload)?;
+        if let Some(why) = self.branch.vote_guard.refuses(rpc.vote.leader_id().term) {
+            return Err(Status::failed_precondition(why));
+        }
         encoded(&self.branch.raft.vote(rpc).await)
     }
 
@@ -246,11 +253,42 @@ impl crate::proto::peer::peer_server::Peer for PeerService {
         &self,
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
+        let metrics = self.branch.raft.metrics().borrow().clone();
         Ok(Response::new(StatusReply {
             id: self.branch.id,
             has_state: has_state(&self.branch),
-            leader: self.branch.raft.metrics().borrow().current_leader,
+            leader: metrics.current_leader,
+            term: metrics.vote.leader_id().term,
+            voters: metrics.membership_config.membership().voter_ids().collect(),
         }))
+    }
+
+    async fn change_membership(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let (changes, retain): (ChangeMembers<NodeId, BasicNode>, bool) =
+            decode(request.get_ref()).map_err(bad_payload)?;
+        let changed = tokio::time::timeout(
+            REQUEST_DEADLINE,
+            self.branch.raft.change_membership(changes, retain),
+        )
+        .await;
+        match changed {
+            Ok(Ok(response)) => encoded(&response.log_id.index),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => Err(
+                Status::failed_precondition(format!("branch {} is not the leader", self.branch.id)),
+            ),
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(Status::failed_precondition(e.to_string()))
+            }
+            Ok(Err(e)) => Err(Status::unavailable(format!(
+                "membership change failed: {e}"
+            ))),
+            Err(_) => Err(Status::unavailable(
+                "membership change not committed before the deadline",
+            )),
+        }
     }
 }
 

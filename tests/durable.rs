@@ -110,6 +110,46 @@ async fn snapshots_purge_the_log_and_a_restart_starts_from_them() {
     cluster.shutdown().await;
 }
 
+/// A brand-new branch joining after the log was purged cannot get the early entries: it is
+/// caught up by snapshot install, then by log, and ends with every acknowledged deposit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_branch_catches_up_by_snapshot_after_the_log_was_purged() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut cluster = start(dir.path(), 3, 0).await.expect("first start");
+    assert_eq!(deposit_load(&cluster, 16, 80).await, 1_280);
+    cluster.settled_states().await.expect("settle");
+
+    let listener = bind_loopback(&[4], None)
+        .await
+        .expect("bind")
+        .pop()
+        .expect("one listener")
+        .1;
+    let store = DurableStore::open(&dir.path().join("branch-4")).expect("open new store");
+    cluster
+        .add_learner(4, listener, Some(store.clone()))
+        .await
+        .expect("the new branch catches up");
+    assert_eq!(deposit_load(&cluster, 4, 5).await, 20);
+    let states = cluster.settled_states().await.expect("settle");
+    for (id, state) in &states {
+        assert_eq!(
+            state.ledger.balance(ORIGINAL_ACCOUNT),
+            Some(1_300),
+            "branch {id}"
+        );
+    }
+    cluster.shutdown().await;
+
+    // It got the early history as a snapshot, not as log entries.
+    let state = store.log_store().get_log_state().await.expect("log state");
+    let purged = state.last_purged_log_id.map(|id| id.index);
+    assert!(
+        purged.is_some_and(|p| p >= 500),
+        "branch 4 was not caught up by snapshot ({purged:?})"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_made_for_another_scenario_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
