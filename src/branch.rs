@@ -367,3 +367,38 @@ impl VoteGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::VoteGuard;
+
+    #[test]
+    fn a_branch_that_never_rejoined_refuses_no_vote() {
+        let guard = VoteGuard::default();
+        assert_eq!(guard.refuses(1), None);
+        assert!(!guard.rejoining());
+    }
+
+    #[test]
+    fn a_rejoining_branch_refuses_every_vote_until_caught_up() {
+        let guard = VoteGuard::default();
+        guard.set(true, 7);
+        assert!(guard.refuses(8).is_some());
+        assert!(guard.refuses(1_000).is_some());
+        guard.set(false, 7);
+        assert_eq!(guard.refuses(8), None);
+    }
+
+    #[test]
+    fn a_rejoined_branch_never_votes_at_or_below_its_floor() {
+        let guard = VoteGuard::default();
+        guard.set(false, 7);
+        for term in [0, 1, 6, 7] {
+            let why = guard.refuses(term).expect("refused");
+            assert!(why.contains(&format!("term {term}")), "{why}");
+        }
+        // The floor only rises.
+        guard.set(false, 3);
+        assert!(guard.refuses(7).is_some());
+    }
+}

@@ -75,8 +75,23 @@ pub enum ClusterError {
         with_state: Vec<NodeId>,
         without_state: Vec<NodeId>,
     },
-    #[error("this branch has no state, but branches {with_state:?} do: its data was lost, or it never belonged to this cluster. It must not rejoin as if new (it could vote twice in a term); restore its data directory")]
+    #[error("this branch has no state, but branches {with_state:?} do: its data was lost, or it never belonged to this cluster. It must not rejoin as if new (it could vote twice in a term); restore its data directory, or start it with --rejoin to rebuild it from its peers")]
     LostState { with_state: Vec<NodeId> },
+    #[error("{path} has Raft state: --rejoin is only for a branch that lost its data (an empty data directory); start it without --rejoin")]
+    RejoinWithState { path: PathBuf },
+    #[error("branches {missing:?} did not answer within {deadline:?}: a rejoining branch needs every other branch up, to learn the highest term any of them has seen")]
+    RejoinPeersMissing {
+        missing: Vec<NodeId>,
+        deadline: Duration,
+    },
+    #[error("no other branch has state: there is no cluster to rejoin; start without --rejoin to create a new cluster")]
+    NothingToRejoin,
+    #[error("no branch made the membership change {changes} within {deadline:?} (is a majority of voters up?): {refusals}")]
+    MembershipChange {
+        changes: String,
+        deadline: Duration,
+        refusals: String,
+    },
     #[error("branches {missing:?} did not answer within {deadline:?}: start every branch of a new cluster, with the same --peer list")]
     PeersMissing {
         missing: Vec<NodeId>,

@@ -86,6 +86,10 @@ enum Command {
         /// The shared account's initial balance (the same on every branch).
         #[arg(long, default_value_t = 0)]
         balance: u64,
+        /// Rebuild this branch from its peers after its data was lost (empty --data-dir).
+        /// Every other branch must be up.
+        #[arg(long)]
+        rejoin: bool,
     },
     /// Run the scenario's customers against a running `bank server`.
     #[command(after_help = "Example:\n  bank client input.json --base-port 50050 -o output.json")]
@@ -135,7 +139,8 @@ fn main() -> ExitCode {
                 peers,
                 data_dir,
                 balance,
-            } => branch(id, listen, peers, data_dir, balance).await,
+                rejoin,
+            } => branch(id, listen, peers, data_dir, balance, rejoin).await,
             Command::Client {
                 input,
                 base_port,
@@ -172,6 +177,7 @@ async fn branch(
     peers: Vec<(u64, String)>,
     data_dir: PathBuf,
     balance: u64,
+    rejoin: bool,
 ) -> Result<()> {
     if id == 0 {
         bail!("--id must be a positive integer");
@@ -192,6 +198,7 @@ async fn branch(
         peers: peer_map,
         data_dir: data_dir.clone(),
         initial_balance: balance,
+        rejoin,
     })
     .await?;
     eprintln!(

@@ -260,6 +260,7 @@ impl crate::proto::peer::peer_server::Peer for PeerService {
             leader: metrics.current_leader,
             term: metrics.vote.leader_id().term,
             voters: metrics.membership_config.membership().voter_ids().collect(),
+            rejoining: self.branch.vote_guard.rejoining(),
         }))
     }
 

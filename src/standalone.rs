@@ -9,8 +9,17 @@
 //!   the voters (the first five ids), and once a leader is elected opens the shared account
 //!   (the genesis entry) and adds the other branches as learners.
 //! - **Refuse**: a branch without state whose peers have state lost its data (or was never part
-//!   of this cluster). It must not vote as if new — it might vote twice in a term — so it
-//!   refuses to start. Rebuilding it from its peers is not implemented yet.
+//!   of this cluster). It must not vote as if new — it might vote twice in a term, or help elect
+//!   a leader that lacks committed entries — so it refuses to start.
+//! - **Rejoin** (`--rejoin`, only on an empty data directory): the branch rebuilds from its
+//!   peers. It first asks *every* other branch for its term and takes the highest as its term
+//!   floor (it may have voted in any term up to it before it lost its record), records that on
+//!   disk, and starts with elections off. Raft catches it up (by snapshot install when the log
+//!   was purged) while it refuses every vote. Once it has applied the leader's read index taken
+//!   after it started, its log holds every committed entry and it votes again — but never in a
+//!   term at or below the floor, and it stands for election only once its term has reached the
+//!   floor (a candidate's term is one above its current term, so above the floor).
+//!   A crash half-way resumes these rules from disk.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -22,14 +31,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::branch::Branch;
-use crate::cluster::{
-    check_identity, create_branch, voters_and_learners, ClusterError, BOOTSTRAP_DEADLINE,
-};
+use crate::branch::{Branch, BranchError, REQUEST_DEADLINE};
+use crate::cluster::{check_identity, create_branch, voters_and_learners, ClusterError};
 use crate::ledger::{Command, Outcome, ORIGINAL_ACCOUNT, ORIGINAL_BALANCE_MAX};
-use crate::proto::peer::StatusRequest;
-use crate::replication::durable::{ClusterIdentity, DurableStore};
-use crate::replication::network::Peers;
+use crate::proto::peer::{StatusReply, StatusRequest};
+use crate::replication::durable::{ClusterIdentity, DurableStore, RejoinState};
+use crate::replication::network::{decode, encode, Peers};
 use crate::replication::{raft_config, BasicNode, NodeId};
 use crate::service;
 
@@ -50,6 +57,8 @@ pub struct BranchConfig {
     pub peers: BTreeMap<NodeId, String>,
     pub data_dir: PathBuf,
     pub initial_balance: u64,
+    /// Rebuild a branch that lost its data from its peers (see the module documentation).
+    pub rejoin: bool,
 }
 
 /// A running branch; [`RunningBranch::shutdown`] stops it.
@@ -57,7 +66,8 @@ pub struct RunningBranch {
     pub branch: Branch,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
-    bootstrap: Option<JoinHandle<()>>,
+    /// Creating the cluster, or finishing a rejoin: stopped with the branch.
+    background: Option<JoinHandle<()>>,
 }
 
 /// Starts one branch: opens its data, decides resume / create / refuse, and serves.
@@ -68,6 +78,7 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
         peers,
         data_dir,
         initial_balance,
+        rejoin,
     } = config;
     if peers.contains_key(&id) {
         return Err(ClusterError::Branch {
@@ -96,20 +107,61 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
         },
     )?;
     let fresh = !store.is_initialized()?;
-    let config = raft_config("bank").map_err(|e| ClusterError::Branch {
+    let mut rejoin_state = store.rejoin_state()?;
+    let rejoin_pending = rejoin_state.is_some_and(|state| !state.caught_up);
+    if rejoin && !fresh && !rejoin_pending {
+        return Err(ClusterError::RejoinWithState {
+            path: store.path().to_path_buf(),
+        });
+    }
+    let mut config = raft_config("bank").map_err(|e| ClusterError::Branch {
         id,
         what: e.to_string(),
     })?;
     let book = Peers::new(addresses.clone());
     let lowest = ids[0];
     let peer_ids: Vec<NodeId> = peers.keys().copied().collect();
-    // A fresh branch other than the lowest asks its peers *before* it serves: the lowest
-    // creates the cluster only once every other branch answers, so by then each has passed
-    // this check, and a branch that finds state here really did lose its data.
-    if fresh && id != lowest {
+    if fresh && (rejoin || rejoin_pending) {
+        let survey = survey_for_rejoin(&book, &peers, id).await?;
+        let state = RejoinState {
+            term_floor: rejoin_state
+                .map_or(survey.term_floor, |s| s.term_floor.max(survey.term_floor)),
+            voter: survey.voter || rejoin_state.is_some_and(|s| s.voter),
+            caught_up: false,
+        };
+        // Recorded before the cluster forgets this branch: a crash from here on resumes the
+        // rejoin (and promotes it back to voter) instead of starting it as new.
+        store.set_rejoin_state(&state)?;
+        tracing::info!(branch = id, term_floor = state.term_floor, "rejoining");
+        // The leader still counts this branch's old log as replicated; openraft refuses to
+        // see a follower's log go backwards. Removing the branch from the membership first
+        // drops that record, and it is added back below as a new learner.
+        let removal = if survey.voter {
+            ChangeMembers::RemoveVoters([id].into())
+        } else {
+            ChangeMembers::RemoveNodes([id].into())
+        };
+        change_membership_via_peers(&book, &peers, removal, false).await?;
+        rejoin_state = Some(state);
+    } else if fresh && id != lowest {
+        // A fresh branch other than the lowest asks its peers *before* it serves: the lowest
+        // creates the cluster only once every other branch answers, so by then each has
+        // passed this check, and a branch that finds state here really did lose its data.
         survey_peers(&book, &peers, &peer_ids, false).await?;
     }
-    let branch = create_branch(id, std::sync::Arc::new(config), book.clone(), Some(store)).await?;
+    // A branch that rejoined stands for election only once its term has reached its floor
+    // (`Rejoining::finish` turns elections back on).
+    config.enable_elect = rejoin_state.is_none();
+    let branch = create_branch(
+        id,
+        std::sync::Arc::new(config),
+        book.clone(),
+        Some(store.clone()),
+    )
+    .await?;
+    if let Some(state) = rejoin_state {
+        branch.vote_guard.set(!state.caught_up, state.term_floor);
+    }
 
     let (shutdown, mut stop) = watch::channel(false);
     let server_branch = branch.clone();
@@ -124,8 +176,19 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
         branch,
         shutdown,
         server,
-        bootstrap: None,
+        background: None,
     };
+    if let Some(state) = rejoin_state {
+        let rejoining = Rejoining {
+            branch: running.branch.clone(),
+            store,
+            book,
+            peers,
+            addr: addr.to_string(),
+        };
+        running.background = Some(tokio::spawn(rejoining.finish(state)));
+        return Ok(running);
+    }
     if !fresh {
         tracing::info!(branch = id, "resuming from {}", data_dir.display());
         return Ok(running);
@@ -145,7 +208,7 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
         }
         tracing::info!(branch = id, "created a new cluster of branches {ids:?}");
         let branch = running.branch.clone();
-        running.bootstrap = Some(tokio::spawn(async move {
+        running.background = Some(tokio::spawn(async move {
             if let Err(e) = open_and_add_learners(&branch, initial_balance, learners).await {
                 tracing::error!(branch = branch.id, "bootstrap: {e}");
             }
@@ -208,6 +271,203 @@ async fn survey_peers(
     }
 }
 
+/// What a rejoining branch learns from its peers.
+struct RejoinSurvey {
+    /// The highest term any other branch has seen.
+    term_floor: u64,
+    /// Whether any other branch counts this one among the voters.
+    voter: bool,
+}
+
+/// For a rejoining branch: asks every other branch for the highest term it has seen and the
+/// voters it knows. Every branch must answer (an unreachable one might hold the highest term),
+/// and at least one must have state (otherwise there is no cluster to rejoin).
+async fn survey_for_rejoin(
+    book: &Peers,
+    peers: &BTreeMap<NodeId, String>,
+    id: NodeId,
+) -> Result<RejoinSurvey, ClusterError> {
+    let deadline = Instant::now() + PEERS_DEADLINE;
+    let mut answered: BTreeMap<NodeId, StatusReply> = BTreeMap::new();
+    loop {
+        for (&peer, addr) in peers {
+            if answered.contains_key(&peer) {
+                continue;
+            }
+            let Ok(mut client) = book.client(addr) else {
+                continue;
+            };
+            let mut request = tonic::Request::new(StatusRequest {});
+            request.set_timeout(STATUS_TIMEOUT);
+            if let Ok(reply) = client.status(request).await {
+                answered.insert(peer, reply.into_inner());
+            }
+        }
+        if answered.len() == peers.len() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let missing = peers
+                .keys()
+                .filter(|id| !answered.contains_key(id))
+                .copied()
+                .collect();
+            return Err(ClusterError::RejoinPeersMissing {
+                missing,
+                deadline: PEERS_DEADLINE,
+            });
+        }
+        tokio::time::sleep(SURVEY_PAUSE).await;
+    }
+    if !answered.values().any(|status| status.has_state) {
+        return Err(ClusterError::NothingToRejoin);
+    }
+    Ok(RejoinSurvey {
+        term_floor: answered.values().map(|s| s.term).max().unwrap_or(0),
+        voter: answered.values().any(|s| s.voters.contains(&id)),
+    })
+}
+
+/// Asks the other branches, in turn, for a membership change until the leader among them
+/// makes it (the others refuse without changing anything). Bounded by [`PEERS_DEADLINE`].
+async fn change_membership_via_peers(
+    book: &Peers,
+    peers: &BTreeMap<NodeId, String>,
+    changes: ChangeMembers<NodeId, BasicNode>,
+    retain: bool,
+) -> Result<u64, ClusterError> {
+    let payload = encode(&(&changes, retain)).map_err(|e| ClusterError::Branch {
+        id: 0,
+        what: format!("encode a membership change: {e}"),
+    })?;
+    let deadline = Instant::now() + PEERS_DEADLINE;
+    let mut refusals = Vec::new();
+    while Instant::now() < deadline {
+        refusals.clear();
+        for addr in peers.values() {
+            let Ok(mut client) = book.client(addr) else {
+                continue;
+            };
+            let mut request = tonic::Request::new(payload.clone());
+            request.set_timeout(
+                REQUEST_DEADLINE.min(deadline.saturating_duration_since(Instant::now())),
+            );
+            match client.change_membership(request).await {
+                Ok(reply) => {
+                    return decode::<u64>(reply.get_ref()).map_err(|e| ClusterError::Branch {
+                        id: 0,
+                        what: format!("membership change reply from {addr}: {e}"),
+                    })
+                }
+                Err(status) => refusals.push(format!("{addr}: {}", status.message())),
+            }
+        }
+        tokio::time::sleep(SURVEY_PAUSE).await;
+    }
+    Err(ClusterError::MembershipChange {
+        changes: format!("{changes:?}"),
+        deadline: PEERS_DEADLINE,
+        refusals: refusals.join("; "),
+    })
+}
+
+/// How long a rejoining branch keeps trying to catch up before it gives up (it then stays safe:
+/// it refuses votes and does not stand for election until restarted).
+const REJOIN_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
+/// Bound on one wait for the branch to apply the leader's read index while rejoining.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
+
+/// A branch finishing its rejoin.
+struct Rejoining {
+    branch: Branch,
+    store: DurableStore,
+    book: Peers,
+    peers: BTreeMap<NodeId, String>,
+    /// This branch's own address, as the cluster records it.
+    addr: String,
+}
+
+impl Rejoining {
+    /// Adds this branch back as a learner, waits until it has applied the leader's read index
+    /// (taken after it was added, so every entry committed before it lost its data is at or
+    /// below it), records that, promotes it back to voter if it was one, and lets it vote;
+    /// then turns elections on once its term has reached the floor, so that any term it stands
+    /// in is above it.
+    async fn finish(self, mut state: RejoinState) {
+        let Self {
+            branch,
+            store,
+            book,
+            peers,
+            addr,
+        } = self;
+        let id = branch.id;
+        let deadline = Instant::now() + REJOIN_DEADLINE;
+        while !state.caught_up {
+            if Instant::now() >= deadline {
+                tracing::error!(
+                    branch = id,
+                    "did not catch up within {REJOIN_DEADLINE:?}; it refuses votes until restarted"
+                );
+                return;
+            }
+            let caught_up = async {
+                // Adding an existing member changes nothing: safe to repeat after a crash.
+                let learner =
+                    ChangeMembers::AddNodes([(id, BasicNode { addr: addr.clone() })].into());
+                change_membership_via_peers(&book, &peers, learner, true).await?;
+                let index = branch.read_index(Instant::now() + REQUEST_DEADLINE).await?;
+                branch
+                    .wait_applied(index, Instant::now() + CATCH_UP_WAIT)
+                    .await?;
+                if state.voter {
+                    branch
+                        .change_membership(ChangeMembers::AddVoterIds([id].into()), true)
+                        .await?;
+                }
+                Ok::<(), ClusterError>(())
+            };
+            match caught_up.await {
+                Ok(()) => {
+                    let done = RejoinState {
+                        caught_up: true,
+                        ..state
+                    };
+                    match store.set_rejoin_state(&done) {
+                        Ok(()) => state = done,
+                        Err(e) => tracing::error!(branch = id, "recording the rejoin: {e}"),
+                    }
+                }
+                Err(ClusterError::Request(BranchError::ShuttingDown)) => return,
+                Err(e) => tracing::info!(branch = id, "rejoin: still catching up: {e}"),
+            }
+            if !state.caught_up {
+                tokio::time::sleep(SURVEY_PAUSE).await;
+            }
+        }
+        branch.vote_guard.set(false, state.term_floor);
+        tracing::info!(branch = id, "rejoined: caught up, voting again");
+        loop {
+            let above_floor = branch
+                .raft
+                .wait(Some(CATCH_UP_WAIT))
+                .metrics(
+                    |m| m.vote.leader_id().term >= state.term_floor,
+                    "term at the rejoin floor",
+                )
+                .await;
+            match above_floor {
+                Ok(_) => break,
+                Err(openraft::metrics::WaitError::Timeout(..)) => continue,
+                Err(openraft::metrics::WaitError::ShuttingDown) => return,
+            }
+        }
+        branch.raft.runtime_config().elect(true);
+        tracing::info!(branch = id, "rejoined: standing for election again");
+    }
+}
+
 /// After a new cluster's first election: opens the shared account, then adds the learners.
 async fn open_and_add_learners(
     branch: &Branch,
@@ -232,32 +492,19 @@ async fn open_and_add_learners(
     if learners.is_empty() {
         return Ok(());
     }
-    let deadline = Instant::now() + BOOTSTRAP_DEADLINE;
-    while Instant::now() < deadline {
-        match branch
-            .raft
-            .change_membership(ChangeMembers::AddNodes(learners.clone()), true)
-            .await
-        {
-            Ok(_) => return Ok(()),
-            Err(e) => {
-                tracing::warn!(branch = branch.id, "adding learners (retrying): {e}");
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-    Err(ClusterError::Timeout {
-        step: "add its learners (only the leader can; this branch did not lead)",
-        deadline: BOOTSTRAP_DEADLINE,
-    })
+    // Forwarded to the leader if this branch no longer leads.
+    branch
+        .change_membership(ChangeMembers::AddNodes(learners), true)
+        .await?;
+    Ok(())
 }
 
 impl RunningBranch {
     /// Stops serving (in-flight calls drain, bounded) and shuts the Raft node down.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        if let Some(bootstrap) = self.bootstrap {
-            bootstrap.abort();
+        if let Some(background) = self.background {
+            background.abort();
         }
         match tokio::time::timeout(Duration::from_secs(5), self.server).await {
             Ok(Ok(Ok(()))) => {}

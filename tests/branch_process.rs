@@ -12,14 +12,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bank::proto::peer::peer_client::PeerClient;
-use bank::proto::peer::StatusRequest;
+use bank::proto::peer::{StatusReply, StatusRequest};
+use bank::replication::durable::DurableStore;
 use common::{call, client};
+use openraft::storage::RaftLogStorage;
 use tokio::time::Instant;
 
 const INITIAL: i64 = 1_000;
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 const PROGRESS_DEADLINE: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(50);
+
+/// Where a branch's log goes: nowhere, or with `BANK_TEST_LOG_DIR=DIR` (and `RUST_LOG`) to a
+/// new file in DIR, for debugging a failure.
+fn log_file(id: usize) -> Stdio {
+    static STARTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let Some(dir) = std::env::var_os("BANK_TEST_LOG_DIR") else {
+        return Stdio::null();
+    };
+    let n = STARTS.fetch_add(1, Ordering::SeqCst);
+    let path = Path::new(&dir).join(format!("{}-{n}-branch-{id}.log", std::process::id()));
+    match std::fs::File::create(&path) {
+        Ok(file) => file.into(),
+        Err(e) => panic!("cannot create {}: {e}", path.display()),
+    }
+}
 
 /// Three free loopback ports (probed together; a lost race shows as "cannot listen").
 fn free_ports() -> Vec<u16> {
@@ -44,6 +61,16 @@ impl Cluster {
     }
 
     fn spawn(&mut self, id: usize) {
+        let child = self
+            .command(id)
+            .stderr(log_file(id))
+            .spawn()
+            .expect("spawn bank branch");
+        self.children[id - 1] = Some(child);
+    }
+
+    /// The command line of branch `id` (stdin and stdout closed).
+    fn command(&self, id: usize) -> Command {
         let mut command = Command::new(env!("CARGO_BIN_EXE_bank"));
         command
             .args(["branch", "--id", &id.to_string(), "--listen"])
@@ -52,14 +79,13 @@ impl Cluster {
             .arg(self.dirs.path().join(format!("d{id}")))
             .args(["--balance", &INITIAL.to_string()])
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+            .stdout(Stdio::null());
         for peer in (1..=3).filter(|&p| p != id) {
             command
                 .arg("--peer")
                 .arg(format!("{peer}={}", self.addr(peer)));
         }
-        self.children[id - 1] = Some(command.spawn().expect("spawn bank branch"));
+        command
     }
 
     fn kill(&mut self, id: usize) {
@@ -89,6 +115,16 @@ impl Cluster {
         }
     }
 
+    async fn status(&self, id: usize) -> Option<StatusReply> {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr(id)))
+            .expect("address")
+            .connect_lazy();
+        let mut request = tonic::Request::new(StatusRequest {});
+        request.set_timeout(Duration::from_secs(1));
+        let reply = PeerClient::new(channel).status(request).await.ok()?;
+        Some(reply.into_inner())
+    }
+
     async fn leader(&self) -> usize {
         let deadline = Instant::now() + READY_DEADLINE;
         loop {
@@ -96,16 +132,8 @@ impl Cluster {
                 if self.children[id - 1].is_none() {
                     continue;
                 }
-                let channel =
-                    tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr(id)))
-                        .expect("address")
-                        .connect_lazy();
-                let mut request = tonic::Request::new(StatusRequest {});
-                request.set_timeout(Duration::from_secs(1));
-                if let Ok(reply) = PeerClient::new(channel).status(request).await {
-                    if let Some(leader) = reply.into_inner().leader {
-                        return leader as usize;
-                    }
+                if let Some(leader) = self.status(id).await.and_then(|s| s.leader) {
+                    return leader as usize;
                 }
             }
             assert!(
@@ -264,4 +292,131 @@ fn check_data_dirs(root: &Path) {
         let file = root.join(format!("d{id}")).join("branch.redb");
         assert!(file.exists(), "{} missing", file.display());
     }
+}
+
+/// Runs `command` to its exit (bounded) and returns its exit status and standard error.
+async fn run_to_exit(mut command: Command) -> (std::process::ExitStatus, String) {
+    let mut child = command
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn bank branch");
+    let deadline = Instant::now() + READY_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            panic!("bank branch still running after {READY_DEADLINE:?}");
+        }
+        tokio::time::sleep(POLL).await;
+    };
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        std::io::Read::read_to_string(&mut pipe, &mut stderr).expect("read stderr");
+    }
+    (status, stderr)
+}
+
+/// A branch whose data directory was deleted refuses to start as if new; with `--rejoin` it is
+/// rebuilt from its peers by snapshot (the log was purged), loses nothing, and votes again:
+/// after it rejoined, the leader is killed and the cluster needs its vote to go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wiped_branch_is_refused_then_rebuilt_with_rejoin() {
+    let mut cluster = start_cluster(tempfile::tempdir().expect("tempdir"));
+    for id in 1..=3 {
+        assert_eq!(cluster.wait_serving(id).await, INITIAL);
+    }
+    let load = Load::start((1..=3).map(|id| cluster.addr(id)).collect());
+    // More entries than a snapshot interval: the log is purged behind a snapshot.
+    load.progress(1_300).await;
+
+    let leader = cluster.leader().await;
+    let wiped = (1..=3).find(|&id| id != leader).expect("a follower");
+    let wiped_dir = cluster.dirs.path().join(format!("d{wiped}"));
+    cluster.kill(wiped);
+    std::fs::remove_dir_all(&wiped_dir).expect("wipe the data dir");
+    load.progress(20).await;
+
+    let (status, stderr) = run_to_exit(cluster.command(wiped)).await;
+    assert!(!status.success(), "a wiped branch started as if new");
+    assert!(stderr.contains("--rejoin"), "unhelpful refusal: {stderr}");
+
+    let mut rejoin = cluster.command(wiped);
+    rejoin.arg("--rejoin").stderr(log_file(wiped));
+    cluster.children[wiped - 1] = Some(rejoin.spawn().expect("spawn with --rejoin"));
+    cluster.wait_serving(wiped).await;
+    load.progress(50).await;
+    // Until it is a voter again the cluster has two voters and survives no failure.
+    let deadline = Instant::now() + READY_DEADLINE;
+    loop {
+        let status = cluster.status(wiped).await;
+        if status.is_some_and(|s| !s.rejoining && s.voters == [1, 2, 3]) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "branch {wiped} not a voter again within {READY_DEADLINE:?}"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+
+    // The rejoined branch votes again: with the leader gone, no quorum forms without it.
+    let leader = cluster.leader().await;
+    if leader != wiped {
+        cluster.kill(leader);
+        load.progress(20).await;
+        cluster.spawn(leader);
+        cluster.wait_serving(leader).await;
+    }
+    load.progress(20).await;
+
+    let (acknowledged, unknown) = load.stop().await;
+    let mut balances = Vec::new();
+    for id in 1..=3 {
+        balances.push(cluster.wait_serving(id).await);
+    }
+    assert!(
+        balances.iter().all(|&b| b == balances[0]),
+        "branches disagree: {balances:?}"
+    );
+    let applied = balances[0] - INITIAL;
+    assert!(
+        applied >= acknowledged && applied <= acknowledged + unknown,
+        "balance {} holds {applied} deposits; {acknowledged} were acknowledged and {unknown} had an unknown outcome",
+        balances[0]
+    );
+    let status = cluster
+        .status(wiped)
+        .await
+        .expect("status of the rejoined branch");
+    assert_eq!(status.voters, vec![1, 2, 3]);
+
+    // It was rebuilt by snapshot install: its log starts after a purge.
+    cluster.kill(wiped);
+    let store = DurableStore::open(&wiped_dir).expect("open the rebuilt store");
+    let rejoined = store.rejoin_state().expect("rejoin state");
+    assert!(
+        rejoined.is_some_and(|state| state.caught_up),
+        "rejoin not recorded as finished: {rejoined:?}"
+    );
+    let log = store.log_store().get_log_state().await.expect("log state");
+    assert!(
+        log.last_purged_log_id.is_some(),
+        "branch {wiped} was not rebuilt from a snapshot"
+    );
+    drop(store);
+
+    // --rejoin is only for a branch that lost its data.
+    let mut again = cluster.command(wiped);
+    again.arg("--rejoin");
+    let (status, stderr) = run_to_exit(again).await;
+    assert!(
+        !status.success(),
+        "--rejoin accepted on a branch with state"
+    );
+    assert!(
+        stderr.contains("has Raft state"),
+        "unhelpful refusal: {stderr}"
+    );
 }

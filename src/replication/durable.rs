@@ -37,6 +37,7 @@ const COMMITTED: &str = "committed";
 const LAST_PURGED: &str = "last_purged";
 pub(crate) const SNAPSHOT: &str = "snapshot";
 const IDENTITY: &str = "identity";
+const REJOIN: &str = "rejoin";
 
 /// The file name of a branch's database inside its data directory.
 pub const DATABASE_FILE: &str = "branch.redb";
@@ -68,6 +69,22 @@ pub struct ClusterIdentity {
     pub branch_id: NodeId,
     pub branch_ids: Vec<NodeId>,
     pub initial_balance_minor_units: u64,
+}
+
+/// Recorded by a branch started with `--rejoin` after it lost its data, so the safety rules of
+/// rejoining survive a crash in the middle of it (see `VoteGuard`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejoinState {
+    /// The highest term any other branch had seen when this branch rejoined: it may have voted
+    /// in any term up to this one before it lost its vote record.
+    pub term_floor: u64,
+    /// Whether it was a voter: it is removed from the membership, added back as a learner,
+    /// and promoted back to voter once caught up.
+    pub voter: bool,
+    /// Whether it has caught up with the leader (applied the leader's read index taken after
+    /// it rejoined, so that its log holds every entry committed before it lost its data) and
+    /// is a voter again if it was one.
+    pub caught_up: bool,
 }
 
 /// A branch's open database. Cheap to clone.
@@ -165,6 +182,17 @@ impl DurableStore {
     pub fn set_identity(&self, identity: &ClusterIdentity) -> Result<(), DurableError> {
         self.put_meta(IDENTITY, identity)
             .map_err(|e| self.describe(e, "identity"))
+    }
+
+    /// The rejoin record, if this branch was ever rebuilt with `--rejoin`.
+    pub fn rejoin_state(&self) -> Result<Option<RejoinState>, DurableError> {
+        self.get_meta(REJOIN)
+            .map_err(|e| self.describe(e, "rejoin state"))
+    }
+
+    pub fn set_rejoin_state(&self, state: &RejoinState) -> Result<(), DurableError> {
+        self.put_meta(REJOIN, state)
+            .map_err(|e| self.describe(e, "rejoin state"))
     }
 
     /// Whether this branch has ever taken part in a cluster: it has a vote or a log.
