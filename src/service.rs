@@ -161,6 +161,10 @@ impl crate::proto::customer::branch_server::Branch for CustomerService {
                 balance_minor_units,
             } => reply(interface, false, balance_minor_units),
             Outcome::UnknownAccount { .. } => Err(not_ready()),
+            // Like an unknown outcome: the ledger no longer knows whether it was applied.
+            Outcome::RequestIdExpired => Err(Status::unavailable(
+                "the outcome of this request is unknown: its id left the ledger's window",
+            )),
             other => Err(Status::internal(format!(
                 "unexpected ledger outcome {other:?}"
             ))),
