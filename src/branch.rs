@@ -289,7 +289,7 @@ impl Branch {
     }
 
     /// A linearizable read of one account's balance, served from this branch's replica.
-    pub async fn read_balance(&self, account: AccountId) -> Result<Option<u64>, BranchError> {
+    pub async fn read_balance(&self, account: AccountId) -> Result<Option<i64>, BranchError> {
         let deadline = Instant::now() + REQUEST_DEADLINE;
         let read_index = self.read_index(deadline).await?;
         self.wait_applied(read_index, deadline).await?;

@@ -426,6 +426,7 @@ impl LocalCluster {
         let genesis = Command::Open {
             account: ORIGINAL_ACCOUNT,
             balance_minor_units: initial_balance,
+            overdraft_limit_minor_units: 0,
             balance_max_minor_units: ORIGINAL_BALANCE_MAX,
         };
         let (outcome, index) = first.submit(genesis).await?;

@@ -258,7 +258,7 @@ async fn run_on_cluster(
     let replies = run_customers(scenario, &branches, concurrent).await?;
     write_output(output, &render_output(scenario.variant, &replies))?;
     let states = cluster.settled_states().await?;
-    let balances: Vec<(u64, Option<u64>)> = states
+    let balances: Vec<(u64, Option<i64>)> = states
         .iter()
         .map(|(id, state)| (*id, state.ledger.balance(ORIGINAL_ACCOUNT)))
         .collect();
@@ -276,7 +276,7 @@ fn to_branch_addresses(addresses: BTreeMap<u64, SocketAddr>) -> Result<BTreeMap<
 }
 
 /// One line per branch, then whether they agree. An error if they do not.
-fn summarize(balances: &[(u64, Option<u64>)], identical: bool) -> Result<String> {
+fn summarize(balances: &[(u64, Option<i64>)], identical: bool) -> Result<String> {
     let mut summary = String::new();
     for (id, balance) in balances {
         match balance {
@@ -389,7 +389,7 @@ async fn client(input: &Path, base_port: u16, output: &Path, concurrent: bool) -
     Ok(())
 }
 
-async fn query_balance(addr: SocketAddr) -> Result<u64> {
+async fn query_balance(addr: SocketAddr) -> Result<i64> {
     let mut client = BranchClient::connect(format!("http://{addr}"))
         .await
         .with_context(|| format!("connecting to {addr}"))?;
@@ -404,5 +404,7 @@ async fn query_balance(addr: SocketAddr) -> Result<u64> {
         .msg_delivery(request)
         .await
         .with_context(|| format!("querying {addr}"))?;
-    u64::try_from(reply.into_inner().balance).context("negative balance on the wire")
+    let balance = i64::from(reply.into_inner().balance);
+    anyhow::ensure!(balance >= 0, "negative balance {balance} on the wire");
+    Ok(balance)
 }

@@ -91,7 +91,7 @@ fn parse_customer_request(request: &CustomerRequest) -> Result<CustomerOp, Statu
     }
 }
 
-fn wire_balance(balance_minor_units: u64) -> Result<i32, Status> {
+fn wire_balance(balance_minor_units: i64) -> Result<i32, Status> {
     i32::try_from(balance_minor_units).map_err(|_| {
         Status::out_of_range(format!(
             "balance {balance_minor_units} does not fit the int32 wire format"
@@ -102,7 +102,7 @@ fn wire_balance(balance_minor_units: u64) -> Result<i32, Status> {
 fn reply(
     interface: &str,
     success: bool,
-    balance_minor_units: u64,
+    balance_minor_units: i64,
 ) -> Result<Response<Reply>, Status> {
     Ok(Response::new(Reply {
         interface: interface.to_string(),
@@ -160,7 +160,11 @@ impl crate::proto::customer::branch_server::Branch for CustomerService {
             | Outcome::BalanceLimitExceeded {
                 balance_minor_units,
             } => reply(interface, false, balance_minor_units),
-            Outcome::UnknownAccount => Err(not_ready()),
+            Outcome::UnknownAccount { .. } => Err(not_ready()),
+            // Like an unknown outcome: the ledger no longer knows whether it was applied.
+            Outcome::RequestIdExpired => Err(Status::unavailable(
+                "the outcome of this request is unknown: its id left the ledger's window",
+            )),
             other => Err(Status::internal(format!(
                 "unexpected ledger outcome {other:?}"
             ))),
@@ -362,8 +366,10 @@ mod tests {
 
     #[test]
     fn balances_beyond_int32_are_out_of_range_not_wrapped() {
-        assert_eq!(wire_balance(i32::MAX as u64).ok(), Some(i32::MAX));
-        let refused = wire_balance(i32::MAX as u64 + 1).err().map(|s| s.code());
+        assert_eq!(wire_balance(i64::from(i32::MAX)).ok(), Some(i32::MAX));
+        let refused = wire_balance(i64::from(i32::MAX) + 1)
+            .err()
+            .map(|s| s.code());
         assert_eq!(refused, Some(tonic::Code::OutOfRange));
     }
 }

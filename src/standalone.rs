@@ -477,6 +477,7 @@ async fn open_and_add_learners(
     let genesis = Command::Open {
         account: ORIGINAL_ACCOUNT,
         balance_minor_units: initial_balance,
+        overdraft_limit_minor_units: 0,
         balance_max_minor_units: ORIGINAL_BALANCE_MAX,
     };
     let (outcome, _) = branch.submit(genesis).await?;
