@@ -106,12 +106,20 @@ impl Branch {
         }
     }
 
-    /// Proposes `command` through the leader and returns its replicated outcome and log index.
+    /// Proposes `command` through the leader, under a request id of this branch's own, and
+    /// returns its replicated outcome and log index.
     pub async fn submit(&self, command: Command) -> Result<(Outcome, u64), BranchError> {
         let proposal = Proposal {
             request_id: self.next_request_id(),
             command,
         };
+        self.submit_proposal(proposal).await
+    }
+
+    /// Proposes `proposal` (its request id chosen by the caller, e.g. a customer) through the
+    /// leader and returns its replicated outcome and log index. Retried inside the branch with
+    /// the same request id, so it is applied at most once.
+    pub async fn submit_proposal(&self, proposal: Proposal) -> Result<(Outcome, u64), BranchError> {
         let deadline = Instant::now() + REQUEST_DEADLINE;
         let mut last_failure = String::from("no leader");
         for attempt in 0..ATTEMPTS_MAX {
