@@ -28,6 +28,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod branch;
+pub mod check;
 pub mod cluster;
 pub mod customer;
 pub mod ledger;
