@@ -103,17 +103,38 @@
 //!
 //! Wing & Gong's search, with Lowe's memoisation (G. Lowe, "Testing for linearizability", 2017;
 //! the algorithm of Knossos and Porcupine): the call and return events of the account's
-//! sub-operations form a doubly linked list in time order. Scanning from the front, a call whose
-//! operation the model accepts in the current state is *linearized*: removed from the list with
-//! its return and pushed on a stack, and the scan restarts. Reaching a return means its operation
-//! should have been linearized before that point: pop the last choice, put it back, and try the
-//! next call after it. The search succeeds when every completed operation is linearized; it fails
-//! when it must backtrack with an empty stack. Memoisation: a (set of linearized operations as a
-//! bitset, model state) pair already explored is never explored again, which makes the search fast
-//! on realistic histories. Indeterminate operations have no return event: the search may
-//! linearize them anywhere after their call, or never. A bound on steps per account
-//! ([`Limits::search_steps_max`]) turns a search that would take too long into
-//! [`Violation::Inconclusive`] instead of a hang.
+//! completed sub-operations form a doubly linked list in time order. The calls before the first
+//! return are the candidates: a candidate the model accepts in the current state is
+//! *linearized* — lifted out of the list with its return and pushed on a stack — and the search
+//! goes on from the new state. The first return is an operation that must be linearized by
+//! then: when no candidate leads anywhere, pop the last choice, put it back, and try the next
+//! candidate of that level. The search succeeds when every completed operation is linearized,
+//! and refutes the history when the root level runs out of candidates. Memoisation: a (set of
+//! linearized operations as a bitset, model state) pair already explored is never explored
+//! again. Candidates are tried in call order (tried: by return time or by the middle of the
+//! interval, both far slower on generated histories).
+//!
+//! Three refinements, each keeping the answer exact:
+//! - Indeterminate operations have no return: they may be linearized at any time after their
+//!   call, or never. They are candidates only once the completed ones at a level have failed,
+//!   and only those invoked before the blocking return; otherwise every level would try every
+//!   one of them, and those that never happened stay pending to the end.
+//! - A choice that left the state unchanged (a read, a refusal) and failed ends its level: it
+//!   fitted there, so any linearization that takes it later could take it there instead.
+//! - A quick search first allows one indeterminate operation between two completed ones, and only
+//!   if it leaves a balance that a candidate needs. A linearization it finds is a proof; only if it
+//!   finds none does the complete search run, to refute or give up. Otherwise the complete search
+//!   would try the subsets of the indeterminate operations that never happened.
+//!
+//! A bound on steps per account ([`Limits::search_steps_max`], a quarter of it for the quick
+//! search) turns a search that would take too long into [`Violation::Inconclusive`] instead of
+//! a hang.
+//!
+//! Speed, 10,000 operations on one account with an optimised build: 16 processes and 1%
+//! indeterminate, 0.05 s; 32 processes and 1% indeterminate, 0.6 s; 64 processes all on the same
+//! account and none indeterminate, 1.4 s. The hard case is many processes on one account with
+//! indeterminate operations: at 64 processes and 0.2% indeterminate, the search gives up
+//! (inconclusive) within its default bound. Real workloads spread processes over accounts.
 //!
 //! Limits of the method: the two halves of an indeterminate transfer are checked independently
 //! (one may be taken without the other; conservation bounds the damage); times are trusted.
@@ -667,7 +688,7 @@ struct Operation {
     op: Op,
     line: usize,
     invoke_us: u64,
-    /// `None`: never completed, or an `info` (then `complete_us` is its time, for messages).
+    /// `Info` both for an `info` completion and for none (then `complete_us` is `None`).
     outcome: Outcome,
     complete_us: Option<u64>,
 }
@@ -1467,15 +1488,8 @@ impl Linearized {
     }
 }
 
-/// Searches for a linearization of one account's sub-operations; returns the steps taken.
-///
-/// Completed operations are in one event list, indeterminate ones (no return) in another. The
-/// scan tries the completed list's calls first, and only when it reaches a return — an operation
-/// that must be linearized by then — the indeterminate operations invoked before that return.
-/// Trying them at every step instead (as a single list would) costs, per operation, the number of
-/// pending indeterminate operations times the concurrency; this way the search only takes an
-/// indeterminate operation when something needs it. Every choice is still explored on
-/// backtracking, so the search stays complete.
+/// Searches for a linearization of one account's sub-operations (see the module docs);
+/// returns the steps taken.
 fn linearize(initial: Model, ops: &[SubOp], steps_max: u64) -> Result<u64, Unexplained> {
     // A quick search first, taking at most one indeterminate operation between two completed
     // ones: any linearization it finds is a proof, and it does not drown in the subsets of
@@ -1486,7 +1500,13 @@ fn linearize(initial: Model, ops: &[SubOp], steps_max: u64) -> Result<u64, Unexp
         Ok(steps) => Ok(steps),
         Err(Unexplained::Refuted(_)) | Err(Unexplained::Inconclusive { .. }) => {
             let steps_left = steps_max - quick_steps_max;
-            search(initial, ops, steps_left, None).map(|steps| steps + quick_steps_max)
+            match search(initial, ops, steps_left, None) {
+                Ok(steps) => Ok(steps + quick_steps_max),
+                Err(Unexplained::Inconclusive { .. }) => {
+                    Err(Unexplained::Inconclusive { steps: steps_max })
+                }
+                Err(refuted) => Err(refuted),
+            }
         }
     }
 }
