@@ -2484,18 +2484,25 @@ mod tests {
     }
 
     #[test]
-    fn generated_history_with_one_stale_read_is_refuted() {
+    fn generated_history_with_one_wrong_read_is_refuted() {
         let mut events = generated_history(8, 400, 10, 7);
-        // Change the last read's balance to one it never had.
-        let Some(Event::Ok { result, .. }) = events
-            .iter_mut()
-            .rev()
-            .find(|event| matches!(event, Event::Ok { result, .. } if result.balances.is_some()))
-        else {
-            panic!("the generated history has a read");
+        // The middle read sees one unit more than the balance it really had.
+        let reads: Vec<usize> = (0..events.len())
+            .filter(
+                |&i| matches!(&events[i], Event::Ok { result, .. } if result.balances.is_some()),
+            )
+            .collect();
+        let Event::Ok { result, .. } = &mut events[reads[reads.len() / 2]] else {
+            unreachable!("filtered on reads");
         };
-        result.balances = Some(BTreeMap::from([(1, -1_000_000)]));
+        let Some(balance) = result.balances.as_mut().and_then(|b| b.get_mut(&1)) else {
+            panic!("a generated read reads account 1");
+        };
+        *balance += 1;
         let found = check(&History::from_events(events)).expect_err("refuted");
-        assert!(matches!(found, Violation::BelowMinimum { .. }), "{found}");
+        assert!(
+            matches!(found, Violation::NotLinearizable { account: 1, .. }),
+            "{found}"
+        );
     }
 }
