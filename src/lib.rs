@@ -21,6 +21,8 @@
 //! - [`standalone`]: one branch per process (`bank branch`): resume, create or refuse.
 //! - [`scenario`]: the course's `input.json` / `output.json` formats.
 //! - [`customer`]: runs a scenario's customers against branches over gRPC.
+//! - [`check`]: a Jepsen-style history checker (`bank check`): linearizability per account,
+//!   conservation, minimum balances, convergence.
 //! - [`proto`]: generated gRPC code.
 
 // openraft's error types (StorageError, RaftError, ConfigError) are large and fixed by its
@@ -28,6 +30,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod branch;
+pub mod check;
 pub mod cluster;
 pub mod customer;
 pub mod ledger;

@@ -91,6 +91,14 @@ enum Command {
         #[arg(long)]
         rejoin: bool,
     },
+    /// Check a recorded history (JSON lines): linearizability per account, conservation of
+    /// money, minimum balances, agreement of the branches' final states. Exits 0 if it passes.
+    #[command(after_help = "Example:\n  bank check history.jsonl\n\n\
+        The format is documented in the library's `check` module.")]
+    Check {
+        /// The history file, one JSON event per line.
+        history: PathBuf,
+    },
     /// Run the scenario's customers against a running `bank server`.
     #[command(after_help = "Example:\n  bank client input.json --base-port 50050 -o output.json")]
     Client {
@@ -147,6 +155,7 @@ fn main() -> ExitCode {
                 output,
                 concurrent,
             } => client(&input, base_port, &output, concurrent).await,
+            Command::Check { history } => check(&history),
         }
     });
     match result {
@@ -387,6 +396,18 @@ async fn client(input: &Path, base_port: u16, output: &Path, concurrent: bool) -
     print!("{}", summarize(&balances, true)?);
     println!("output written to {}", output.display());
     Ok(())
+}
+
+fn check(path: &Path) -> Result<()> {
+    let history = bank::check::History::load(path)
+        .with_context(|| format!("{} is not a readable history", path.display()))?;
+    match bank::check::check(&history) {
+        Ok(summary) => {
+            println!("{}: {summary}", path.display());
+            Ok(())
+        }
+        Err(violation) => bail!("{} fails the check: {violation}", path.display()),
+    }
 }
 
 async fn query_balance(addr: SocketAddr) -> Result<i64> {
