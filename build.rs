@@ -2,7 +2,11 @@
 //! `protoc` is needed on the machine) and `tonic-prost-build`.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/banks.proto", "proto/bank/peer/v1/peer.proto"];
+    let files = [
+        "proto/banks.proto",
+        "proto/bank/peer/v1/peer.proto",
+        "proto/bank/v1/bank.proto",
+    ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");
     }

@@ -327,6 +327,21 @@ impl Branch {
             Err(openraft::metrics::WaitError::ShuttingDown) => Err(BranchError::ShuttingDown),
         }
     }
+
+    /// The balances of `accounts` (`None`: no such account) and the log index they reflect,
+    /// read together from this branch's replica as it is now. No read index: the caller has
+    /// already waited for whatever freshness it needs (see [`Branch::read_balance`]).
+    pub fn local_balances(
+        &self,
+        accounts: &[AccountId],
+    ) -> Result<(Vec<Option<i64>>, Option<u64>), BranchError> {
+        self.state_machine
+            .read(|state| {
+                let balances = accounts.iter().map(|&a| state.ledger.balance(a)).collect();
+                (balances, state.last_applied.map(|id| id.index))
+            })
+            .ok_or_else(|| BranchError::Internal("state machine lock poisoned".to_string()))
+    }
 }
 
 /// Sleeps before retry `attempt`: exponential from [`RETRY_PAUSE_MIN`], capped, never past

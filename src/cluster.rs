@@ -561,6 +561,32 @@ impl LocalCluster {
         Ok(states)
     }
 
+    /// Stops branch `id`'s Raft node, as if it crashed, and forgets it: it no longer votes,
+    /// leads or replicates, and [`LocalCluster::settled_states`] leaves it out. Its server
+    /// keeps its port until [`LocalCluster::shutdown`] and answers every call `UNAVAILABLE`.
+    /// For tests of failover.
+    pub async fn stop_branch(&mut self, id: NodeId) -> Result<(), ClusterError> {
+        if self.branches.len() < 2 {
+            return Err(ClusterError::Branch {
+                id,
+                what: "cannot stop the last branch".to_string(),
+            });
+        }
+        let local = self.branches.remove(&id).ok_or(ClusterError::Branch {
+            id,
+            what: "no such branch".to_string(),
+        })?;
+        local
+            .branch
+            .raft
+            .shutdown()
+            .await
+            .map_err(|e| ClusterError::Branch {
+                id,
+                what: format!("raft shutdown: {e}"),
+            })
+    }
+
     /// Stops serving (in-flight calls drain, bounded) and shuts every Raft node down.
     pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);

@@ -7,6 +7,7 @@
 //!
 //! ```text
 //! customer --Branch.MsgDelivery--> service::CustomerService --> branch::Branch
+//! client::Client --bank.v1.Accounts--> accounts::AccountsService --> branch::Branch
 //!     Branch::submit ----propose (or forward to the leader)----> openraft
 //!     Branch::read_balance --read index, wait until applied----> local replica
 //! openraft --AppendEntries/Vote/InstallSnapshot over bank.peer.v1.Peer--> other branches
@@ -17,6 +18,10 @@
 //! - [`replication`]: openraft's type config, log and state-machine stores, peer network.
 //! - [`branch`]: one replica; writes through the leader, linearizable reads from the replica.
 //! - [`service`]: the gRPC services and the one mapping of errors to gRPC statuses.
+//! - [`accounts`]: the `bank.v1.Accounts` service: many accounts, transfers, batches, request
+//!   ids from the customer, read levels.
+//! - [`client`]: a `bank.v1` client library that retries safely (same request id) across
+//!   branches, bounded by a deadline.
 //! - [`cluster`]: a whole cluster in one process (bootstrap, settle, shutdown).
 //! - [`standalone`]: one branch per process (`bank branch`): resume, create or refuse.
 //! - [`scenario`]: the course's `input.json` / `output.json` formats.
@@ -29,8 +34,10 @@
 // traits; boxing them at every storage call would only hide that.
 #![allow(clippy::result_large_err)]
 
+pub mod accounts;
 pub mod branch;
 pub mod check;
+pub mod client;
 pub mod cluster;
 pub mod customer;
 pub mod ledger;
@@ -48,5 +55,9 @@ pub mod proto {
     /// Branch-to-branch traffic, `proto/bank/peer/v1/peer.proto`.
     pub mod peer {
         tonic::include_proto!("bank.peer.v1");
+    }
+    /// The bank's own accounts API, `proto/bank/v1/bank.proto` (`bank.v1.Accounts`).
+    pub mod v1 {
+        tonic::include_proto!("bank.v1");
     }
 }

@@ -99,6 +99,27 @@ enum Command {
         /// The history file, one JSON event per line.
         history: PathBuf,
     },
+    /// Open accounts, move money and read balances on the bank.v1 accounts API.
+    #[command(after_help = "Examples:\n  \
+        bank account open 1 --balance 100 --branch 127.0.0.1:50051 --branch 127.0.0.1:50052\n  \
+        bank account deposit 1 20 --branch 127.0.0.1:50051\n  \
+        bank account transfer 1 2 50 --branch 127.0.0.1:50051\n  \
+        bank account balance 1 2 --json --branch 127.0.0.1:50052\n\n\
+        A refused operation (e.g. insufficient funds) exits 1 and says why. If no branch confirms a \
+        write in time its outcome is unknown: resend it with --request-id ORIGIN:SEQUENCE as printed.")]
+    Account {
+        #[command(subcommand)]
+        action: AccountAction,
+        /// A branch to talk to, HOST:PORT; repeat for several (tried in turn when one fails).
+        #[arg(long = "branch", value_name = "HOST:PORT", global = true)]
+        branches: Vec<String>,
+        /// Print the result as one JSON object on stdout.
+        #[arg(long, global = true)]
+        json: bool,
+        /// Give up after this many seconds, retries included.
+        #[arg(long, value_name = "SECONDS", default_value_t = 10.0, global = true)]
+        timeout: f64,
+    },
     /// Run the scenario's customers against a running `bank server`.
     #[command(after_help = "Example:\n  bank client input.json --base-port 50050 -o output.json")]
     Client {
@@ -156,6 +177,12 @@ fn main() -> ExitCode {
                 concurrent,
             } => client(&input, base_port, &output, concurrent).await,
             Command::Check { history } => check(&history),
+            Command::Account {
+                action,
+                branches,
+                json,
+                timeout,
+            } => account(action, &branches, json, timeout).await,
         }
     });
     match result {
@@ -428,4 +455,249 @@ async fn query_balance(addr: SocketAddr) -> Result<i64> {
     let balance = i64::from(reply.into_inner().balance);
     anyhow::ensure!(balance >= 0, "negative balance {balance} on the wire");
     Ok(balance)
+}
+
+/// `bank account ...`: one operation on the bank.v1 accounts API.
+#[derive(Subcommand)]
+enum AccountAction {
+    /// Open an account: `bank account open ACCOUNT [--balance N] [--overdraft N] [--max N]`.
+    Open {
+        account: u64,
+        /// Opening balance, in minor units.
+        #[arg(long, default_value_t = 0)]
+        balance: u64,
+        /// How far below zero the balance may go (0: never negative).
+        #[arg(long, default_value_t = 0)]
+        overdraft: u64,
+        /// Highest balance allowed (default: no limit below 2^63).
+        #[arg(long)]
+        max: Option<u64>,
+        /// Resend a write whose outcome was unknown, under its id.
+        #[arg(long, value_name = "ORIGIN:SEQUENCE", value_parser = parse_request_id)]
+        request_id: Option<bank::ledger::RequestId>,
+    },
+    /// Deposit AMOUNT into ACCOUNT.
+    Deposit {
+        account: u64,
+        amount: u64,
+        #[arg(long, value_name = "ORIGIN:SEQUENCE", value_parser = parse_request_id)]
+        request_id: Option<bank::ledger::RequestId>,
+    },
+    /// Withdraw AMOUNT from ACCOUNT.
+    Withdraw {
+        account: u64,
+        amount: u64,
+        #[arg(long, value_name = "ORIGIN:SEQUENCE", value_parser = parse_request_id)]
+        request_id: Option<bank::ledger::RequestId>,
+    },
+    /// Move AMOUNT from account FROM to account TO, atomically.
+    Transfer {
+        from: u64,
+        to: u64,
+        amount: u64,
+        #[arg(long, value_name = "ORIGIN:SEQUENCE", value_parser = parse_request_id)]
+        request_id: Option<bank::ledger::RequestId>,
+    },
+    /// Print the balances of one or more accounts.
+    Balance {
+        #[arg(required = true)]
+        accounts: Vec<u64>,
+        /// linearizable (default): sees every acknowledged write; local: this branch's
+        /// replica as it is, maybe stale, always available.
+        #[arg(long, value_enum, default_value_t = ReadArg::Linearizable)]
+        read: ReadArg,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ReadArg {
+    Linearizable,
+    Local,
+}
+
+fn parse_request_id(text: &str) -> Result<bank::ledger::RequestId, String> {
+    let parsed = text.split_once(':').and_then(|(origin, sequence)| {
+        Some(bank::ledger::RequestId {
+            origin: origin.parse().ok()?,
+            sequence: sequence.parse().ok()?,
+        })
+    });
+    match parsed {
+        Some(id) if id.origin != 0 => Ok(id),
+        _ => Err(format!(
+            "{text:?} is not ORIGIN:SEQUENCE (two integers, origin not 0)"
+        )),
+    }
+}
+
+async fn account(
+    action: AccountAction,
+    branches: &[String],
+    json: bool,
+    timeout: f64,
+) -> Result<()> {
+    use bank::client::{Client, ClientConfig, Outcome, ReadLevel, Write};
+    if branches.is_empty() {
+        bail!("give at least one --branch HOST:PORT");
+    }
+    let deadline = Duration::try_from_secs_f64(timeout)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .context("--timeout must be a positive number of seconds")?;
+    let client = Client::new(
+        branches,
+        ClientConfig {
+            deadline,
+            ..ClientConfig::default()
+        },
+    )?;
+    let (write, request_id) = match action {
+        AccountAction::Balance { accounts, read } => {
+            let level = match read {
+                ReadArg::Linearizable => ReadLevel::Linearizable,
+                ReadArg::Local => ReadLevel::Local,
+            };
+            let reply = client.get_balances(&accounts, level).await?;
+            let missing: Vec<u64> = reply
+                .balances
+                .iter()
+                .filter(|b| b.balance.is_none())
+                .map(|b| b.account)
+                .collect();
+            if json {
+                let balances: Vec<serde_json::Value> = reply
+                    .balances
+                    .iter()
+                    .map(|b| serde_json::json!({"account": b.account, "balance": b.balance}))
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"balances": balances, "applied_index": reply.applied_index})
+                );
+            } else {
+                for b in &reply.balances {
+                    match b.balance {
+                        Some(balance) => println!("account {}: balance {balance}", b.account),
+                        None => println!("account {}: no such account", b.account),
+                    }
+                }
+            }
+            if !missing.is_empty() {
+                bail!("no such account: {missing:?}");
+            }
+            return Ok(());
+        }
+        AccountAction::Open {
+            account,
+            balance,
+            overdraft,
+            max,
+            request_id,
+        } => (
+            Write::Open {
+                account,
+                opening_balance: balance,
+                overdraft_limit: overdraft,
+                balance_max: max,
+            },
+            request_id,
+        ),
+        AccountAction::Deposit {
+            account,
+            amount,
+            request_id,
+        } => (Write::Deposit { account, amount }, request_id),
+        AccountAction::Withdraw {
+            account,
+            amount,
+            request_id,
+        } => (Write::Withdraw { account, amount }, request_id),
+        AccountAction::Transfer {
+            from,
+            to,
+            amount,
+            request_id,
+        } => (Write::Transfer { from, to, amount }, request_id),
+    };
+    let request_id = request_id.unwrap_or_else(|| client.next_request_id());
+    let written = client.write_with_id(request_id, &write).await?;
+    let result = &written.result;
+    let id = format!("{}:{}", request_id.origin, request_id.sequence);
+    if json {
+        let outcome = written
+            .outcome()
+            .as_str_name()
+            .trim_start_matches("OUTCOME_");
+        println!(
+            "{}",
+            serde_json::json!({
+                "outcome": outcome.to_ascii_lowercase(),
+                "balance": result.balance,
+                "to_balance": result.to_balance,
+                "unknown_account": result.unknown_account,
+                "log_index": written.log_index,
+                "request_id": id,
+            })
+        );
+    }
+    let balance = result
+        .balance
+        .map_or_else(|| "?".to_string(), |b| b.to_string());
+    let (account, verb) = match write {
+        Write::Open { account, .. } => (account, "opened"),
+        Write::Deposit { account, .. } => (account, "deposit"),
+        Write::Withdraw { account, .. } => (account, "withdrawal"),
+        Write::Transfer { from, .. } => (from, "transfer"),
+    };
+    match written.outcome() {
+        Outcome::Ok => {
+            if !json {
+                match write {
+                    Write::Open { account, .. } => {
+                        println!("account {account} opened: balance {balance}")
+                    }
+                    Write::Deposit { account, amount } => {
+                        println!("deposited {amount} into account {account}: balance {balance}")
+                    }
+                    Write::Withdraw { account, amount } => {
+                        println!("withdrew {amount} from account {account}: balance {balance}")
+                    }
+                    Write::Transfer { from, to, amount } => println!(
+                        "transferred {amount} from account {from} to account {to}: balances {balance} and {}",
+                        result
+                            .to_balance
+                            .map_or_else(|| "?".to_string(), |b| b.to_string())
+                    ),
+                }
+            }
+            Ok(())
+        }
+        Outcome::InsufficientFunds => bail!(
+            "insufficient funds: account {account} has balance {balance}; the {verb} was refused"
+        ),
+        Outcome::BalanceLimitExceeded => bail!(
+            "the {verb} would take an account past its maximum balance (balance {balance}); refused"
+        ),
+        Outcome::UnknownAccount => bail!(
+            "no such account: {}",
+            result
+                .unknown_account
+                .map_or_else(|| "?".to_string(), |a| a.to_string())
+        ),
+        Outcome::AccountExists => {
+            bail!("account {account} exists already (balance {balance})")
+        }
+        Outcome::InvalidAmount => bail!(
+            "invalid amount: amounts must be > 0, a transfer needs two different accounts, \
+             and an opening balance must not exceed --max"
+        ),
+        Outcome::RequestIdReused => {
+            bail!("request id {id} was used before for a different operation; nothing was done")
+        }
+        Outcome::RequestIdExpired => bail!(
+            "request id {id} is too old for the bank to tell whether it was applied; \
+             read the balance before doing anything else"
+        ),
+        Outcome::Unspecified => bail!("the branch answered no outcome (request id {id})"),
+    }
 }

@@ -316,6 +316,7 @@ pub async fn serve(
         branch: branch.clone(),
     })
     .max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES);
+    let accounts = crate::accounts::AccountsService::new(branch.clone()).into_server();
     let peer = PeerServer::new(PeerService { branch })
         .max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES)
         .max_encoding_message_size(MESSAGE_SIZE_MAX_BYTES);
@@ -324,6 +325,7 @@ pub async fn serve(
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
         .tcp_nodelay(true)
         .add_service(customer)
+        .add_service(accounts)
         .add_service(peer)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await

@@ -1,0 +1,439 @@
+//! The `bank.v1.Accounts` gRPC service (`proto/bank/v1/bank.proto`): many accounts, transfers,
+//! batches, exactly-once writes under the customer's own request ids, and read levels.
+//!
+//! This file only translates: protobuf requests become ledger [`Proposal`]s under the
+//! customer's [`RequestId`] and go through [`Branch::submit_proposal`] (which forwards to the
+//! leader and retries with the same id); ledger [`Outcome`]s become `WriteResult`s. Business
+//! outcomes are replies; malformed input is `INVALID_ARGUMENT`; availability problems come
+//! from [`BranchError`] through the one `From<BranchError> for Status` in [`crate::service`].
+
+use tokio::time::Instant;
+use tonic::{Request, Response, Status};
+
+use crate::branch::{Branch, REQUEST_DEADLINE};
+use crate::ledger::{Command, Outcome, Proposal, RequestId, BATCH_ITEMS_MAX};
+use crate::proto::v1 as pb;
+use crate::proto::v1::accounts_server::AccountsServer;
+
+/// At most this many accounts in one `GetBalances` (one bound for every list in this API).
+pub const ACCOUNTS_PER_READ_MAX: usize = BATCH_ITEMS_MAX;
+
+/// The `balance_max` of an account opened without one.
+pub const BALANCE_MAX_DEFAULT: u64 = i64::MAX as u64;
+
+/// Largest request this service decodes: a full batch is about 8,190 × 40 bytes.
+const MESSAGE_SIZE_MAX_BYTES: usize = 4 * 1024 * 1024;
+
+/// Serves `bank.v1.Accounts` on one branch.
+pub struct AccountsService {
+    branch: Branch,
+}
+
+impl AccountsService {
+    pub fn new(branch: Branch) -> Self {
+        AccountsService { branch }
+    }
+
+    /// The tonic server wrapping this service, with its message size bound.
+    pub fn into_server(self) -> AccountsServer<Self> {
+        AccountsServer::new(self).max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES)
+    }
+
+    async fn write(&self, proposal: Proposal) -> Result<Response<pb::WriteReply>, Status> {
+        let (outcome, log_index) = self.branch.submit_proposal(proposal).await?;
+        Ok(Response::new(pb::WriteReply {
+            result: Some(write_result(&outcome)?),
+            log_index,
+        }))
+    }
+}
+
+/// A customer's request id: present, with a non-zero origin.
+fn request_id(id: Option<&pb::RequestId>) -> Result<RequestId, Status> {
+    let id = id.ok_or_else(|| {
+        Status::invalid_argument("request_id is missing: every write needs {origin, sequence}")
+    })?;
+    if id.origin == 0 {
+        return Err(Status::invalid_argument(
+            "request_id.origin is 0: choose a random non-zero origin per client incarnation",
+        ));
+    }
+    Ok(RequestId {
+        origin: id.origin,
+        sequence: id.sequence,
+    })
+}
+
+fn open_proposal(r: &pb::OpenAccountRequest) -> Result<Proposal, Status> {
+    Ok(Proposal {
+        request_id: request_id(r.request_id.as_ref())?,
+        command: Command::Open {
+            account: r.account,
+            balance_minor_units: r.opening_balance,
+            overdraft_limit_minor_units: r.overdraft_limit,
+            balance_max_minor_units: r.balance_max.unwrap_or(BALANCE_MAX_DEFAULT),
+        },
+    })
+}
+
+fn deposit_proposal(r: &pb::DepositRequest) -> Result<Proposal, Status> {
+    Ok(Proposal {
+        request_id: request_id(r.request_id.as_ref())?,
+        command: Command::Deposit {
+            account: r.account,
+            amount_minor_units: r.amount,
+        },
+    })
+}
+
+fn withdraw_proposal(r: &pb::WithdrawRequest) -> Result<Proposal, Status> {
+    Ok(Proposal {
+        request_id: request_id(r.request_id.as_ref())?,
+        command: Command::Withdraw {
+            account: r.account,
+            amount_minor_units: r.amount,
+        },
+    })
+}
+
+fn transfer_proposal(r: &pb::TransferRequest) -> Result<Proposal, Status> {
+    Ok(Proposal {
+        request_id: request_id(r.request_id.as_ref())?,
+        command: Command::Transfer {
+            from: r.from_account,
+            to: r.to_account,
+            amount_minor_units: r.amount,
+        },
+    })
+}
+
+/// A whole batch as one proposal, validated: 1..=[`BATCH_ITEMS_MAX`] items, each a write with
+/// its own request id, none reusing the batch's id.
+fn batch_proposal(r: &pb::SubmitBatchRequest) -> Result<Proposal, Status> {
+    let batch_id = request_id(r.request_id.as_ref())?;
+    if r.items.is_empty() || r.items.len() > BATCH_ITEMS_MAX {
+        return Err(Status::invalid_argument(format!(
+            "a batch holds 1 to {BATCH_ITEMS_MAX} items, got {}",
+            r.items.len()
+        )));
+    }
+    let mut items = Vec::with_capacity(r.items.len());
+    for (position, item) in r.items.iter().enumerate() {
+        use pb::batch_item::Write;
+        let proposal = match &item.write {
+            Some(Write::OpenAccount(r)) => open_proposal(r),
+            Some(Write::Deposit(r)) => deposit_proposal(r),
+            Some(Write::Withdraw(r)) => withdraw_proposal(r),
+            Some(Write::Transfer(r)) => transfer_proposal(r),
+            None => Err(Status::invalid_argument("the item has no write")),
+        }
+        .map_err(|status| {
+            Status::invalid_argument(format!("batch item {position}: {}", status.message()))
+        })?;
+        if proposal.request_id == batch_id {
+            return Err(Status::invalid_argument(format!(
+                "batch item {position} reuses the batch's own request id"
+            )));
+        }
+        items.push(proposal);
+    }
+    Ok(Proposal {
+        request_id: batch_id,
+        command: Command::Batch(items),
+    })
+}
+
+fn result(outcome: pb::Outcome) -> pb::WriteResult {
+    pb::WriteResult {
+        outcome: outcome.into(),
+        ..Default::default()
+    }
+}
+
+fn with_balance(outcome: pb::Outcome, balance_minor_units: i64) -> pb::WriteResult {
+    pb::WriteResult {
+        balance: Some(balance_minor_units),
+        ..result(outcome)
+    }
+}
+
+/// One write's ledger outcome on the wire. Batch-level outcomes are not write results.
+fn write_result(outcome: &Outcome) -> Result<pb::WriteResult, Status> {
+    use pb::Outcome as O;
+    Ok(match *outcome {
+        Outcome::Opened {
+            balance_minor_units,
+        }
+        | Outcome::Deposited {
+            balance_minor_units,
+        }
+        | Outcome::Withdrawn {
+            balance_minor_units,
+        } => with_balance(O::Ok, balance_minor_units),
+        Outcome::Transferred {
+            from_balance_minor_units,
+            to_balance_minor_units,
+        } => pb::WriteResult {
+            to_balance: Some(to_balance_minor_units),
+            ..with_balance(O::Ok, from_balance_minor_units)
+        },
+        Outcome::InsufficientFunds {
+            balance_minor_units,
+        } => with_balance(O::InsufficientFunds, balance_minor_units),
+        Outcome::BalanceLimitExceeded {
+            balance_minor_units,
+        } => with_balance(O::BalanceLimitExceeded, balance_minor_units),
+        Outcome::AccountExists {
+            balance_minor_units,
+        } => with_balance(O::AccountExists, balance_minor_units),
+        Outcome::UnknownAccount { account } => pb::WriteResult {
+            unknown_account: Some(account),
+            ..result(O::UnknownAccount)
+        },
+        Outcome::InvalidAmount => result(O::InvalidAmount),
+        Outcome::RequestIdReused => result(O::RequestIdReused),
+        Outcome::RequestIdExpired => result(O::RequestIdExpired),
+        Outcome::InvalidBatch => {
+            return Err(Status::invalid_argument(
+                "the ledger refused the batch as malformed",
+            ))
+        }
+        Outcome::Batch(_) | Outcome::NoCommand => {
+            return Err(Status::internal(format!(
+                "unexpected ledger outcome {outcome:?} for a single write"
+            )))
+        }
+    })
+}
+
+/// A batch's ledger outcome on the wire.
+fn batch_reply(outcome: &Outcome, log_index: u64) -> Result<pb::SubmitBatchReply, Status> {
+    let (batch_outcome, results) = match outcome {
+        Outcome::Batch(outcomes) => (
+            pb::Outcome::Ok,
+            outcomes
+                .iter()
+                .map(write_result)
+                .collect::<Result<Vec<_>, _>>()?,
+        ),
+        // The batch's own id was used for something else, or is forgotten: nothing applied.
+        Outcome::RequestIdReused => (pb::Outcome::RequestIdReused, Vec::new()),
+        Outcome::RequestIdExpired => (pb::Outcome::RequestIdExpired, Vec::new()),
+        Outcome::InvalidBatch => {
+            return Err(Status::invalid_argument(
+                "the ledger refused the batch as malformed",
+            ))
+        }
+        other => {
+            return Err(Status::internal(format!(
+                "unexpected ledger outcome {other:?} for a batch"
+            )))
+        }
+    };
+    Ok(pb::SubmitBatchReply {
+        outcome: batch_outcome.into(),
+        results,
+        log_index,
+    })
+}
+
+#[tonic::async_trait]
+impl pb::accounts_server::Accounts for AccountsService {
+    async fn open_account(
+        &self,
+        request: Request<pb::OpenAccountRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        self.write(open_proposal(request.get_ref())?).await
+    }
+
+    async fn deposit(
+        &self,
+        request: Request<pb::DepositRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        self.write(deposit_proposal(request.get_ref())?).await
+    }
+
+    async fn withdraw(
+        &self,
+        request: Request<pb::WithdrawRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        self.write(withdraw_proposal(request.get_ref())?).await
+    }
+
+    async fn transfer(
+        &self,
+        request: Request<pb::TransferRequest>,
+    ) -> Result<Response<pb::WriteReply>, Status> {
+        self.write(transfer_proposal(request.get_ref())?).await
+    }
+
+    async fn submit_batch(
+        &self,
+        request: Request<pb::SubmitBatchRequest>,
+    ) -> Result<Response<pb::SubmitBatchReply>, Status> {
+        let proposal = batch_proposal(request.get_ref())?;
+        let (outcome, log_index) = self.branch.submit_proposal(proposal).await?;
+        Ok(Response::new(batch_reply(&outcome, log_index)?))
+    }
+
+    async fn get_balances(
+        &self,
+        request: Request<pb::GetBalancesRequest>,
+    ) -> Result<Response<pb::GetBalancesReply>, Status> {
+        let request = request.into_inner();
+        if request.accounts.is_empty() || request.accounts.len() > ACCOUNTS_PER_READ_MAX {
+            return Err(Status::invalid_argument(format!(
+                "GetBalances takes 1 to {ACCOUNTS_PER_READ_MAX} accounts, got {}",
+                request.accounts.len()
+            )));
+        }
+        let level = pb::ReadLevel::try_from(request.read_level).map_err(|_| {
+            Status::invalid_argument(format!("unknown read level {}", request.read_level))
+        })?;
+        let deadline = Instant::now() + REQUEST_DEADLINE;
+        match level {
+            pb::ReadLevel::Linearizable => {
+                let read_index = self.branch.read_index(deadline).await?;
+                self.branch.wait_applied(read_index, deadline).await?;
+            }
+            pb::ReadLevel::ReadYourWrites if request.min_log_index > 0 => {
+                self.branch
+                    .wait_applied(Some(request.min_log_index), deadline)
+                    .await?;
+            }
+            pb::ReadLevel::ReadYourWrites | pb::ReadLevel::Local => {}
+        }
+        let (balances, applied_index) = self.branch.local_balances(&request.accounts)?;
+        let balances = request
+            .accounts
+            .iter()
+            .zip(balances)
+            .map(|(&account, balance)| pb::AccountBalance { account, balance })
+            .collect();
+        Ok(Response::new(pb::GetBalancesReply {
+            balances,
+            applied_index: applied_index.unwrap_or(0),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(origin: u64, sequence: u64) -> Option<pb::RequestId> {
+        Some(pb::RequestId { origin, sequence })
+    }
+
+    fn deposit_item(origin: u64, sequence: u64) -> pb::BatchItem {
+        pb::BatchItem {
+            write: Some(pb::batch_item::Write::Deposit(pb::DepositRequest {
+                request_id: id(origin, sequence),
+                account: 1,
+                amount: 5,
+            })),
+        }
+    }
+
+    fn code<T>(result: Result<T, Status>) -> Option<tonic::Code> {
+        result.err().map(|s| s.code())
+    }
+
+    #[test]
+    fn request_ids_must_be_present_with_a_non_zero_origin() {
+        assert_eq!(code(request_id(None)), Some(tonic::Code::InvalidArgument));
+        assert_eq!(
+            code(request_id(id(0, 5).as_ref())),
+            Some(tonic::Code::InvalidArgument)
+        );
+        assert_eq!(
+            request_id(id(7, 0).as_ref()).ok(),
+            Some(RequestId {
+                origin: 7,
+                sequence: 0
+            })
+        );
+    }
+
+    #[test]
+    fn malformed_batches_are_invalid_arguments() {
+        let batch = |items: Vec<pb::BatchItem>| pb::SubmitBatchRequest {
+            request_id: id(9, 1),
+            items,
+        };
+        assert_eq!(
+            code(batch_proposal(&batch(vec![]))),
+            Some(tonic::Code::InvalidArgument)
+        );
+        let full: Vec<_> = (0..BATCH_ITEMS_MAX as u64)
+            .map(|s| deposit_item(9, s + 2))
+            .collect();
+        assert!(batch_proposal(&batch(full.clone())).is_ok());
+        let mut over = full;
+        over.push(deposit_item(9, 1_000_000));
+        assert_eq!(
+            code(batch_proposal(&batch(over))),
+            Some(tonic::Code::InvalidArgument)
+        );
+        assert_eq!(
+            code(batch_proposal(&batch(vec![deposit_item(9, 1)]))),
+            Some(tonic::Code::InvalidArgument),
+            "an item reusing the batch's id"
+        );
+        assert_eq!(
+            code(batch_proposal(&batch(vec![deposit_item(0, 2)]))),
+            Some(tonic::Code::InvalidArgument),
+            "an item with a zero origin"
+        );
+        assert_eq!(
+            code(batch_proposal(&batch(vec![pb::BatchItem { write: None }]))),
+            Some(tonic::Code::InvalidArgument)
+        );
+    }
+
+    #[test]
+    fn every_business_outcome_is_a_reply() {
+        let cases = [
+            (
+                Outcome::Transferred {
+                    from_balance_minor_units: -3,
+                    to_balance_minor_units: 8,
+                },
+                pb::Outcome::Ok,
+                Some(-3),
+                Some(8),
+            ),
+            (
+                Outcome::InsufficientFunds {
+                    balance_minor_units: 2,
+                },
+                pb::Outcome::InsufficientFunds,
+                Some(2),
+                None,
+            ),
+            (
+                Outcome::RequestIdReused,
+                pb::Outcome::RequestIdReused,
+                None,
+                None,
+            ),
+            (
+                Outcome::RequestIdExpired,
+                pb::Outcome::RequestIdExpired,
+                None,
+                None,
+            ),
+        ];
+        for (outcome, expected, balance, to_balance) in cases {
+            let result = write_result(&outcome).expect("a reply");
+            assert_eq!(result.outcome(), expected);
+            assert_eq!((result.balance, result.to_balance), (balance, to_balance));
+        }
+        let unknown = write_result(&Outcome::UnknownAccount { account: 42 }).expect("a reply");
+        assert_eq!(unknown.unknown_account, Some(42));
+        assert_eq!(
+            code(write_result(&Outcome::NoCommand)),
+            Some(tonic::Code::Internal)
+        );
+    }
+}

@@ -1,0 +1,535 @@
+//! A client library for the `bank.v1.Accounts` API that retries safely.
+//!
+//! [`Client`] talks to a list of branches. Every write gets a [`RequestId`]: a random origin
+//! per `Client` (one per client incarnation) and an increasing sequence. When a branch answers
+//! `UNAVAILABLE` (or `DEADLINE_EXCEEDED`, or the connection fails), the client retries the
+//! **same** request, under the same id, at the next branch, pausing with a bounded exponential
+//! backoff, until its overall deadline ([`ClientConfig::deadline`], 10 s by default). The
+//! ledger applies an id at most once, so a retry never applies a write twice. When the
+//! deadline passes, the write's outcome is unknown and the error says so
+//! ([`ClientError::OutcomeUnknown`]); the client never retries forever and never retries a
+//! write under a new id.
+//!
+//! The client remembers the highest log index any of its writes committed at, and passes it
+//! with [`ReadLevel::ReadYourWrites`] reads, so those see its own writes at any branch.
+
+use std::future::Future;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+use crate::ledger::RequestId;
+use crate::proto::v1 as pb;
+use crate::proto::v1::accounts_client::AccountsClient;
+
+pub use crate::proto::v1::{Outcome, ReadLevel};
+
+/// At most this many attempts per call, whatever the deadline.
+const ATTEMPTS_MAX: u32 = 64;
+
+/// Timing bounds of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Overall bound on one call, retries included.
+    pub deadline: Duration,
+    /// Bound on one attempt at one branch (its gRPC deadline); then the next branch is tried.
+    pub attempt_timeout: Duration,
+    /// Pause after the first failed attempt; doubles after each one, up to `backoff_max`.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// Bound on opening a connection to a branch.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            deadline: Duration::from_secs(10),
+            attempt_timeout: Duration::from_secs(4),
+            backoff_min: Duration::from_millis(20),
+            backoff_max: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no branch address given")]
+    NoBranches,
+    #[error("{addr:?} is not a valid branch address: {why}")]
+    BadAddress { addr: String, why: String },
+    #[error("the outcome of request {}:{} is unknown: no branch confirmed it within {deadline:?} after {attempts} attempts (last: {last}). It may or may not have been applied: read the balances, or resend it with the same request id", request_id.origin, request_id.sequence)]
+    OutcomeUnknown {
+        request_id: RequestId,
+        deadline: Duration,
+        attempts: u32,
+        last: String,
+    },
+    #[error("no branch answered within {deadline:?} after {attempts} attempts (last: {last})")]
+    Unavailable {
+        deadline: Duration,
+        attempts: u32,
+        last: String,
+    },
+    #[error("branch {addr} refused the request: {} ({:?})", status.message(), status.code())]
+    Refused { addr: String, status: Status },
+}
+
+/// One write, before it gets its request id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Write {
+    Open {
+        account: u64,
+        opening_balance: u64,
+        overdraft_limit: u64,
+        balance_max: Option<u64>,
+    },
+    Deposit {
+        account: u64,
+        amount: u64,
+    },
+    Withdraw {
+        account: u64,
+        amount: u64,
+    },
+    Transfer {
+        from: u64,
+        to: u64,
+        amount: u64,
+    },
+}
+
+/// A write's replicated result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    pub request_id: RequestId,
+    pub result: pb::WriteResult,
+    /// The log index it committed at (the read-your-writes token).
+    pub log_index: u64,
+}
+
+impl Written {
+    pub fn outcome(&self) -> Outcome {
+        self.result.outcome()
+    }
+}
+
+/// A batch's replicated result: `request_ids[i]` is item `i`'s id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BatchWritten {
+    pub request_id: RequestId,
+    pub request_ids: Vec<RequestId>,
+    pub reply: pb::SubmitBatchReply,
+}
+
+fn wire_id(id: RequestId) -> Option<pb::RequestId> {
+    Some(pb::RequestId {
+        origin: id.origin,
+        sequence: id.sequence,
+    })
+}
+
+fn batch_item(id: RequestId, write: &Write) -> pb::BatchItem {
+    use pb::batch_item::Write as W;
+    let request_id = wire_id(id);
+    let write = match *write {
+        Write::Open {
+            account,
+            opening_balance,
+            overdraft_limit,
+            balance_max,
+        } => W::OpenAccount(pb::OpenAccountRequest {
+            request_id,
+            account,
+            opening_balance,
+            overdraft_limit,
+            balance_max,
+        }),
+        Write::Deposit { account, amount } => W::Deposit(pb::DepositRequest {
+            request_id,
+            account,
+            amount,
+        }),
+        Write::Withdraw { account, amount } => W::Withdraw(pb::WithdrawRequest {
+            request_id,
+            account,
+            amount,
+        }),
+        Write::Transfer { from, to, amount } => W::Transfer(pb::TransferRequest {
+            request_id,
+            from_account: from,
+            to_account: to,
+            amount,
+        }),
+    };
+    pb::BatchItem { write: Some(write) }
+}
+
+fn timed<T>(message: T, timeout: Duration) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.set_timeout(timeout);
+    request
+}
+
+/// Statuses after which the same request may be sent again (to another branch): the branch
+/// could not serve it, or the answer was lost.
+fn retryable(status: &Status) -> bool {
+    matches!(
+        status.code(),
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+    )
+}
+
+/// A `bank.v1` client over a list of branches. Cheap to share (`&self` methods); one cached
+/// channel per branch.
+pub struct Client {
+    branches: Vec<(String, AccountsClient<Channel>)>,
+    config: ClientConfig,
+    origin: u64,
+    sequence: AtomicU64,
+    /// The branch to try first: the last one that answered.
+    preferred: AtomicUsize,
+    /// The highest log index any write of this client committed at.
+    write_index_max: AtomicU64,
+}
+
+impl Client {
+    /// A client for the branches at `addresses` (`host:port` or `http://host:port`).
+    /// Connections are opened lazily, on the first call. Call within a Tokio runtime.
+    pub fn new(addresses: &[impl AsRef<str>], config: ClientConfig) -> Result<Client, ClientError> {
+        if addresses.is_empty() {
+            return Err(ClientError::NoBranches);
+        }
+        let mut branches = Vec::with_capacity(addresses.len());
+        for addr in addresses {
+            let addr = addr.as_ref();
+            let uri = if addr.contains("://") {
+                addr.to_string()
+            } else {
+                format!("http://{addr}")
+            };
+            let endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::BadAddress {
+                addr: addr.to_string(),
+                why: e.to_string(),
+            })?;
+            let channel = endpoint
+                .connect_timeout(config.connect_timeout)
+                .tcp_nodelay(true)
+                .connect_lazy();
+            branches.push((addr.to_string(), AccountsClient::new(channel)));
+        }
+        Ok(Client {
+            branches,
+            config,
+            origin: random_origin(),
+            sequence: AtomicU64::new(1),
+            preferred: AtomicUsize::new(0),
+            write_index_max: AtomicU64::new(0),
+        })
+    }
+
+    /// This client's request-id origin (random, non-zero).
+    pub fn origin(&self) -> u64 {
+        self.origin
+    }
+
+    /// The next request id: this client's origin and an increasing sequence.
+    pub fn next_request_id(&self) -> RequestId {
+        RequestId {
+            origin: self.origin,
+            sequence: self.sequence.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The highest log index any write of this client committed at (0: none yet).
+    pub fn write_index_max(&self) -> u64 {
+        self.write_index_max.load(Ordering::Relaxed)
+    }
+
+    pub async fn open_account(
+        &self,
+        account: u64,
+        opening_balance: u64,
+        overdraft_limit: u64,
+        balance_max: Option<u64>,
+    ) -> Result<Written, ClientError> {
+        self.write(Write::Open {
+            account,
+            opening_balance,
+            overdraft_limit,
+            balance_max,
+        })
+        .await
+    }
+
+    pub async fn deposit(&self, account: u64, amount: u64) -> Result<Written, ClientError> {
+        self.write(Write::Deposit { account, amount }).await
+    }
+
+    pub async fn withdraw(&self, account: u64, amount: u64) -> Result<Written, ClientError> {
+        self.write(Write::Withdraw { account, amount }).await
+    }
+
+    pub async fn transfer(&self, from: u64, to: u64, amount: u64) -> Result<Written, ClientError> {
+        self.write(Write::Transfer { from, to, amount }).await
+    }
+
+    /// Sends `write` under a new request id (retried under that same id).
+    pub async fn write(&self, write: Write) -> Result<Written, ClientError> {
+        self.write_with_id(self.next_request_id(), &write).await
+    }
+
+    /// Sends `write` under `request_id`: a new one from [`Client::next_request_id`], or the id
+    /// of an earlier attempt whose outcome is unknown (resending it is safe).
+    pub async fn write_with_id(
+        &self,
+        request_id: RequestId,
+        write: &Write,
+    ) -> Result<Written, ClientError> {
+        let id = wire_id(request_id);
+        let reply = match write.clone() {
+            Write::Open {
+                account,
+                opening_balance,
+                overdraft_limit,
+                balance_max,
+            } => {
+                let message = pb::OpenAccountRequest {
+                    request_id: id,
+                    account,
+                    opening_balance,
+                    overdraft_limit,
+                    balance_max,
+                };
+                self.call(Some(request_id), |mut c, t| async move {
+                    c.open_account(timed(message, t)).await
+                })
+                .await?
+            }
+            Write::Deposit { account, amount } => {
+                let message = pb::DepositRequest {
+                    request_id: id,
+                    account,
+                    amount,
+                };
+                self.call(Some(request_id), |mut c, t| async move {
+                    c.deposit(timed(message, t)).await
+                })
+                .await?
+            }
+            Write::Withdraw { account, amount } => {
+                let message = pb::WithdrawRequest {
+                    request_id: id,
+                    account,
+                    amount,
+                };
+                self.call(Some(request_id), |mut c, t| async move {
+                    c.withdraw(timed(message, t)).await
+                })
+                .await?
+            }
+            Write::Transfer { from, to, amount } => {
+                let message = pb::TransferRequest {
+                    request_id: id,
+                    from_account: from,
+                    to_account: to,
+                    amount,
+                };
+                self.call(Some(request_id), |mut c, t| async move {
+                    c.transfer(timed(message, t)).await
+                })
+                .await?
+            }
+        };
+        self.write_index_max
+            .fetch_max(reply.log_index, Ordering::Relaxed);
+        Ok(Written {
+            request_id,
+            result: reply.result.unwrap_or_default(),
+            log_index: reply.log_index,
+        })
+    }
+
+    /// Sends up to 8,190 writes as one batch: one id for the batch, one per item.
+    pub async fn submit_batch(&self, writes: &[Write]) -> Result<BatchWritten, ClientError> {
+        let request_id = self.next_request_id();
+        let request_ids: Vec<RequestId> = writes.iter().map(|_| self.next_request_id()).collect();
+        let message = pb::SubmitBatchRequest {
+            request_id: wire_id(request_id),
+            items: request_ids
+                .iter()
+                .zip(writes)
+                .map(|(&id, write)| batch_item(id, write))
+                .collect(),
+        };
+        let reply = self
+            .call(Some(request_id), |mut c, t| {
+                let m = message.clone();
+                async move { c.submit_batch(timed(m, t)).await }
+            })
+            .await?;
+        self.write_index_max
+            .fetch_max(reply.log_index, Ordering::Relaxed);
+        Ok(BatchWritten {
+            request_id,
+            request_ids,
+            reply,
+        })
+    }
+
+    /// The balances of `accounts` at `level`; with [`ReadLevel::ReadYourWrites`], at least
+    /// as fresh as this client's last write.
+    pub async fn get_balances(
+        &self,
+        accounts: &[u64],
+        level: ReadLevel,
+    ) -> Result<pb::GetBalancesReply, ClientError> {
+        let message = pb::GetBalancesRequest {
+            accounts: accounts.to_vec(),
+            read_level: level.into(),
+            min_log_index: match level {
+                ReadLevel::ReadYourWrites => self.write_index_max(),
+                _ => 0,
+            },
+        };
+        self.call(None, |mut c, t| {
+            let m = message.clone();
+            async move { c.get_balances(timed(m, t)).await }
+        })
+        .await
+    }
+
+    /// Calls `attempt` at one branch after another until one answers or the deadline passes.
+    /// `request_id`: the write being sent (for the "outcome unknown" error), `None` for reads.
+    async fn call<T, F, Fut>(
+        &self,
+        request_id: Option<RequestId>,
+        mut attempt: F,
+    ) -> Result<T, ClientError>
+    where
+        F: FnMut(AccountsClient<Channel>, Duration) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let deadline = Instant::now() + self.config.deadline;
+        let first = self.preferred.load(Ordering::Relaxed);
+        let mut last = String::from("no attempt made");
+        let mut attempts = 0;
+        while attempts < ATTEMPTS_MAX {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                break;
+            }
+            let index = (first + attempts as usize) % self.branches.len();
+            let (addr, client) = &self.branches[index];
+            let timeout = remaining.min(self.config.attempt_timeout);
+            attempts += 1;
+            match tokio::time::timeout(timeout, attempt(client.clone(), timeout)).await {
+                Ok(Ok(reply)) => {
+                    self.preferred.store(index, Ordering::Relaxed);
+                    return Ok(reply.into_inner());
+                }
+                Ok(Err(status)) if retryable(&status) => {
+                    last = format!("{addr}: {} ({:?})", status.message(), status.code());
+                }
+                Ok(Err(status)) => {
+                    return Err(ClientError::Refused {
+                        addr: addr.clone(),
+                        status,
+                    })
+                }
+                Err(_) => last = format!("{addr}: no answer within {timeout:?}"),
+            }
+            tracing::debug!(attempts, "retrying at the next branch: {last}");
+            let pause = self
+                .config
+                .backoff_min
+                .saturating_mul(1u32 << (attempts - 1).min(16))
+                .min(self.config.backoff_max);
+            tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
+        }
+        let deadline = self.config.deadline;
+        Err(match request_id {
+            Some(request_id) => ClientError::OutcomeUnknown {
+                request_id,
+                deadline,
+                attempts,
+                last,
+            },
+            None => ClientError::Unavailable {
+                deadline,
+                attempts,
+                last,
+            },
+        })
+    }
+}
+
+/// A random non-zero origin: `RandomState` is seeded from the OS's randomness; the clock and
+/// process id keep two incarnations apart even if a platform seeds it weakly.
+fn random_origin() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    let origin = RandomState::new().hash_one((nanos, std::process::id()));
+    origin.max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn request_ids_share_a_random_origin_and_increase() {
+        let client = Client::new(&["127.0.0.1:1"], ClientConfig::default()).expect("client");
+        let first = client.next_request_id();
+        let second = client.next_request_id();
+        assert_ne!(first.origin, 0);
+        assert_eq!(first.origin, second.origin);
+        assert!(second.sequence > first.sequence);
+        let other = Client::new(&["127.0.0.1:1"], ClientConfig::default()).expect("client");
+        assert_ne!(other.origin(), client.origin());
+    }
+
+    #[tokio::test]
+    async fn no_branches_is_an_error() {
+        let none: [&str; 0] = [];
+        assert!(matches!(
+            Client::new(&none, ClientConfig::default()),
+            Err(ClientError::NoBranches)
+        ));
+    }
+
+    /// Nothing listens on the address: the write is retried within the deadline, then reported
+    /// as an unknown outcome naming its request id; never an endless retry.
+    #[tokio::test]
+    async fn an_unreachable_cluster_gives_an_unknown_outcome_within_the_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr").to_string();
+        drop(listener);
+        let config = ClientConfig {
+            deadline: Duration::from_millis(300),
+            ..ClientConfig::default()
+        };
+        let client = Client::new(&[addr], config).expect("client");
+        let started = std::time::Instant::now();
+        let error = client.deposit(1, 5).await.expect_err("nothing listens");
+        assert!(started.elapsed() < Duration::from_secs(2));
+        match error {
+            ClientError::OutcomeUnknown {
+                request_id,
+                attempts,
+                ..
+            } => {
+                assert_eq!(request_id.origin, client.origin());
+                assert!(attempts >= 2, "retried: {attempts}");
+            }
+            other => panic!("expected an unknown outcome, got {other}"),
+        }
+    }
+}
