@@ -28,6 +28,7 @@
 //! - [`customer`]: runs a scenario's customers against branches over gRPC.
 //! - [`check`]: a Jepsen-style history checker (`bank check`): linearizability per account,
 //!   conservation, minimum balances, convergence.
+//! - [`workload`]: Jepsen's bank workload on `bank.v1`, recording a history for [`check`].
 //! - [`proto`]: generated gRPC code.
 
 // openraft's error types (StorageError, RaftError, ConfigError) are large and fixed by its
@@ -45,6 +46,7 @@ pub mod replication;
 pub mod scenario;
 pub mod service;
 pub mod standalone;
+pub mod workload;
 
 /// Code generated from `proto/` by `build.rs`.
 pub mod proto {
