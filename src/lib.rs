@@ -16,7 +16,11 @@
 //! - [`ledger`]: the pure state machine (no I/O, no clock); asserts its invariants.
 //! - [`replication`]: openraft's type config, log and state-machine stores, peer network.
 //! - [`branch`]: one replica; writes through the leader, linearizable reads from the replica.
-//! - [`service`]: the gRPC services and the one mapping of errors to gRPC statuses.
+//! - [`service`]: the gRPC services and the one mapping of errors to gRPC statuses; also
+//!   serves `grpc.health.v1.Health` and server reflection.
+//! - [`health`]: watches a branch's Raft metrics: its health status and its Raft gauges.
+//! - [`metrics`]: the process's Prometheus registry (requests, latencies, Raft state) and its
+//!   HTTP `/metrics` endpoint.
 //! - [`cluster`]: a whole cluster in one process (bootstrap, settle, shutdown).
 //! - [`standalone`]: one branch per process (`bank branch`): resume, create or refuse.
 //! - [`scenario`]: the course's `input.json` / `output.json` formats.
@@ -30,7 +34,9 @@
 pub mod branch;
 pub mod cluster;
 pub mod customer;
+pub mod health;
 pub mod ledger;
+pub mod metrics;
 pub mod replication;
 pub mod scenario;
 pub mod service;
@@ -46,4 +52,8 @@ pub mod proto {
     pub mod peer {
         tonic::include_proto!("bank.peer.v1");
     }
+    /// Every file in `proto/`, compiled (an encoded `FileDescriptorSet`): what server
+    /// reflection answers with.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/bank_descriptor.bin"));
 }

@@ -4,7 +4,9 @@
 //! - [`PeerService`]: branch-to-branch traffic (`bank.peer.v1.Peer`): openraft's RPCs, writes
 //!   forwarded to the leader, and read indexes for follower reads.
 //!
-//! [`serve`] runs both on one listener until a shutdown signal, then drains in-flight calls.
+//! [`serve`] runs both on one listener until a shutdown signal, then drains in-flight calls;
+//! with them `grpc.health.v1.Health` ([`crate::health`]) and server reflection (v1, v1alpha).
+//! Every call is recorded in [`crate::metrics`].
 
 use std::future::Future;
 use std::time::Duration;
@@ -13,10 +15,14 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
+use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
+use tonic_reflection::server::v1alpha;
 
 use crate::branch::{Branch, BranchError, REQUEST_DEADLINE};
 use crate::ledger::{Command, Outcome, Proposal, ORIGINAL_ACCOUNT};
+use crate::metrics;
 use crate::proto::customer::branch_server::BranchServer;
 use crate::proto::customer::{Reply, Request as CustomerRequest};
 use crate::proto::peer::peer_server::PeerServer;
@@ -117,8 +123,28 @@ impl crate::proto::customer::branch_server::Branch for CustomerService {
         &self,
         request: Request<CustomerRequest>,
     ) -> Result<Response<Reply>, Status> {
+        let started = std::time::Instant::now();
         let request = request.into_inner();
-        let op = parse_customer_request(&request)?;
+        let answer = self.deliver(&request).await;
+        let interface = match parse_customer_request(&request) {
+            Ok(CustomerOp::Deposit(_)) => "deposit",
+            Ok(CustomerOp::Withdraw(_)) => "withdraw",
+            Ok(CustomerOp::Query) => "query",
+            Err(_) => "invalid",
+        };
+        let outcome = match &answer {
+            Ok(reply) if reply.get_ref().result == "success" => "success",
+            Ok(_) => "fail",
+            Err(status) => metrics::code_label(status.code()),
+        };
+        metrics::global().record_request(self.branch.id, interface, outcome, started.elapsed());
+        answer
+    }
+}
+
+impl CustomerService {
+    async fn deliver(&self, request: &CustomerRequest) -> Result<Response<Reply>, Status> {
+        let op = parse_customer_request(request)?;
         // Read-your-writes (the writeset) holds without waiting on it: every write was
         // acknowledged only once committed, and every query below is a read-index read, which
         // sees every write committed before it started.
@@ -316,17 +342,55 @@ pub async fn serve(
         branch: branch.clone(),
     })
     .max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES);
+    let id = branch.id;
+    let (health, health_watch) = crate::health::start(
+        &branch,
+        &[
+            <BranchServer<CustomerService> as NamedService>::NAME,
+            <PeerServer<PeerService> as NamedService>::NAME,
+        ],
+    )
+    .await;
     let peer = PeerServer::new(PeerService { branch })
         .max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES)
         .max_encoding_message_size(MESSAGE_SIZE_MAX_BYTES);
-    tonic::transport::Server::builder()
+    let (reflection_v1, reflection_v1alpha) = reflection();
+    let served = tonic::transport::Server::builder()
         .timeout(CALL_TIMEOUT)
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
         .tcp_nodelay(true)
         .add_service(customer)
-        .add_service(peer)
+        .add_service(metrics::observed(id, peer))
+        .add_service(health)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+        .await;
+    health_watch.stop().await;
+    served
+}
+
+/// gRPC server reflection (v1, and v1alpha for older tools) over every service a branch
+/// serves, so `grpcurl -plaintext ADDR list` works. Not served if the descriptors do not
+/// load, which would be a build bug: logged, and the branch serves without it.
+fn reflection() -> (
+    Option<ServerReflectionServer<impl ServerReflection>>,
+    Option<v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>>,
+) {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = builder()
+        .build_v1()
+        .map_err(|e| tracing::error!("server reflection (v1) not served: {e}"))
+        .ok();
+    let v1alpha = builder()
+        .build_v1alpha()
+        .map_err(|e| tracing::error!("server reflection (v1alpha) not served: {e}"))
+        .ok();
+    (v1, v1alpha)
 }
 
 #[cfg(test)]
