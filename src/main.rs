@@ -28,6 +28,43 @@ const SERVER_WAIT: Duration = Duration::from_secs(30);
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Serve Prometheus metrics over HTTP at http://ADDR/metrics (for run, server, branch).
+    #[arg(long, global = true, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// How logs are written to stderr; RUST_LOG sets the levels.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logs to stderr in `format`, at the levels RUST_LOG sets (default: warnings).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=error"));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+/// Starts the metrics endpoint if `--metrics` was given.
+async fn start_metrics(addr: Option<SocketAddr>) -> Result<Option<bank::metrics::Exporter>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let exporter = bank::metrics::Exporter::start(addr)
+        .await
+        .with_context(|| format!("--metrics: cannot listen on {addr}"))?;
+    eprintln!("bank: metrics at http://{}/metrics", exporter.local_addr());
+    Ok(Some(exporter))
 }
 
 #[derive(Subcommand)]
@@ -106,13 +143,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=error")),
-        )
-        .init();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -121,7 +152,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        let exporter = start_metrics(cli.metrics).await?;
+        let result = match cli.command {
             Command::Run {
                 input,
                 output,
@@ -147,7 +179,11 @@ fn main() -> ExitCode {
                 output,
                 concurrent,
             } => client(&input, base_port, &output, concurrent).await,
+        };
+        if let Some(exporter) = exporter {
+            exporter.stop().await;
         }
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

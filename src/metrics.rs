@@ -367,6 +367,50 @@ where
     }
 }
 
+/// Bound on the metrics endpoint draining at [`Exporter::stop`].
+const EXPORTER_STOP_DEADLINE: Duration = Duration::from_secs(2);
+
+/// The metrics endpoint running in the background: `--metrics ADDR`.
+pub struct Exporter {
+    addr: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Exporter {
+    /// Binds `addr` and serves `GET /metrics` on it until [`Exporter::stop`].
+    pub async fn start(addr: std::net::SocketAddr) -> std::io::Result<Exporter> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(serve(listener, async move {
+            // An error means the sender is gone: stop as well.
+            let _ = stopped.await;
+        }));
+        Ok(Exporter { addr, stop, task })
+    }
+
+    /// The address it serves on (the bound port when started on port 0).
+    pub fn local_addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    /// Stops serving: open scrapes finish, bounded by a short deadline.
+    pub async fn stop(self) {
+        let _ = self.stop.send(());
+        let mut task = self.task;
+        match tokio::time::timeout(EXPORTER_STOP_DEADLINE, &mut task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!("metrics endpoint stopped with an error: {e}"),
+            Ok(Err(e)) => tracing::warn!("metrics endpoint task failed: {e}"),
+            Err(_) => {
+                tracing::warn!("metrics endpoint did not drain in {EXPORTER_STOP_DEADLINE:?}");
+                task.abort();
+            }
+        }
+    }
+}
+
 /// Serves `GET /metrics` (the [`global`] registry) on `listener` until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
