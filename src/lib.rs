@@ -23,6 +23,7 @@
 //!   HTTP `/metrics` endpoint.
 //! - [`cluster`]: a whole cluster in one process (bootstrap, settle, shutdown).
 //! - [`standalone`]: one branch per process (`bank branch`): resume, create or refuse.
+//! - [`status`]: `bank status`: every branch's role, indexes, lag and digest.
 //! - [`scenario`]: the course's `input.json` / `output.json` formats.
 //! - [`customer`]: runs a scenario's customers against branches over gRPC.
 //! - [`proto`]: generated gRPC code.
@@ -41,6 +42,7 @@ pub mod replication;
 pub mod scenario;
 pub mod service;
 pub mod standalone;
+pub mod status;
 
 /// Code generated from `proto/` by `build.rs`.
 pub mod proto {

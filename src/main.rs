@@ -128,6 +128,18 @@ enum Command {
         #[arg(long)]
         rejoin: bool,
     },
+    /// Show every branch of a running cluster: role, term, applied index, lag, digest.
+    #[command(
+        after_help = "Example:\n  bank status --branch 127.0.0.1:7001\n  bank status --branch 127.0.0.1:7001 --json"
+    )]
+    Status {
+        /// Any branch of the cluster, host:port; the others are found through it.
+        #[arg(long, value_name = "HOST:PORT")]
+        branch: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the scenario's customers against a running `bank server`.
     #[command(after_help = "Example:\n  bank client input.json --base-port 50050 -o output.json")]
     Client {
@@ -179,6 +191,7 @@ fn main() -> ExitCode {
                 output,
                 concurrent,
             } => client(&input, base_port, &output, concurrent).await,
+            Command::Status { branch, json } => status(&branch, json).await,
         };
         if let Some(exporter) = exporter {
             exporter.stop().await;
@@ -443,4 +456,14 @@ async fn query_balance(addr: SocketAddr) -> Result<i64> {
     let balance = i64::from(reply.into_inner().balance);
     anyhow::ensure!(balance >= 0, "negative balance {balance} on the wire");
     Ok(balance)
+}
+
+async fn status(branch: &str, json: bool) -> Result<()> {
+    let status = bank::status::cluster_status(branch).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", bank::status::render_table(&status));
+    }
+    Ok(())
 }

@@ -27,7 +27,7 @@ use crate::proto::customer::branch_server::BranchServer;
 use crate::proto::customer::{Reply, Request as CustomerRequest};
 use crate::proto::peer::peer_server::PeerServer;
 use crate::proto::peer::{
-    RaftPayload, ReadIndexReply, ReadIndexRequest, StatusReply, StatusRequest,
+    Member, RaftPayload, ReadIndexReply, ReadIndexRequest, StatusReply, StatusRequest,
 };
 use crate::replication::network::{decode, encode};
 use crate::replication::{BasicNode, NodeId};
@@ -284,13 +284,36 @@ impl crate::proto::peer::peer_server::Peer for PeerService {
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
         let metrics = self.branch.raft.metrics().borrow().clone();
+        let (applied_index, digest) = self
+            .branch
+            .state_machine
+            .read(|state| {
+                let applied = state.last_applied.map(|id| id.index);
+                (applied, state.ledger.state_digest())
+            })
+            .ok_or_else(|| Status::internal("state machine lock poisoned"))?;
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(&id, node)| Member {
+                id,
+                address: self.branch.peers.address(id, node),
+                voter: voters.contains(&id),
+            })
+            .collect();
         Ok(Response::new(StatusReply {
             id: self.branch.id,
             has_state: has_state(&self.branch),
             leader: metrics.current_leader,
             term: metrics.vote.leader_id().term,
-            voters: metrics.membership_config.membership().voter_ids().collect(),
+            voters,
             rejoining: self.branch.vote_guard.rejoining(),
+            role: format!("{:?}", metrics.state).to_ascii_lowercase(),
+            applied_index,
+            last_log_index: metrics.last_log_index,
+            digest,
+            members,
         }))
     }
 
