@@ -59,6 +59,22 @@ impl From<BranchError> for Status {
 /// The original customer API.
 pub struct CustomerService {
     branch: Branch,
+    /// One permit per customer request in flight (see [`set_customer_requests_max`]).
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Default bound on customer requests in flight per branch: past it, a request is answered at
+/// once with RESOURCE_EXHAUSTED instead of queueing behind the others (load shedding), so an
+/// overloaded branch stays responsive and its memory bounded.
+pub const CUSTOMER_REQUESTS_MAX_DEFAULT: usize = 1024;
+
+static CUSTOMER_REQUESTS_MAX: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(CUSTOMER_REQUESTS_MAX_DEFAULT);
+
+/// Sets the bound on customer requests in flight for every branch this process serves from
+/// now on (at least 1). A process-wide setting, like the metrics registry.
+pub fn set_customer_requests_max(requests_max: usize) {
+    CUSTOMER_REQUESTS_MAX.store(requests_max.max(1), std::sync::atomic::Ordering::Relaxed);
 }
 
 /// What a customer asked for, validated.
@@ -125,7 +141,18 @@ impl crate::proto::customer::branch_server::Branch for CustomerService {
     ) -> Result<Response<Reply>, Status> {
         let started = std::time::Instant::now();
         let request = request.into_inner();
-        let answer = self.deliver(&request).await;
+        // Held until the answer is ready; none left means the branch is at its bound.
+        let permit = self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "branch {} is at its limit of {} customer requests in flight; retry later",
+                self.branch.id,
+                CUSTOMER_REQUESTS_MAX.load(std::sync::atomic::Ordering::Relaxed)
+            ))
+        });
+        let answer = match permit {
+            Ok(_permit) => self.deliver(&request).await,
+            Err(status) => Err(status),
+        };
         let interface = match parse_customer_request(&request) {
             Ok(CustomerOp::Deposit(_)) => "deposit",
             Ok(CustomerOp::Withdraw(_)) => "withdraw",
@@ -363,6 +390,9 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let customer = BranchServer::new(CustomerService {
         branch: branch.clone(),
+        in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(
+            CUSTOMER_REQUESTS_MAX.load(std::sync::atomic::Ordering::Relaxed),
+        )),
     })
     .max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES);
     let id = branch.id;
