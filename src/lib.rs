@@ -17,13 +17,18 @@
 //! - [`ledger`]: the pure state machine (no I/O, no clock); asserts its invariants.
 //! - [`replication`]: openraft's type config, log and state-machine stores, peer network.
 //! - [`branch`]: one replica; writes through the leader, linearizable reads from the replica.
-//! - [`service`]: the gRPC services and the one mapping of errors to gRPC statuses.
+//! - [`service`]: the gRPC services and the one mapping of errors to gRPC statuses; also
+//!   serves `grpc.health.v1.Health` and server reflection.
+//! - [`health`]: watches a branch's Raft metrics: its health status and its Raft gauges.
+//! - [`metrics`]: the process's Prometheus registry (requests, latencies, Raft state) and its
+//!   HTTP `/metrics` endpoint.
 //! - [`accounts`]: the `bank.v1.Accounts` service: many accounts, transfers, batches, request
 //!   ids from the customer, read levels.
 //! - [`client`]: a `bank.v1` client library that retries safely (same request id) across
 //!   branches, bounded by a deadline.
 //! - [`cluster`]: a whole cluster in one process (bootstrap, settle, shutdown).
 //! - [`standalone`]: one branch per process (`bank branch`): resume, create or refuse.
+//! - [`status`]: `bank status`: every branch's role, indexes, lag and digest.
 //! - [`scenario`]: the course's `input.json` / `output.json` formats.
 //! - [`customer`]: runs a scenario's customers against branches over gRPC.
 //! - [`check`]: a Jepsen-style history checker (`bank check`): linearizability per account,
@@ -41,11 +46,14 @@ pub mod check;
 pub mod client;
 pub mod cluster;
 pub mod customer;
+pub mod health;
 pub mod ledger;
+pub mod metrics;
 pub mod replication;
 pub mod scenario;
 pub mod service;
 pub mod standalone;
+pub mod status;
 pub mod workload;
 
 /// Code generated from `proto/` by `build.rs`.
@@ -62,4 +70,8 @@ pub mod proto {
     pub mod v1 {
         tonic::include_proto!("bank.v1");
     }
+    /// Every file in `proto/`, compiled (an encoded `FileDescriptorSet`): what server
+    /// reflection answers with.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/bank_descriptor.bin"));
 }

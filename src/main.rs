@@ -28,6 +28,43 @@ const SERVER_WAIT: Duration = Duration::from_secs(30);
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Serve Prometheus metrics over HTTP at http://ADDR/metrics (for run, server, branch).
+    #[arg(long, global = true, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// How logs are written to stderr; RUST_LOG sets the levels.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logs to stderr in `format`, at the levels RUST_LOG sets (default: warnings).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=error"));
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().init(),
+    }
+}
+
+/// Starts the metrics endpoint if `--metrics` was given.
+async fn start_metrics(addr: Option<SocketAddr>) -> Result<Option<bank::metrics::Exporter>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let exporter = bank::metrics::Exporter::start(addr)
+        .await
+        .with_context(|| format!("--metrics: cannot listen on {addr}"))?;
+    eprintln!("bank: metrics at http://{}/metrics", exporter.local_addr());
+    Ok(Some(exporter))
 }
 
 #[derive(Subcommand)]
@@ -120,6 +157,18 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 10.0, global = true)]
         timeout: f64,
     },
+    /// Show every branch of a running cluster: role, term, applied index, lag, digest.
+    #[command(
+        after_help = "Example:\n  bank status --branch 127.0.0.1:7001\n  bank status --branch 127.0.0.1:7001 --json"
+    )]
+    Status {
+        /// Any branch of the cluster, host:port; the others are found through it.
+        #[arg(long, value_name = "HOST:PORT")]
+        branch: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Run the scenario's customers against a running `bank server`.
     #[command(after_help = "Example:\n  bank client input.json --base-port 50050 -o output.json")]
     Client {
@@ -135,13 +184,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,openraft=error")),
-        )
-        .init();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -150,7 +193,8 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async {
-        match cli.command {
+        let exporter = start_metrics(cli.metrics).await?;
+        let result = match cli.command {
             Command::Run {
                 input,
                 output,
@@ -183,7 +227,12 @@ fn main() -> ExitCode {
                 json,
                 timeout,
             } => account(action, &branches, json, timeout).await,
+            Command::Status { branch, json } => status(&branch, json).await,
+        };
+        if let Some(exporter) = exporter {
+            exporter.stop().await;
         }
+        result
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -700,4 +749,14 @@ async fn account(
         ),
         Outcome::Unspecified => bail!("the branch answered no outcome (request id {id})"),
     }
+}
+
+async fn status(branch: &str, json: bool) -> Result<()> {
+    let status = bank::status::cluster_status(branch).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&status)?);
+    } else {
+        print!("{}", bank::status::render_table(&status));
+    }
+    Ok(())
 }

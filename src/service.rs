@@ -4,7 +4,9 @@
 //! - [`PeerService`]: branch-to-branch traffic (`bank.peer.v1.Peer`): openraft's RPCs, writes
 //!   forwarded to the leader, and read indexes for follower reads.
 //!
-//! [`serve`] runs both on one listener until a shutdown signal, then drains in-flight calls.
+//! [`serve`] runs both on one listener until a shutdown signal, then drains in-flight calls;
+//! with them `grpc.health.v1.Health` ([`crate::health`]) and server reflection (v1, v1alpha).
+//! Every call is recorded in [`crate::metrics`].
 
 use std::future::Future;
 use std::time::Duration;
@@ -13,16 +15,22 @@ use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
 use openraft::ChangeMembers;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
 use tonic::{Request, Response, Status};
+use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
+use tonic_reflection::server::v1alpha;
 
+use crate::accounts::AccountsService;
 use crate::branch::{Branch, BranchError, REQUEST_DEADLINE};
 use crate::ledger::{Command, Outcome, Proposal, ORIGINAL_ACCOUNT};
+use crate::metrics;
 use crate::proto::customer::branch_server::BranchServer;
 use crate::proto::customer::{Reply, Request as CustomerRequest};
 use crate::proto::peer::peer_server::PeerServer;
 use crate::proto::peer::{
-    RaftPayload, ReadIndexReply, ReadIndexRequest, StatusReply, StatusRequest,
+    Member, RaftPayload, ReadIndexReply, ReadIndexRequest, StatusReply, StatusRequest,
 };
+use crate::proto::v1::accounts_server::AccountsServer;
 use crate::replication::network::{decode, encode};
 use crate::replication::{BasicNode, NodeId};
 
@@ -53,6 +61,22 @@ impl From<BranchError> for Status {
 /// The original customer API.
 pub struct CustomerService {
     branch: Branch,
+    /// One permit per customer request in flight (see [`set_customer_requests_max`]).
+    in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+}
+
+/// Default bound on customer requests in flight per branch: past it, a request is answered at
+/// once with RESOURCE_EXHAUSTED instead of queueing behind the others (load shedding), so an
+/// overloaded branch stays responsive and its memory bounded.
+pub const CUSTOMER_REQUESTS_MAX_DEFAULT: usize = 1024;
+
+static CUSTOMER_REQUESTS_MAX: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(CUSTOMER_REQUESTS_MAX_DEFAULT);
+
+/// Sets the bound on customer requests in flight for every branch this process serves from
+/// now on (at least 1). A process-wide setting, like the metrics registry.
+pub fn set_customer_requests_max(requests_max: usize) {
+    CUSTOMER_REQUESTS_MAX.store(requests_max.max(1), std::sync::atomic::Ordering::Relaxed);
 }
 
 /// What a customer asked for, validated.
@@ -117,8 +141,39 @@ impl crate::proto::customer::branch_server::Branch for CustomerService {
         &self,
         request: Request<CustomerRequest>,
     ) -> Result<Response<Reply>, Status> {
+        let started = std::time::Instant::now();
         let request = request.into_inner();
-        let op = parse_customer_request(&request)?;
+        // Held until the answer is ready; none left means the branch is at its bound.
+        let permit = self.in_flight.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "branch {} is at its limit of {} customer requests in flight; retry later",
+                self.branch.id,
+                CUSTOMER_REQUESTS_MAX.load(std::sync::atomic::Ordering::Relaxed)
+            ))
+        });
+        let answer = match permit {
+            Ok(_permit) => self.deliver(&request).await,
+            Err(status) => Err(status),
+        };
+        let interface = match parse_customer_request(&request) {
+            Ok(CustomerOp::Deposit(_)) => "deposit",
+            Ok(CustomerOp::Withdraw(_)) => "withdraw",
+            Ok(CustomerOp::Query) => "query",
+            Err(_) => "invalid",
+        };
+        let outcome = match &answer {
+            Ok(reply) if reply.get_ref().result == "success" => "success",
+            Ok(_) => "fail",
+            Err(status) => metrics::code_label(status.code()),
+        };
+        metrics::global().record_request(self.branch.id, interface, outcome, started.elapsed());
+        answer
+    }
+}
+
+impl CustomerService {
+    async fn deliver(&self, request: &CustomerRequest) -> Result<Response<Reply>, Status> {
+        let op = parse_customer_request(request)?;
         // Read-your-writes (the writeset) holds without waiting on it: every write was
         // acknowledged only once committed, and every query below is a read-index read, which
         // sees every write committed before it started.
@@ -258,13 +313,36 @@ impl crate::proto::peer::peer_server::Peer for PeerService {
         _request: Request<StatusRequest>,
     ) -> Result<Response<StatusReply>, Status> {
         let metrics = self.branch.raft.metrics().borrow().clone();
+        let (applied_index, digest) = self
+            .branch
+            .state_machine
+            .read(|state| {
+                let applied = state.last_applied.map(|id| id.index);
+                (applied, state.ledger.state_digest())
+            })
+            .ok_or_else(|| Status::internal("state machine lock poisoned"))?;
+        let membership = metrics.membership_config.membership();
+        let voters: Vec<NodeId> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(&id, node)| Member {
+                id,
+                address: self.branch.peers.address(id, node),
+                voter: voters.contains(&id),
+            })
+            .collect();
         Ok(Response::new(StatusReply {
             id: self.branch.id,
             has_state: has_state(&self.branch),
             leader: metrics.current_leader,
             term: metrics.vote.leader_id().term,
-            voters: metrics.membership_config.membership().voter_ids().collect(),
+            voters,
             rejoining: self.branch.vote_guard.rejoining(),
+            role: format!("{:?}", metrics.state).to_ascii_lowercase(),
+            applied_index,
+            last_log_index: metrics.last_log_index,
+            digest,
+            members,
         }))
     }
 
@@ -314,21 +392,63 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let customer = BranchServer::new(CustomerService {
         branch: branch.clone(),
+        in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(
+            CUSTOMER_REQUESTS_MAX.load(std::sync::atomic::Ordering::Relaxed),
+        )),
     })
     .max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES);
     let accounts = crate::accounts::AccountsService::new(branch.clone()).into_server();
+    let id = branch.id;
+    let (health, health_watch) = crate::health::start(
+        &branch,
+        &[
+            <BranchServer<CustomerService> as NamedService>::NAME,
+            <AccountsServer<AccountsService> as NamedService>::NAME,
+            <PeerServer<PeerService> as NamedService>::NAME,
+        ],
+    )
+    .await;
     let peer = PeerServer::new(PeerService { branch })
         .max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES)
         .max_encoding_message_size(MESSAGE_SIZE_MAX_BYTES);
-    tonic::transport::Server::builder()
+    let (reflection_v1, reflection_v1alpha) = reflection();
+    let served = tonic::transport::Server::builder()
         .timeout(CALL_TIMEOUT)
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
         .tcp_nodelay(true)
         .add_service(customer)
-        .add_service(accounts)
-        .add_service(peer)
+        .add_service(metrics::observed(id, accounts))
+        .add_service(metrics::observed(id, peer))
+        .add_service(health)
+        .add_optional_service(reflection_v1)
+        .add_optional_service(reflection_v1alpha)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-        .await
+        .await;
+    health_watch.stop().await;
+    served
+}
+
+/// gRPC server reflection (v1, and v1alpha for older tools) over every service a branch
+/// serves, so `grpcurl -plaintext ADDR list` works. Not served if the descriptors do not
+/// load, which would be a build bug: logged, and the branch serves without it.
+fn reflection() -> (
+    Option<ServerReflectionServer<impl ServerReflection>>,
+    Option<v1alpha::ServerReflectionServer<impl v1alpha::ServerReflection>>,
+) {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let v1 = builder()
+        .build_v1()
+        .map_err(|e| tracing::error!("server reflection (v1) not served: {e}"))
+        .ok();
+    let v1alpha = builder()
+        .build_v1alpha()
+        .map_err(|e| tracing::error!("server reflection (v1alpha) not served: {e}"))
+        .ok();
+    (v1, v1alpha)
 }
 
 #[cfg(test)]

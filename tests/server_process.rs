@@ -489,9 +489,15 @@ fn server_rejects_bad_input_file() {
 
 #[test]
 fn server_fails_when_a_port_is_taken() {
-    let base_port = free_base_port(P1_BRANCHES);
-    // Hold branch 2's port so the server cannot bind it.
-    let _taken = TcpListener::bind(("127.0.0.1", base_port + 2)).expect("hold branch 2's port");
+    // Hold branch 2's port so the server cannot bind it (another test may grab a probed port
+    // in between: probe again then).
+    let (base_port, _taken) = (0..20)
+        .find_map(|_| {
+            let base_port = free_base_port(P1_BRANCHES);
+            let taken = TcpListener::bind(("127.0.0.1", base_port + 2)).ok()?;
+            Some((base_port, taken))
+        })
+        .expect("hold branch 2's port");
     let run = run_bounded(
         Command::new(BANK)
             .args(["server", P1_INPUT, "--base-port"])

@@ -12,6 +12,7 @@ use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::Cursor;
 use std::ops::RangeBounds;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
@@ -172,6 +173,9 @@ pub struct StateMachineStore {
     /// Count of snapshots built, to give each a unique id.
     snapshot_count: Arc<Mutex<u64>>,
     durable: Option<DurableStore>,
+    /// Commands applied to the ledger, each followed by its invariant assertions (for
+    /// `bank_ledger_invariant_checks_total`).
+    applies_checked: Arc<AtomicU64>,
 }
 
 impl StateMachineStore {
@@ -241,6 +245,12 @@ impl StateMachineStore {
         self.data.read().ok().map(|data| f(&data))
     }
 
+    /// How many commands this state machine has applied to its ledger, each followed by the
+    /// ledger's invariant assertions.
+    pub fn applies_checked(&self) -> u64 {
+        self.applies_checked.load(Ordering::Relaxed)
+    }
+
     fn snapshot_lock(&self) -> Result<MutexGuard<'_, Option<StoredSnapshot>>, StorageError> {
         self.snapshot.lock().map_err(poisoned("snapshot"))
     }
@@ -302,7 +312,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             state.last_applied = Some(entry.log_id);
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::NoCommand,
-                EntryPayload::Normal(ref proposal) => state.ledger.apply_proposal(proposal),
+                EntryPayload::Normal(ref proposal) => {
+                    let outcome = state.ledger.apply_proposal(proposal);
+                    self.applies_checked.fetch_add(1, Ordering::Relaxed);
+                    outcome
+                }
                 EntryPayload::Membership(ref membership) => {
                     state.last_membership =
                         StoredMembership::new(Some(entry.log_id), membership.clone());

@@ -1,0 +1,226 @@
+//! `bank status`: what every branch of a cluster says about itself, as an operator sees it.
+//!
+//! One branch is asked (`bank.peer.v1.Peer/Status`); then every branch in the membership it
+//! knows, at once, each call bounded by [`STATUS_DEADLINE`]. A branch that does not answer is
+//! listed as unreachable; only the first branch must answer. Lag is how many entries a branch
+//! has applied fewer than the leader (from the leader's own answer), and the digest is
+//! `Ledger::state_digest` at the branch's applied index: branches at the same applied index
+//! must show the same digest.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::proto::peer::peer_client::PeerClient;
+use crate::proto::peer::{StatusReply, StatusRequest};
+use crate::replication::NodeId;
+
+/// Bound on one status call, connection included.
+pub const STATUS_DEADLINE: Duration = Duration::from_secs(3);
+
+/// Bound on connecting to a branch (inside [`STATUS_DEADLINE`]).
+const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("{addr:?} is not a valid branch address (expected HOST:PORT): {reason}")]
+    BadAddress { addr: String, reason: String },
+    #[error("cannot reach the branch at {addr}: {reason} (is it running, and is that its --listen address?)")]
+    Unreachable { addr: String, reason: String },
+}
+
+/// One branch, as `bank status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BranchStatus {
+    /// Its node id (from its membership entry, or its own answer).
+    pub id: NodeId,
+    pub address: String,
+    pub reachable: bool,
+    /// Why it did not answer, if it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub role: Option<String>,
+    pub voter: Option<bool>,
+    pub term: Option<u64>,
+    pub leader: Option<NodeId>,
+    pub applied_index: Option<u64>,
+    pub last_log_index: Option<u64>,
+    /// Entries the leader has applied that this branch has not.
+    pub lag: Option<u64>,
+    /// `Ledger::state_digest` at `applied_index`, as 16 hex digits.
+    pub digest: Option<String>,
+}
+
+/// The cluster as seen from one branch.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    /// The branch that was asked first.
+    pub asked: String,
+    /// The leader the asked branch knows.
+    pub leader: Option<NodeId>,
+    pub branches: Vec<BranchStatus>,
+}
+
+fn endpoint(addr: &str) -> Result<Endpoint, StatusError> {
+    let url = if addr.contains("://") {
+        addr.to_string()
+    } else {
+        format!("http://{addr}")
+    };
+    Endpoint::from_shared(url)
+        .map(|endpoint| endpoint.connect_timeout(CONNECT_DEADLINE))
+        .map_err(|e| StatusError::BadAddress {
+            addr: addr.to_string(),
+            reason: e.to_string(),
+        })
+}
+
+/// Asks the branch at `addr` for its status, within [`STATUS_DEADLINE`].
+async fn ask(addr: &str) -> Result<StatusReply, StatusError> {
+    let unreachable = |reason: String| StatusError::Unreachable {
+        addr: addr.to_string(),
+        reason,
+    };
+    let endpoint = endpoint(addr)?;
+    let answered = tokio::time::timeout(STATUS_DEADLINE, async {
+        let channel: Channel = endpoint.connect().await.map_err(|e| {
+            let source = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+            unreachable(format!("{e}{source}"))
+        })?;
+        let mut request = tonic::Request::new(StatusRequest {});
+        request.set_timeout(STATUS_DEADLINE);
+        PeerClient::new(channel)
+            .status(request)
+            .await
+            .map(|reply| reply.into_inner())
+            .map_err(|status| unreachable(format!("{}: {}", status.code(), status.message())))
+    })
+    .await;
+    answered.unwrap_or_else(|_| Err(unreachable(format!("no answer within {STATUS_DEADLINE:?}"))))
+}
+
+fn from_reply(address: String, reply: &StatusReply) -> BranchStatus {
+    BranchStatus {
+        id: reply.id,
+        address,
+        reachable: true,
+        error: None,
+        role: Some(reply.role.clone()),
+        voter: Some(reply.voters.contains(&reply.id)),
+        term: Some(reply.term),
+        leader: reply.leader,
+        applied_index: reply.applied_index,
+        last_log_index: reply.last_log_index,
+        lag: None,
+        digest: Some(format!("{:016x}", reply.digest)),
+    }
+}
+
+/// Asks the branch at `addr`, then every branch in the membership it knows.
+/// Fails only if the branch at `addr` cannot be reached.
+pub async fn cluster_status(addr: &str) -> Result<ClusterStatus, StatusError> {
+    let first = ask(addr).await?;
+    let others = first.members.iter().filter(|member| member.id != first.id);
+    let answers = futures::future::join_all(others.map(|member| async move {
+        match ask(&member.address).await {
+            Ok(reply) => {
+                let mut status = from_reply(member.address.clone(), &reply);
+                status.voter = Some(member.voter);
+                status
+            }
+            Err(e) => BranchStatus {
+                id: member.id,
+                address: member.address.clone(),
+                reachable: false,
+                error: Some(e.to_string()),
+                role: None,
+                voter: Some(member.voter),
+                term: None,
+                leader: None,
+                applied_index: None,
+                last_log_index: None,
+                lag: None,
+                digest: None,
+            },
+        }
+    }))
+    .await;
+    let mut branches = vec![from_reply(addr.to_string(), &first)];
+    branches.extend(answers);
+    branches.sort_by_key(|branch| branch.id);
+    let leader_applied = first.leader.and_then(|leader| {
+        branches
+            .iter()
+            .find(|branch| branch.id == leader && branch.reachable)
+            .and_then(|branch| branch.applied_index)
+    });
+    for branch in &mut branches {
+        if let (Some(leader_applied), true) = (leader_applied, branch.reachable) {
+            branch.lag = Some(leader_applied.saturating_sub(branch.applied_index.unwrap_or(0)));
+        }
+    }
+    Ok(ClusterStatus {
+        asked: addr.to_string(),
+        leader: first.leader,
+        branches,
+    })
+}
+
+/// A table for people: one row per branch.
+pub fn render_table(status: &ClusterStatus) -> String {
+    let show = |value: Option<u64>| value.map_or("-".to_string(), |v| v.to_string());
+    let mut rows = vec![[
+        "ID",
+        "ADDRESS",
+        "ROLE",
+        "TERM",
+        "APPLIED",
+        "LAG",
+        "DIGEST",
+        "REACHABLE",
+    ]
+    .map(String::from)];
+    for branch in &status.branches {
+        rows.push([
+            branch.id.to_string(),
+            branch.address.clone(),
+            branch.role.clone().unwrap_or_else(|| "-".to_string()),
+            show(branch.term),
+            show(branch.applied_index),
+            show(branch.lag),
+            branch.digest.clone().unwrap_or_else(|| "-".to_string()),
+            if branch.reachable { "yes" } else { "no" }.to_string(),
+        ]);
+    }
+    let mut widths = [0usize; 8];
+    for row in &rows {
+        for (width, cell) in widths.iter_mut().zip(row) {
+            *width = (*width).max(cell.len());
+        }
+    }
+    let mut table = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, width)| format!("{cell:<width$}"))
+            .collect();
+        let _ = writeln!(table, "{}", line.join("  ").trim_end());
+    }
+    for branch in status.branches.iter().filter(|b| !b.reachable) {
+        if let Some(error) = &branch.error {
+            let _ = writeln!(table, "branch {}: {error}", branch.id);
+        }
+    }
+    match status.leader {
+        Some(leader) => {
+            let _ = writeln!(table, "leader: branch {leader}");
+        }
+        None => {
+            let _ = writeln!(table, "leader: none known to {}", status.asked);
+        }
+    }
+    table
+}

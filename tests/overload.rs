@@ -1,0 +1,77 @@
+//! Overload: far more concurrent customer requests than a branch's bound get clean
+//! RESOURCE_EXHAUSTED answers, nothing refused is applied, and the branch stays responsive.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{call, client};
+use tokio::task::JoinSet;
+
+/// The bound on customer requests in flight, per branch, in this test process.
+const REQUESTS_MAX: usize = 4;
+
+/// Concurrent deposits sent at once: a hundred times the bound.
+const REQUESTS: usize = 400;
+
+/// Separate connections, so the server sees the requests at once rather than queued on one.
+const CONNECTIONS: usize = 8;
+
+const AMOUNT: i32 = 5;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excess_requests_are_shed_cleanly_and_the_branch_stays_responsive() {
+    bank::service::set_customer_requests_max(REQUESTS_MAX);
+    let initial: i32 = 1_000;
+    let cluster = common::start_cluster(3, initial as u64).await;
+    let addr = cluster.addresses()[&2];
+
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .expect("valid address")
+            .connect_timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .expect("connect");
+        clients.push(bank::proto::customer::branch_client::BranchClient::new(
+            channel,
+        ));
+    }
+    let mut customers = JoinSet::new();
+    for request in 0..REQUESTS {
+        let mut customer = clients[request % CONNECTIONS].clone();
+        customers.spawn(async move { call(&mut customer, "deposit", AMOUNT).await });
+    }
+    let (mut succeeded, mut shed) = (0, 0);
+    while let Some(answer) = customers.join_next().await {
+        match answer.expect("customer task") {
+            Ok(reply) => {
+                assert_eq!(reply.result, "success", "{reply:?}");
+                succeeded += 1;
+            }
+            Err(status) => {
+                assert_eq!(
+                    status.code(),
+                    tonic::Code::ResourceExhausted,
+                    "only shedding is expected: {status:?}"
+                );
+                assert!(status.message().contains("retry later"), "{status:?}");
+                shed += 1;
+            }
+        }
+    }
+    assert_eq!(succeeded + shed, REQUESTS);
+    assert!(
+        shed > 0,
+        "{REQUESTS} concurrent requests never exceeded {REQUESTS_MAX}"
+    );
+    assert!(succeeded > 0);
+
+    // Still responsive, and exactly the accepted deposits were applied.
+    let reply = call(&mut client(addr).await, "query", 0)
+        .await
+        .expect("query after the burst");
+    assert_eq!(reply.balance, initial + AMOUNT * succeeded as i32);
+    cluster.shutdown().await;
+}
