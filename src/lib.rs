@@ -33,6 +33,7 @@
 //! - [`customer`]: runs a scenario's customers against branches over gRPC.
 //! - [`check`]: a Jepsen-style history checker (`bank check`): linearizability per account,
 //!   conservation, minimum balances, convergence.
+//! - [`bench`]: `bank bench`: throughput, latency percentiles, errors, invariant check.
 //! - [`workload`]: Jepsen's bank workload on `bank.v1`, recording a history for [`check`].
 //! - [`proto`]: generated gRPC code.
 
@@ -41,6 +42,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod accounts;
+pub mod bench;
 pub mod branch;
 pub mod check;
 pub mod client;

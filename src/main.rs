@@ -157,6 +157,16 @@ enum Command {
         #[arg(long, value_name = "SECONDS", default_value_t = 10.0, global = true)]
         timeout: f64,
     },
+    /// Load a cluster with concurrent clients and report throughput, latency and errors.
+    #[command(after_help = "Examples:\n  \
+        bank bench --clients 16 --duration 10\n  \
+        bank bench --data-dir /tmp/bench --clients 64 --mix deposit=50,transfer=50 --duration 20\n  \
+        bank bench --batch 1000 --mix transfer=100 --count 1000000 --json\n  \
+        bank bench --branch 127.0.0.1:7001 --branch 127.0.0.1:7002 --clients 8 --count 10000\n\n\
+        Without --branch it starts its own cluster on loopback (in memory, or durable with \
+        --data-dir). At the end every branch's balances are read back and checked: all branches \
+        agree and the total is what the acknowledged deposits and withdrawals make it.")]
+    Bench(BenchArgs),
     /// Show every branch of a running cluster: role, term, applied index, lag, digest.
     #[command(
         after_help = "Example:\n  bank status --branch 127.0.0.1:7001\n  bank status --branch 127.0.0.1:7001 --json"
@@ -228,6 +238,7 @@ fn main() -> ExitCode {
                 timeout,
             } => account(action, &branches, json, timeout).await,
             Command::Status { branch, json } => status(&branch, json).await,
+            Command::Bench(args) => bench(args).await,
         };
         if let Some(exporter) = exporter {
             exporter.stop().await;
@@ -757,6 +768,168 @@ async fn status(branch: &str, json: bool) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
         print!("{}", bank::status::render_table(&status));
+    }
+    Ok(())
+}
+
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Target a running cluster's branch, HOST:PORT; repeat for each. Default: start a cluster.
+    #[arg(long = "branch", value_name = "HOST:PORT")]
+    branches: Vec<String>,
+    /// Branches of the cluster to start (without --branch).
+    #[arg(long = "branches", value_name = "N", default_value_t = 3)]
+    branch_count: u64,
+    /// Keep the started cluster's state here (durable: fsync before acknowledging).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Concurrent clients.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Run for this many seconds (default 10, unless --count is given).
+    #[arg(long, value_name = "SECONDS", conflicts_with = "count")]
+    duration: Option<f64>,
+    /// Run until this many operations were sent.
+    #[arg(long)]
+    count: Option<u64>,
+    /// Percentages of deposit, withdraw, transfer and query.
+    #[arg(long, default_value = "deposit=25,withdraw=25,transfer=25,query=25")]
+    mix: bank::bench::Mix,
+    /// Writes per request, sent as one batch (queries then read this many accounts).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// linearizable, read-your-writes or local.
+    #[arg(long, value_enum, default_value_t = BenchRead::Linearizable)]
+    read_level: BenchRead,
+    /// Accounts 1..=N are opened (or reused) before the run.
+    #[arg(long, default_value_t = 1_000)]
+    accounts: u64,
+    /// Seeds the clients' choices.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Print the report as JSON on stdout.
+    #[arg(long)]
+    json: bool,
+    /// Record the run's history here (JSON lines, for `bank check`; needs --batch 1).
+    #[arg(long, value_name = "FILE")]
+    history: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchRead {
+    Linearizable,
+    ReadYourWrites,
+    Local,
+}
+
+async fn bench(args: BenchArgs) -> Result<()> {
+    use bank::bench::{BenchConfig, Length};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let length = match (args.duration, args.count) {
+        (_, Some(0)) => bail!("--count must be positive"),
+        (_, Some(count)) => Length::Count(count),
+        (Some(seconds), None) => {
+            if !(seconds.is_finite() && seconds > 0.0 && seconds <= 86_400.0) {
+                bail!("--duration must be between 0 and 86400 seconds");
+            }
+            Length::Duration(Duration::from_secs_f64(seconds))
+        }
+        (None, None) => Length::Duration(Duration::from_secs(10)),
+    };
+    if args.history.is_some() && args.batch != 1 {
+        bail!("--history needs --batch 1");
+    }
+    let config = BenchConfig {
+        clients: args.clients,
+        length,
+        mix: args.mix,
+        batch: args.batch,
+        read_level: match args.read_level {
+            BenchRead::Linearizable => bank::client::ReadLevel::Linearizable,
+            BenchRead::ReadYourWrites => bank::client::ReadLevel::ReadYourWrites,
+            BenchRead::Local => bank::client::ReadLevel::Local,
+        },
+        accounts: args.accounts,
+        seed: args.seed,
+        record_history: args.history.is_some(),
+        client_config: bank::client::ClientConfig::default(),
+    };
+    let mut cluster = None;
+    let addresses = if args.branches.is_empty() {
+        if args.branch_count == 0 || args.branch_count > 50 {
+            bail!("--branches must be 1..=50");
+        }
+        let ids: Vec<u64> = (1..=args.branch_count).collect();
+        let listeners = bind_loopback(&ids, None).await?;
+        let started = LocalCluster::start(listeners, 0, storage(args.data_dir)).await?;
+        let addresses = started
+            .addresses()
+            .values()
+            .map(|a| a.to_string())
+            .collect();
+        cluster = Some(started);
+        addresses
+    } else {
+        if args.data_dir.is_some() {
+            bail!("--data-dir is for the cluster bench starts itself; not with --branch");
+        }
+        args.branches.clone()
+    };
+
+    let progress = Arc::new(AtomicU64::new(0));
+    let bar = match length {
+        Length::Count(count) => indicatif::ProgressBar::new(count),
+        Length::Duration(duration) => indicatif::ProgressBar::new(duration.as_secs().max(1)),
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let ticker = {
+        let (bar, progress) = (bar.clone(), progress.clone());
+        let began = Instant::now();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let done = progress.load(Ordering::Relaxed);
+                match length {
+                    Length::Count(_) => bar.set_position(done),
+                    Length::Duration(_) => bar.set_position(began.elapsed().as_secs()),
+                }
+                let rate = done as f64 / began.elapsed().as_secs_f64().max(1e-3);
+                bar.set_message(format!("{done} ops, {rate:.0} ops/s"));
+            }
+        })
+    };
+    let result = bank::bench::run_bench(&addresses, &config, progress).await;
+    ticker.abort();
+    bar.finish_and_clear();
+    if let Some(cluster) = cluster {
+        cluster.shutdown().await;
+    }
+    let report = result?;
+    if let Some(path) = &args.history {
+        let write = || -> Result<()> {
+            let file = std::fs::File::create(path)?;
+            let mut writer = bank::check::HistoryWriter::new(std::io::BufWriter::new(file));
+            for event in &report.history {
+                writer.write(event)?;
+            }
+            writer.flush()?;
+            Ok(())
+        };
+        write().with_context(|| format!("writing the history to {}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render());
+    }
+    if !report.invariants.passed {
+        bail!("the invariant check failed: {:?}", report.invariants);
     }
     Ok(())
 }

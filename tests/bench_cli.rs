@@ -1,0 +1,103 @@
+//! `bank bench` end to end: it starts its own cluster, runs a short load, and its invariant
+//! check passes; the history it records passes `bank check`. (Figures are not asserted: speed
+//! targets live in the README's benchmark section, not in tests.)
+
+use std::process::Command;
+
+const BANK: &str = env!("CARGO_BIN_EXE_bank");
+
+fn bench(args: &[&str]) -> serde_json::Value {
+    let output = Command::new(BANK)
+        .arg("bench")
+        .args(args)
+        .args(["--json"])
+        .output()
+        .expect("run bank bench");
+    assert!(
+        output.status.success(),
+        "bank bench {args:?} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).expect("bench --json prints JSON")
+}
+
+#[test]
+fn a_short_bench_run_passes_its_invariant_check() {
+    let report = bench(&["--count", "400", "--clients", "4", "--accounts", "10"]);
+    assert_eq!(report["operations"], 400);
+    assert_eq!(report["invariants"]["passed"], true);
+    assert_eq!(report["invariants"]["branches_agree"], true);
+    for kind in ["deposit", "withdraw", "transfer", "query"] {
+        assert!(
+            report["latency_by_kind"][kind]["requests"].as_u64() > Some(0),
+            "no {kind} in {report}"
+        );
+    }
+}
+
+#[test]
+fn batched_transfers_conserve_money() {
+    let report = bench(&[
+        "--count",
+        "4000",
+        "--clients",
+        "2",
+        "--batch",
+        "200",
+        "--mix",
+        "transfer=100",
+    ]);
+    assert_eq!(report["operations"], 4000);
+    assert_eq!(report["invariants"]["passed"], true);
+    assert_eq!(
+        report["invariants"]["total"],
+        report["invariants"]["expected_min"]
+    );
+}
+
+#[test]
+fn the_recorded_history_passes_bank_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = dir.path().join("history.jsonl");
+    let history_arg = history.to_str().expect("utf-8 path");
+    bench(&[
+        "--count",
+        "300",
+        "--clients",
+        "4",
+        "--accounts",
+        "3",
+        "--history",
+        history_arg,
+    ]);
+    let checked = Command::new(BANK)
+        .arg("check")
+        .arg(&history)
+        .output()
+        .expect("run bank check");
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(String::from_utf8_lossy(&checked.stdout).contains("passes"));
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_clear_message() {
+    for (args, expected) in [
+        (&["--mix", "deposit=50"][..], "add up to 50"),
+        (&["--batch", "0"][..], "--batch"),
+        (&["--count", "0"][..], "--count"),
+        (&["--batch", "5", "--history", "h.jsonl"][..], "--batch 1"),
+    ] {
+        let output = Command::new(BANK)
+            .arg("bench")
+            .args(args)
+            .output()
+            .expect("run bank bench");
+        assert!(!output.status.success(), "{args:?} accepted");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
