@@ -755,6 +755,98 @@ impl Worker {
     }
 }
 
+/// What [`drive`] measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriveReport {
+    pub clients: usize,
+    pub elapsed_s: f64,
+    /// Operations that succeeded.
+    pub operations: u64,
+    pub operations_per_s: f64,
+    pub latency: Latency,
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// The load generator on its own, for any system: `clients` tasks, each with its own
+/// connection from `connect`, call `operation(connection, client, n)` back to back until
+/// `length` is reached, and every call's latency is recorded. `bank-etcd-compare` drives bank
+/// and etcd through this same function, so the two are measured the same way.
+pub async fn drive<C, Connect, Op, Fut>(
+    clients: usize,
+    length: Length,
+    connect: Connect,
+    operation: Op,
+) -> DriveReport
+where
+    C: Send + 'static,
+    Connect: Fn(usize) -> C,
+    Op: Fn(&C, usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let started = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let sent = Arc::new(AtomicU64::new(0));
+    if let Length::Duration(duration) = length {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(duration).await;
+            stop.store(true, Ordering::SeqCst);
+        });
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for client in 0..clients {
+        let connection = connect(client);
+        let (operation, stop, sent) = (operation.clone(), stop.clone(), sent.clone());
+        tasks.spawn(async move {
+            let mut tally = Tally::new();
+            let mut n = 0u64;
+            loop {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                if let Length::Count(count) = length {
+                    if sent.fetch_add(1, Ordering::SeqCst) >= count {
+                        break;
+                    }
+                }
+                let began = Instant::now();
+                let result = operation(&connection, client, n).await;
+                n += 1;
+                match result {
+                    Ok(()) => {
+                        tally.record("all", began.elapsed());
+                        tally.operations += 1;
+                    }
+                    Err(kind) => tally.error(kind),
+                }
+            }
+            tally
+        });
+    }
+    let mut all = histogram();
+    let mut errors = BTreeMap::new();
+    let mut operations = 0;
+    while let Some(joined) = tasks.join_next().await {
+        let tally = joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
+        for histogram in tally.histograms.values() {
+            let _ = all.add(histogram);
+        }
+        for (kind, count) in tally.errors {
+            *errors.entry(kind).or_default() += count;
+        }
+        operations += tally.operations;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    DriveReport {
+        clients,
+        elapsed_s: elapsed,
+        operations,
+        operations_per_s: operations as f64 / elapsed.max(1e-9),
+        latency: Latency::of(&all),
+        errors,
+    }
+}
+
 impl BenchReport {
     /// The human-readable summary.
     pub fn render(&self) -> String {
@@ -856,6 +948,25 @@ mod tests {
             .unwrap_err()
             .contains("teleport"));
         assert!("deposit=x".parse::<Mix>().is_err());
+    }
+
+    #[tokio::test]
+    async fn drive_counts_and_times_every_operation() {
+        let report = drive(
+            3,
+            Length::Count(30),
+            |client| client,
+            |_, _, n| async move {
+                if n % 5 == 4 {
+                    Err("every fifth".to_string())
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await;
+        assert_eq!(report.operations + report.errors["every fifth"], 30);
+        assert_eq!(report.latency.requests, report.operations);
     }
 
     #[test]
