@@ -21,9 +21,10 @@ use openraft::error::{
     ChangeMembershipError, CheckIsLeaderError, ClientWriteError, ForwardToLeader, RaftError,
 };
 use openraft::ChangeMembers;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::ledger::{AccountId, Command, Outcome, Proposal, RequestId};
+use crate::ledger::{AccountId, Command, Outcome, Proposal, RequestId, BATCH_ITEMS_MAX};
 use crate::proto::peer::ReadIndexRequest;
 use crate::replication::network::{decode, encode, PeerError, Peers};
 use crate::replication::store::StateMachineStore;
@@ -58,6 +59,19 @@ pub enum BranchError {
     Internal(String),
 }
 
+/// Proposals waiting for the group committer, at most (beyond it, callers wait for room).
+const GROUP_QUEUE_MAX: usize = 16_384;
+
+/// Group commits in flight at once (each one log entry); more proposals queue meanwhile and
+/// go out together in the next.
+const GROUP_COMMITS_IN_FLIGHT: usize = 4;
+
+/// A proposal waiting for the group committer, and where its result goes.
+struct Pending {
+    proposal: Proposal,
+    reply: oneshot::Sender<Result<(Outcome, u64), BranchError>>,
+}
+
 /// Handles to one branch's replica. Cheap to clone.
 #[derive(Clone)]
 pub struct Branch {
@@ -69,6 +83,11 @@ pub struct Branch {
     /// This incarnation's request-id origin: random, so ids never repeat across restarts.
     origin: u64,
     sequence: Arc<AtomicU64>,
+    /// The group committer's queue; `None` in the committer's own handle.
+    group: Option<mpsc::Sender<Pending>>,
+    /// Stops the group committer (see [`Branch::shutdown`]), and its task.
+    group_stop: Arc<watch::Sender<bool>>,
+    group_task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
 }
 
 impl Branch {
@@ -80,7 +99,7 @@ impl Branch {
             .map(|d| d.as_nanos())
             .unwrap_or_default();
         let origin = RandomState::new().hash_one((id, nanos, std::process::id()));
-        Branch {
+        let mut branch = Branch {
             id,
             raft,
             state_machine,
@@ -88,7 +107,32 @@ impl Branch {
             vote_guard: Arc::default(),
             origin,
             sequence: Arc::new(AtomicU64::new(0)),
+            group: None,
+            group_stop: Arc::new(watch::channel(false).0),
+            group_task: Arc::default(),
+        };
+        let (queue, pending) = mpsc::channel(GROUP_QUEUE_MAX);
+        let stop = branch.group_stop.subscribe();
+        let task = tokio::spawn(group_commit(branch.clone(), pending, stop));
+        if let Ok(mut slot) = branch.group_task.lock() {
+            *slot = Some(task);
         }
+        branch.group = Some(queue);
+        branch
+    }
+
+    /// Stops the group committer (proposals still queued or in flight fail as "shutting
+    /// down"), waits for it, and shuts the Raft node down. The branch's storage is released
+    /// once the caller's handles are dropped.
+    pub async fn shutdown(&self) -> Result<(), tokio::task::JoinError> {
+        self.group_stop.send_replace(true);
+        let task = self.group_task.lock().ok().and_then(|mut slot| slot.take());
+        if let Some(task) = task {
+            if tokio::time::timeout(REQUEST_DEADLINE, task).await.is_err() {
+                tracing::warn!(branch = self.id, "group committer did not stop in time");
+            }
+        }
+        self.raft.shutdown().await
     }
 
     /// The leader's current address, from the address book or its recorded node.
@@ -119,7 +163,36 @@ impl Branch {
     /// Proposes `proposal` (its request id chosen by the caller, e.g. a customer) through the
     /// leader and returns its replicated outcome and log index. Retried inside the branch with
     /// the same request id, so it is applied at most once.
+    ///
+    /// Concurrent proposals are group-committed: queued, and sent together as one `Batch` log
+    /// entry (each item keeps its own request id and gets its own outcome), so one replication
+    /// round and one fsync serve many customers.
     pub async fn submit_proposal(&self, proposal: Proposal) -> Result<(Outcome, u64), BranchError> {
+        let Some(group) = &self.group else {
+            return self.submit_now(proposal).await;
+        };
+        if matches!(proposal.command, Command::Batch(_)) {
+            // Batches do not nest: a customer's batch is already one entry.
+            return self.submit_now(proposal).await;
+        }
+        let (reply, result) = oneshot::channel();
+        let queued =
+            tokio::time::timeout(REQUEST_DEADLINE, group.send(Pending { proposal, reply }));
+        match queued.await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(BranchError::ShuttingDown),
+            Err(_) => {
+                return Err(BranchError::Internal(
+                    "the group-commit queue stayed full for the whole request deadline".to_string(),
+                ))
+            }
+        }
+        // The committer answers within its own deadline; a dropped sender means it stopped.
+        result.await.unwrap_or(Err(BranchError::ShuttingDown))
+    }
+
+    /// Proposes `proposal` on its own, now (with retries and forwarding, bounded).
+    async fn submit_now(&self, proposal: Proposal) -> Result<(Outcome, u64), BranchError> {
         let deadline = Instant::now() + REQUEST_DEADLINE;
         let mut last_failure = String::from("no leader");
         for attempt in 0..ATTEMPTS_MAX {
@@ -341,6 +414,97 @@ impl Branch {
                 (balances, state.last_applied.map(|id| id.index))
             })
             .ok_or_else(|| BranchError::Internal("state machine lock poisoned".to_string()))
+    }
+}
+
+/// The group committer: takes the first waiting proposal, then every other one already queued
+/// (up to [`BATCH_ITEMS_MAX`]), and proposes them as one `Batch` entry under a request id of
+/// the branch's own; each item's outcome goes back to its caller. A single proposal goes as it
+/// is. Up to [`GROUP_COMMITS_IN_FLIGHT`] entries are in flight at once. Ends when every
+/// `Branch` handle with the queue is gone.
+async fn group_commit(
+    branch: Branch,
+    mut pending: mpsc::Receiver<Pending>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(GROUP_COMMITS_IN_FLIGHT));
+    let mut commits = tokio::task::JoinSet::new();
+    loop {
+        // Finished commits: nothing to collect but their slots.
+        while commits.try_join_next().is_some() {}
+        // Wait for room first, so that proposals pile up while entries are in flight.
+        let permit = tokio::select! {
+            permit = in_flight.clone().acquire_owned() => permit,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let Ok(permit) = permit else { break };
+        let first = tokio::select! {
+            first = pending.recv() => first,
+            _ = stop.wait_for(|stop| *stop) => break,
+        };
+        let Some(first) = first else { break };
+        let mut group = vec![first];
+        while group.len() < BATCH_ITEMS_MAX {
+            match pending.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let branch = branch.clone();
+        commits.spawn(async move {
+            commit_group(&branch, group).await;
+            drop(permit);
+        });
+    }
+    // Stopping: commits in flight are abandoned (their callers hear "shutting down").
+    commits.shutdown().await;
+}
+
+async fn commit_group(branch: &Branch, mut group: Vec<Pending>) {
+    if group.len() == 1 {
+        if let Some(Pending { proposal, reply }) = group.pop() {
+            // The caller may have given up: nobody to tell then.
+            let _ = reply.send(branch.submit_now(proposal).await);
+        }
+        return;
+    }
+    let items: Vec<Proposal> = group.iter().map(|p| p.proposal.clone()).collect();
+    let batch = Proposal {
+        request_id: branch.next_request_id(),
+        command: Command::Batch(items),
+    };
+    match branch.submit_now(batch).await {
+        Ok((Outcome::Batch(outcomes), index)) if outcomes.len() == group.len() => {
+            for (pending, outcome) in group.into_iter().zip(outcomes) {
+                let _ = pending.reply.send(Ok((outcome, index)));
+            }
+        }
+        Ok((outcome, _)) => {
+            // A group built here is always a valid batch: this is a bug, said as such.
+            let why = format!(
+                "group commit of {} proposals answered {outcome:?}",
+                group.len()
+            );
+            for pending in group {
+                let _ = pending.reply.send(Err(BranchError::Internal(why.clone())));
+            }
+        }
+        Err(error) => {
+            let why = error.to_string();
+            for pending in group {
+                let error = match &error {
+                    BranchError::NoLeader(d) => BranchError::NoLeader(*d),
+                    BranchError::CatchUpTimeout(d) => BranchError::CatchUpTimeout(*d),
+                    BranchError::ShuttingDown => BranchError::ShuttingDown,
+                    BranchError::Internal(_) => BranchError::Internal(why.clone()),
+                    BranchError::Membership(_) => BranchError::Membership(why.clone()),
+                    BranchError::OutcomeUnknown(inner) => {
+                        BranchError::OutcomeUnknown(inner.clone())
+                    }
+                };
+                let _ = pending.reply.send(Err(error));
+            }
+        }
     }
 }
 

@@ -578,7 +578,6 @@ impl LocalCluster {
         })?;
         local
             .branch
-            .raft
             .shutdown()
             .await
             .map_err(|e| ClusterError::Branch {
@@ -607,7 +606,7 @@ impl LocalCluster {
             self.servers.abort_all();
         }
         for (id, local) in &self.branches {
-            if let Err(e) = local.branch.raft.shutdown().await {
+            if let Err(e) = local.branch.shutdown().await {
                 tracing::warn!(branch = id, "raft shutdown: {e}");
             }
         }

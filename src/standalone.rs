@@ -513,7 +513,7 @@ impl RunningBranch {
             Ok(Err(e)) => tracing::warn!("server task failed: {e}"),
             Err(_) => tracing::warn!("server did not drain within 5 s"),
         }
-        if let Err(e) = self.branch.raft.shutdown().await {
+        if let Err(e) = self.branch.shutdown().await {
             tracing::warn!("raft shutdown: {e}");
         }
     }
