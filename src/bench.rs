@@ -198,7 +198,7 @@ pub struct BenchReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BenchError {
-    #[error("bench client: {0}")]
+    #[error(transparent)]
     Client(#[from] ClientError),
     #[error("{0}")]
     Config(String),

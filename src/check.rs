@@ -372,7 +372,7 @@ impl<W: Write> HistoryWriter<W> {
 /// A history file that could not be read or parsed.
 #[derive(Debug, thiserror::Error)]
 pub enum HistoryError {
-    #[error("cannot read the history: {0}")]
+    #[error("cannot read the history")]
     Read(#[from] io::Error),
     #[error("line {line}: {message}")]
     Malformed { line: usize, message: String },

@@ -72,7 +72,7 @@ pub struct WorkloadReport {
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
-    #[error("workload client: {0}")]
+    #[error(transparent)]
     Client(#[from] ClientError),
     #[error("opening account {account}: {outcome:?}")]
     Open {
