@@ -108,10 +108,7 @@ async fn run_etcd(args: &Args, length: Length) -> Result<DriveReport> {
             let mut client = client.clone();
             async move {
                 let done = match workload {
-                    Workload::Write => client
-                        .put(key(index), vec![1u8; 8], None)
-                        .await
-                        .map(|_| ()),
+                    Workload::Write => client.put(key(index), vec![1u8; 8], None).await.map(|_| ()),
                     Workload::Read => client.get(key(index), None).await.map(|_| ()),
                 };
                 done.map_err(|e| e.to_string())
@@ -134,8 +131,7 @@ fn median(mut values: Vec<f64>) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    if !(args.duration.is_finite() && args.duration > 0.0) || args.runs == 0 || args.clients == 0
-    {
+    if !(args.duration.is_finite() && args.duration > 0.0) || args.runs == 0 || args.clients == 0 {
         bail!("--duration, --runs and --clients must be positive");
     }
     let length = Length::Duration(Duration::from_secs_f64(args.duration));
@@ -166,9 +162,8 @@ async fn main() -> Result<()> {
             );
         }
     }
-    let stat = |runs: &[DriveReport], f: fn(&DriveReport) -> f64| {
-        median(runs.iter().map(f).collect())
-    };
+    let stat =
+        |runs: &[DriveReport], f: fn(&DriveReport) -> f64| median(runs.iter().map(f).collect());
     let bank_ops = stat(&bank_runs, |r| r.operations_per_s);
     let etcd_ops = stat(&etcd_runs, |r| r.operations_per_s);
     let bank_p50 = stat(&bank_runs, |r| r.latency.p50_us as f64);
