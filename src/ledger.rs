@@ -22,13 +22,19 @@
 //!
 //! # Invariants
 //!
-//! After every apply the ledger asserts its invariants (TigerBeetle-style: assertions are
+//! The ledger asserts its invariants as it applies (TigerBeetle-style: assertions are
 //! documentation that runs). A broken invariant means a bug in this file, and a replica that
 //! continued past it would spread wrong balances, so it panics instead:
 //! - every balance is within `balance_min..=balance_max`, with `balance_min <= 0 <= balance_max`;
 //! - the sum of all balances equals money opened + deposited − withdrawn (transfers move money,
 //!   they never make or destroy it); sums are kept in `u128`/`i128` with checked arithmetic;
 //! - the request log holds at most [`REQUEST_IDS_MAX`] ids and [`ORIGINS_MAX`] origins.
+//!
+//! After every apply, in constant time: the accounts it touched are within their limits, a
+//! transfer left the two balances' sum unchanged, and the running sum of balances equals the
+//! running totals. Every [`FULL_CHECK_EVERY`] applies (and on demand, e.g. after a snapshot is
+//! restored) every account is re-summed and re-checked: a full pass per apply would cost
+//! O(accounts) per batch item, a million steps per item with a million accounts.
 //!
 //! # Request ids: exactly once, within bounds
 //!
@@ -236,8 +242,32 @@ pub struct Ledger {
     opened_total_minor_units: u128,
     deposited_total_minor_units: u128,
     withdrawn_total_minor_units: u128,
+    /// The sum of all balances, kept as they change (checked in full every
+    /// [`FULL_CHECK_EVERY`] applies).
+    #[serde(default)]
+    balances_total_minor_units: i128,
     requests: RequestLog,
+    /// Applies since the last full invariant check. Not state: when a check runs changes no
+    /// balance, only how soon a bug is caught.
+    #[serde(skip)]
+    applies_since_full_check: Countdown,
 }
+
+/// A counter that is not part of the ledger's value: two ledgers with the same accounts,
+/// totals and request log are equal whatever it says.
+#[derive(Debug, Clone, Copy, Default)]
+struct Countdown(u64);
+
+impl PartialEq for Countdown {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Countdown {}
+
+/// A full invariant check (every account re-summed) runs once per this many applies.
+pub const FULL_CHECK_EVERY: u64 = 1_024;
 
 impl Ledger {
     pub fn new() -> Self {
@@ -426,6 +456,7 @@ impl Ledger {
             },
         );
         total_add(&mut self.opened_total_minor_units, balance);
+        self.balances_total_minor_units += i128::from(balance_signed);
         Outcome::Opened {
             balance_minor_units: balance_signed,
         }
@@ -440,8 +471,13 @@ impl Ledger {
         };
         match entry.balance_after(i128::from(amount)) {
             Ok(balance) => {
+                assert_eq!(
+                    i128::from(balance),
+                    i128::from(entry.balance_minor_units) + i128::from(amount)
+                );
                 entry.balance_minor_units = balance;
                 total_add(&mut self.deposited_total_minor_units, amount);
+                self.balances_total_minor_units += i128::from(amount);
                 Outcome::Deposited {
                     balance_minor_units: balance,
                 }
@@ -461,8 +497,13 @@ impl Ledger {
         };
         match entry.balance_after(-i128::from(amount)) {
             Ok(balance) => {
+                assert_eq!(
+                    i128::from(balance),
+                    i128::from(entry.balance_minor_units) - i128::from(amount)
+                );
                 entry.balance_minor_units = balance;
                 total_add(&mut self.withdrawn_total_minor_units, amount);
+                self.balances_total_minor_units -= i128::from(amount);
                 Outcome::Withdrawn {
                     balance_minor_units: balance,
                 }
@@ -495,9 +536,22 @@ impl Ledger {
                 balance_minor_units: to_account.balance_minor_units,
             };
         };
+        assert_eq!(
+            i128::from(from_balance) + i128::from(to_balance),
+            i128::from(from_account.balance_minor_units)
+                + i128::from(to_account.balance_minor_units),
+            "ledger invariant broken: a transfer made or destroyed money"
+        );
         for (id, balance) in [(from, from_balance), (to, to_balance)] {
             match self.accounts.get_mut(&id) {
-                Some(account) => account.balance_minor_units = balance,
+                Some(account) => {
+                    assert!(
+                        (account.balance_min_minor_units..=account.balance_max_minor_units)
+                            .contains(&balance),
+                        "ledger invariant broken: transfer takes account {id} out of its limits"
+                    );
+                    account.balance_minor_units = balance;
+                }
                 None => unreachable!("account {id} was looked up above"),
             }
         }
@@ -507,8 +561,34 @@ impl Ledger {
         }
     }
 
-    /// Panics if an invariant does not hold: see the module documentation for why.
-    fn assert_invariants(&self) {
+    /// The per-apply check: constant time, plus a full check every [`FULL_CHECK_EVERY`]
+    /// applies. Panics if an invariant does not hold (see the module documentation).
+    fn assert_invariants(&mut self) {
+        let expected = self.expected_total();
+        assert_eq!(
+            Some(self.balances_total_minor_units),
+            expected,
+            "ledger invariant broken: the running sum of balances disagrees with opened + deposited - withdrawn"
+        );
+        self.applies_since_full_check.0 += 1;
+        if self.applies_since_full_check.0 >= FULL_CHECK_EVERY {
+            self.applies_since_full_check.0 = 0;
+            self.assert_invariants_fully();
+        }
+    }
+
+    /// Opened + deposited − withdrawn, if it fits.
+    fn expected_total(&self) -> Option<i128> {
+        self.opened_total_minor_units
+            .checked_add(self.deposited_total_minor_units)
+            .and_then(|total| i128::try_from(total).ok())
+            .zip(i128::try_from(self.withdrawn_total_minor_units).ok())
+            .and_then(|(credits, debits)| credits.checked_sub(debits))
+    }
+
+    /// Re-checks every account and re-sums every balance (O(accounts)). Panics if an
+    /// invariant does not hold: see the module documentation for why.
+    pub fn assert_invariants_fully(&self) {
         let mut sum: i128 = 0;
         for (id, account) in &self.accounts {
             assert!(
@@ -529,12 +609,12 @@ impl Ledger {
                 .checked_add(i128::from(account.balance_minor_units))
                 .expect("ledger invariant broken: the sum of balances overflows i128");
         }
-        let expected = self
-            .opened_total_minor_units
-            .checked_add(self.deposited_total_minor_units)
-            .and_then(|total| i128::try_from(total).ok())
-            .zip(i128::try_from(self.withdrawn_total_minor_units).ok())
-            .and_then(|(credits, debits)| credits.checked_sub(debits));
+        let expected = self.expected_total();
+        assert_eq!(
+            sum, self.balances_total_minor_units,
+            "ledger invariant broken: balances sum to {sum}, but the running sum is {}",
+            self.balances_total_minor_units
+        );
         assert_eq!(
             Some(sum),
             expected,
@@ -1875,7 +1955,15 @@ mod properties {
     }
 
     fn apply_all(ledger: &mut Ledger, proposals: &[Proposal]) -> Vec<Outcome> {
-        proposals.iter().map(|p| ledger.apply_proposal(p)).collect()
+        proposals
+            .iter()
+            .map(|p| {
+                let outcome = ledger.apply_proposal(p);
+                // The full pass after every apply here, not only every FULL_CHECK_EVERY.
+                ledger.assert_invariants_fully();
+                outcome
+            })
+            .collect()
     }
 
     proptest! {
