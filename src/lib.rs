@@ -22,6 +22,7 @@
 //! - [`scenario`]: the course's `input.json` / `output.json` formats.
 //! - [`customer`]: runs a scenario's customers against branches over gRPC.
 //! - [`proto`]: generated gRPC code.
+//! - `sim` (feature `simulation`): the whole cluster inside turmoil, deterministic per seed.
 
 // openraft's error types (StorageError, RaftError, ConfigError) are large and fixed by its
 // traits; boxing them at every storage call would only hide that.
@@ -34,6 +35,8 @@ pub mod ledger;
 pub mod replication;
 pub mod scenario;
 pub mod service;
+#[cfg(feature = "simulation")]
+pub mod sim;
 pub mod standalone;
 
 /// Code generated from `proto/` by `build.rs`.

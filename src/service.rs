@@ -329,6 +329,40 @@ pub async fn serve(
         .await
 }
 
+/// Like [`serve`], on connections from `incoming` rather than a TCP listener: the simulator
+/// (`crate::sim`) serves turmoil's simulated TCP streams through it. The same services, limits
+/// and drain on `shutdown`.
+pub async fn serve_incoming<S, IO, IE>(
+    branch: Branch,
+    incoming: S,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error>
+where
+    S: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let customer = BranchServer::new(CustomerService {
+        branch: branch.clone(),
+    })
+    .max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES);
+    let peer = PeerServer::new(PeerService { branch })
+        .max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES)
+        .max_encoding_message_size(MESSAGE_SIZE_MAX_BYTES);
+    tonic::transport::Server::builder()
+        .timeout(CALL_TIMEOUT)
+        .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
+        .add_service(customer)
+        .add_service(peer)
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
