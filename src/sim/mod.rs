@@ -161,9 +161,15 @@ struct HostState {
 type Convergence = Rc<RefCell<Option<Result<Vec<(NodeId, StateMachineData)>, String>>>>;
 
 /// Runs one seed and judges it.
+///
+/// Reproducible per process: the first run of a seed in a fresh process is the same every
+/// time (what the replay command does). A later run in the same process can differ by a
+/// millisecond here and there when the schedule crashes a branch: some process-wide state
+/// outlives a run (not openraft's generator, which is re-seeded here; not a thread-local, as a
+/// fresh thread per run does not help; not tokio's scheduler seed, as `--cfg tokio_unstable`
+/// does not help either). Found by `tests/simulation.rs`; not yet explained.
 pub fn run(config: &SimConfig) -> Report {
-    let seed = config.seed;
-    seed_thread_rng(mix(seed, 1));
+    seed_thread_rng(mix(config.seed, 1));
     let report = run_seeded(config);
     unseed_thread_rng();
     report
