@@ -88,6 +88,9 @@ pub struct Branch {
     /// Stops the group committer (see [`Branch::shutdown`]), and its task.
     group_stop: Arc<watch::Sender<bool>>,
     group_task: Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>>,
+    /// Deliberately broken reads for the simulator's self-test: serve the local replica
+    /// without the read index (stale reads). Never set outside `crate::sim`.
+    unsafe_local_reads: bool,
 }
 
 impl Branch {
@@ -99,6 +102,19 @@ impl Branch {
             .map(|d| d.as_nanos())
             .unwrap_or_default();
         let origin = RandomState::new().hash_one((id, nanos, std::process::id()));
+        Self::with_origin(id, raft, state_machine, peers, origin)
+    }
+
+    /// A branch whose request ids start from `origin`, which must differ between any two
+    /// incarnations of any branches of one cluster. The simulator derives it from its seed,
+    /// so that a run is reproducible; [`Branch::new`] draws it at random.
+    pub fn with_origin(
+        id: NodeId,
+        raft: Raft,
+        state_machine: StateMachineStore,
+        peers: Peers,
+        origin: u64,
+    ) -> Self {
         let mut branch = Branch {
             id,
             raft,
@@ -107,6 +123,7 @@ impl Branch {
             vote_guard: Arc::default(),
             origin,
             sequence: Arc::new(AtomicU64::new(0)),
+            unsafe_local_reads: false,
             group: None,
             group_stop: Arc::new(watch::channel(false).0),
             group_task: Arc::default(),
@@ -133,6 +150,15 @@ impl Branch {
             }
         }
         self.raft.shutdown().await
+    }
+
+    /// Breaks this branch on purpose: reads skip the read index and serve whatever the local
+    /// replica holds (stale after a partition or on a lagging follower). Only for showing that
+    /// the simulator catches it.
+    #[cfg(feature = "simulation")]
+    pub fn with_unsafe_local_reads(mut self) -> Self {
+        self.unsafe_local_reads = true;
+        self
     }
 
     /// The leader's current address, from the address book or its recorded node.
@@ -372,8 +398,10 @@ impl Branch {
     /// A linearizable read of one account's balance, served from this branch's replica.
     pub async fn read_balance(&self, account: AccountId) -> Result<Option<i64>, BranchError> {
         let deadline = Instant::now() + REQUEST_DEADLINE;
-        let read_index = self.read_index(deadline).await?;
-        self.wait_applied(read_index, deadline).await?;
+        if !self.unsafe_local_reads {
+            let read_index = self.read_index(deadline).await?;
+            self.wait_applied(read_index, deadline).await?;
+        }
         self.state_machine
             .read(|state| state.ledger.balance(account))
             .ok_or_else(|| BranchError::Internal("state machine lock poisoned".to_string()))

@@ -36,6 +36,7 @@
 //! - [`bench`]: `bank bench`: throughput, latency percentiles, errors, invariant check.
 //! - [`workload`]: Jepsen's bank workload on `bank.v1`, recording a history for [`check`].
 //! - [`proto`]: generated gRPC code.
+//! - `sim` (feature `simulation`): the whole cluster inside turmoil, deterministic per seed.
 
 // openraft's error types (StorageError, RaftError, ConfigError) are large and fixed by its
 // traits; boxing them at every storage call would only hide that.
@@ -54,6 +55,8 @@ pub mod metrics;
 pub mod replication;
 pub mod scenario;
 pub mod service;
+#[cfg(feature = "simulation")]
+pub mod sim;
 pub mod standalone;
 pub mod status;
 pub mod workload;

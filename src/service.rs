@@ -390,6 +390,36 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    use tokio_stream::StreamExt;
+    // Small RPCs (votes, acknowledgements) must not wait for Nagle's algorithm.
+    let incoming = TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|stream| {
+            if let Err(e) = stream.set_nodelay(true) {
+                tracing::debug!("TCP_NODELAY on an accepted connection: {e}");
+            }
+        })
+    });
+    serve_incoming(branch, incoming, shutdown).await
+}
+
+/// [`serve`] on connections from `incoming` rather than a TCP listener: the simulator
+/// (`crate::sim`) serves turmoil's simulated TCP streams through it. The same services,
+/// limits and drain on `shutdown`.
+pub async fn serve_incoming<S, IO, IE>(
+    branch: Branch,
+    incoming: S,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error>
+where
+    S: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let customer = BranchServer::new(CustomerService {
         branch: branch.clone(),
         in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(
@@ -415,14 +445,13 @@ pub async fn serve(
     let served = tonic::transport::Server::builder()
         .timeout(CALL_TIMEOUT)
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
-        .tcp_nodelay(true)
         .add_service(customer)
         .add_service(metrics::observed(id, accounts))
         .add_service(metrics::observed(id, peer))
         .add_service(health)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await;
     health_watch.stop().await;
     served

@@ -6,6 +6,7 @@
 //! - [`store`]: the log store and the state-machine store behind openraft's storage-v2 traits.
 //!   The log is in memory ([`store::LogStore`]) or on redb ([`durable::DurableLogStore`]);
 //!   the state machine is in memory, restored on start from its latest durable snapshot.
+//! - [`runtime`]: openraft's async runtime, tokio with a random generator a simulation seeds.
 //! - [`network`]: the peer network, openraft's RPCs over the `bank.peer.v1.Peer` gRPC service,
 //!   with one cached tonic `Channel` per peer.
 //!
@@ -14,6 +15,7 @@
 
 pub mod durable;
 pub mod network;
+pub mod runtime;
 pub mod store;
 
 use std::io::Cursor;
@@ -35,7 +37,7 @@ openraft::declare_raft_types!(
         Node = BasicNode,
         Entry = openraft::Entry<TypeConfig>,
         SnapshotData = Cursor<Vec<u8>>,
-        AsyncRuntime = openraft::TokioRuntime,
+        AsyncRuntime = runtime::BankRuntime,
 );
 
 pub type Raft = openraft::Raft<TypeConfig>;

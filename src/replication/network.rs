@@ -31,6 +31,17 @@ use crate::proto::peer::RaftPayload;
 /// How long to wait for a TCP connection to a peer before calling it unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
+/// How a branch reaches its peers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// Real TCP sockets: production and the process tests.
+    #[default]
+    Tcp,
+    /// turmoil's simulated network (`crate::sim`): the same gRPC over simulated TCP streams.
+    #[cfg(feature = "simulation")]
+    Simulated,
+}
+
 /// An error reaching a peer: the address is malformed, or the call failed on the wire.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -55,6 +66,7 @@ pub enum PeerError {
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     addresses: Arc<BTreeMap<NodeId, String>>,
+    transport: Transport,
 }
 
 impl Peers {
@@ -62,7 +74,15 @@ impl Peers {
         Peers {
             channels: Arc::default(),
             addresses: Arc::new(addresses),
+            transport: Transport::Tcp,
         }
+    }
+
+    /// The same address book, reached over `transport`.
+    pub fn with_transport(mut self, transport: Transport) -> Self {
+        self.transport = transport;
+        self.channels = Arc::default();
+        self
     }
 
     /// Where `id` listens now: the address book's entry, else what Raft's membership says.
@@ -91,7 +111,11 @@ impl Peers {
             })?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
+        let channel = match self.transport {
+            Transport::Tcp => endpoint.connect_lazy(),
+            #[cfg(feature = "simulation")]
+            Transport::Simulated => crate::sim::transport::connect_lazy(endpoint),
+        };
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }

@@ -1,0 +1,88 @@
+//! gRPC over turmoil's simulated TCP: a client connector for tonic `Channel`s and a server-side
+//! stream type for [`crate::service::serve_incoming`].
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tonic::transport::server::Connected;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// HTTP/2 keepalive on simulated channels. turmoil's TCP never retransmits: a segment dropped
+/// by a partition or by message loss stalls that connection for good, so a dead connection must
+/// be noticed and replaced. (Real TCP retransmits; production sets no keepalive.)
+const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(1_000);
+
+/// A lazily connected channel to `endpoint`'s host over turmoil's network.
+pub fn connect_lazy(endpoint: Endpoint) -> Channel {
+    endpoint
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true)
+        .connect_with_connector_lazy(tower::service_fn(|uri: Uri| async move {
+            let host = uri
+                .host()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "uri without host"))?
+                .to_string();
+            let port = uri.port_u16().unwrap_or(80);
+            let stream = turmoil::net::TcpStream::connect((host, port)).await?;
+            Ok::<_, io::Error>(TokioIo::new(stream))
+        }))
+}
+
+/// A server-side simulated TCP connection, as tonic's server wants it.
+pub struct SimStream(pub turmoil::net::TcpStream);
+
+impl Connected for SimStream {
+    type ConnectInfo = Option<SocketAddr>;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.peer_addr().ok()
+    }
+}
+
+impl AsyncRead for SimStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SimStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// The connections accepted on `listener`, for [`crate::service::serve_incoming`].
+pub fn incoming(
+    listener: turmoil::net::TcpListener,
+) -> impl tokio_stream::Stream<Item = io::Result<SimStream>> {
+    futures::stream::unfold(listener, |listener| async move {
+        let accepted = listener
+            .accept()
+            .await
+            .map(|(stream, _peer)| SimStream(stream));
+        Some((accepted, listener))
+    })
+}
