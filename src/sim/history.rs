@@ -168,6 +168,80 @@ pub fn judge(history: &[Event], initial: i64, final_balance: i64) -> Vec<String>
     violations
 }
 
+/// The same history in [`crate::check`]'s terms, for the full checker: one account (the
+/// original API's), opened at `initial`; `finals` are the converged branches' balances. A
+/// customer whose call had an unknown outcome continues as a new process, as in Jepsen.
+pub fn to_check_history(
+    history: &[Event],
+    initial: i64,
+    finals: &[(u64, i64)],
+) -> crate::check::History {
+    use crate::check::{Event as CheckEvent, Op as CheckOp, OpResult};
+    use crate::ledger::ORIGINAL_ACCOUNT;
+    let account = ORIGINAL_ACCOUNT;
+    let mut events = vec![CheckEvent::Init {
+        balances: [(account, initial)].into(),
+        min_balances: Default::default(),
+    }];
+    let mut incarnation: std::collections::BTreeMap<usize, u64> = Default::default();
+    let clients = history.iter().map(|e| e.client).max().unwrap_or(0) as u64 + 1;
+    for event in history {
+        let time_us = event.at_ms.saturating_mul(1_000);
+        let generation = incarnation.entry(event.client).or_default();
+        let process = event.client as u64 + clients * *generation;
+        let amount = |a: u64| i64::try_from(a).unwrap_or(i64::MAX);
+        events.push(match event.kind {
+            Kind::Invoke => CheckEvent::Invoke {
+                process,
+                time_us,
+                op: match event.op {
+                    Op::Deposit(a) => CheckOp::Deposit {
+                        account,
+                        amount: amount(a),
+                    },
+                    Op::Withdraw(a) => CheckOp::Withdraw {
+                        account,
+                        amount: amount(a),
+                    },
+                    Op::Query => CheckOp::Read {
+                        accounts: vec![account],
+                    },
+                },
+            },
+            Kind::Ok(balance) => CheckEvent::Ok {
+                process,
+                time_us,
+                result: match event.op {
+                    Op::Query => OpResult::read([(account, balance)].into()),
+                    _ => OpResult::balance(balance),
+                },
+            },
+            Kind::Fail => CheckEvent::Fail {
+                process,
+                time_us,
+                observation: None,
+                error: None,
+            },
+            Kind::Info => {
+                *generation += 1;
+                CheckEvent::Info {
+                    process,
+                    time_us,
+                    error: None,
+                }
+            }
+        });
+    }
+    for &(branch, balance) in finals {
+        events.push(CheckEvent::Final {
+            branch,
+            balances: [(account, balance)].into(),
+            digest: None,
+        });
+    }
+    crate::check::History::from_events(events)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

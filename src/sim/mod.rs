@@ -339,7 +339,18 @@ fn run_seeded(config: &SimConfig) -> Report {
                 .first()
                 .and_then(|(_, s)| s.ledger.balance(ORIGINAL_ACCOUNT))
             {
-                Some(balance) => violations.extend(history::judge(&history, initial, balance)),
+                Some(balance) => {
+                    violations.extend(history::judge(&history, initial, balance));
+                    // And the full checker: linearizability of the account's history.
+                    let finals: Vec<(u64, i64)> = states
+                        .iter()
+                        .filter_map(|(id, s)| s.ledger.balance(ORIGINAL_ACCOUNT).map(|b| (*id, b)))
+                        .collect();
+                    let checked = history::to_check_history(&history, initial, &finals);
+                    if let Err(violation) = crate::check::check(&checked) {
+                        violations.push(format!("bank::check: {violation}"));
+                    }
+                }
                 None => violations.push("the original account was never opened".to_string()),
             }
         }
