@@ -39,6 +39,10 @@ pub(crate) const SNAPSHOT: &str = "snapshot";
 const IDENTITY: &str = "identity";
 const REJOIN: &str = "rejoin";
 
+/// How long [`DurableStore::open`] waits for a database another handle still holds.
+const OPEN_RETRY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
+const OPEN_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The file name of a branch's database inside its data directory.
 pub const DATABASE_FILE: &str = "branch.redb";
 
@@ -111,10 +115,26 @@ impl DurableStore {
             source,
         })?;
         let path = dir.join(DATABASE_FILE);
-        let db = Database::create(&path).map_err(|e| DurableError::Open {
-            path: path.clone(),
-            source: e.into(),
-        })?;
+        // "Already open" also covers a handle of this process that is still closing (openraft's
+        // storage tasks end just after `Raft::shutdown` returns) or a process that is exiting:
+        // wait a little for it, bounded, before giving up.
+        let deadline = std::time::Instant::now() + OPEN_RETRY_DEADLINE;
+        let db = loop {
+            match Database::create(&path) {
+                Ok(db) => break db,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen)
+                    if std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(OPEN_RETRY_PAUSE);
+                }
+                Err(e) => {
+                    return Err(DurableError::Open {
+                        path: path.clone(),
+                        source: e.into(),
+                    })
+                }
+            }
+        };
         let store = DurableStore {
             db: Arc::new(db),
             path: Arc::new(path),

@@ -28,6 +28,10 @@ use super::{BasicNode, NodeId, TypeConfig, PEER_RPC_TIMEOUT};
 use crate::proto::peer::peer_client::PeerClient;
 use crate::proto::peer::RaftPayload;
 
+/// HTTP/2 pings on every peer connection, and how long an unanswered one may take.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// How long to wait for a TCP connection to a peer before calling it unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -110,7 +114,12 @@ impl Peers {
                 source,
             })?
             .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            // A peer that vanished without closing the connection (a pause, a cable) is
+            // noticed within seconds, not when the OS gives up on it.
+            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .keep_alive_while_idle(true);
         let channel = match self.transport {
             Transport::Tcp => endpoint.connect_lazy(),
             #[cfg(feature = "simulation")]
@@ -197,7 +206,9 @@ impl PeerNetwork {
             Rpc::InstallSnapshot => client.install_snapshot(request).await,
         };
         let reply = reply.map_err(|status| match status.code() {
-            tonic::Code::Unavailable => {
+            // Unknown is how tonic reports a broken connection ("transport error"); as
+            // Unreachable, openraft backs off before retrying instead of spinning.
+            tonic::Code::Unavailable | tonic::Code::Unknown => {
                 RPCError::Unreachable(Unreachable::new(&StatusError(status)))
             }
             _ => RPCError::Network(NetworkError::new(&StatusError(status))),
