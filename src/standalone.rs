@@ -229,25 +229,10 @@ async fn survey_peers(
     let deadline = Instant::now() + PEERS_DEADLINE;
     let mut answered = BTreeMap::new();
     loop {
-        for &peer in peer_ids {
-            if answered.contains_key(&peer) {
-                continue;
-            }
-            let Some(addr) = peers.get(&peer) else {
-                continue;
-            };
-            let Ok(mut client) = book.client(addr) else {
-                continue;
-            };
-            let mut request = tonic::Request::new(StatusRequest {});
-            request.set_timeout(STATUS_TIMEOUT);
-            if let Ok(reply) = client.status(request).await {
-                answered.insert(peer, reply.into_inner().has_state);
-            }
-        }
+        ask_statuses(book, peers, &mut answered).await;
         let with_state: Vec<NodeId> = answered
             .iter()
-            .filter(|(_, &has_state)| has_state)
+            .filter(|(_, status)| status.has_state)
             .map(|(&id, _)| id)
             .collect();
         if !with_state.is_empty() {
@@ -257,18 +242,46 @@ async fn survey_peers(
             return Ok(());
         }
         if Instant::now() >= deadline {
-            let missing: Vec<NodeId> = peer_ids
-                .iter()
-                .filter(|id| !answered.contains_key(id))
-                .copied()
-                .collect();
             return Err(ClusterError::PeersMissing {
-                missing,
+                missing: unanswered(peers, &answered),
                 deadline: PEERS_DEADLINE,
             });
         }
         tokio::time::sleep(SURVEY_PAUSE).await;
     }
+}
+
+/// Asks every peer that has not answered yet for its status, once each (bounded per call).
+async fn ask_statuses(
+    book: &Peers,
+    peers: &BTreeMap<NodeId, String>,
+    answered: &mut BTreeMap<NodeId, StatusReply>,
+) {
+    for (&peer, addr) in peers {
+        if answered.contains_key(&peer) {
+            continue;
+        }
+        let Ok(mut client) = book.client(addr) else {
+            continue;
+        };
+        let mut request = tonic::Request::new(StatusRequest {});
+        request.set_timeout(STATUS_TIMEOUT);
+        if let Ok(reply) = client.status(request).await {
+            answered.insert(peer, reply.into_inner());
+        }
+    }
+}
+
+/// The peers that have not answered.
+fn unanswered(
+    peers: &BTreeMap<NodeId, String>,
+    answered: &BTreeMap<NodeId, StatusReply>,
+) -> Vec<NodeId> {
+    peers
+        .keys()
+        .filter(|id| !answered.contains_key(id))
+        .copied()
+        .collect()
 }
 
 /// What a rejoining branch learns from its peers.
@@ -290,30 +303,13 @@ async fn survey_for_rejoin(
     let deadline = Instant::now() + PEERS_DEADLINE;
     let mut answered: BTreeMap<NodeId, StatusReply> = BTreeMap::new();
     loop {
-        for (&peer, addr) in peers {
-            if answered.contains_key(&peer) {
-                continue;
-            }
-            let Ok(mut client) = book.client(addr) else {
-                continue;
-            };
-            let mut request = tonic::Request::new(StatusRequest {});
-            request.set_timeout(STATUS_TIMEOUT);
-            if let Ok(reply) = client.status(request).await {
-                answered.insert(peer, reply.into_inner());
-            }
-        }
+        ask_statuses(book, peers, &mut answered).await;
         if answered.len() == peers.len() {
             break;
         }
         if Instant::now() >= deadline {
-            let missing = peers
-                .keys()
-                .filter(|id| !answered.contains_key(id))
-                .copied()
-                .collect();
             return Err(ClusterError::RejoinPeersMissing {
-                missing,
+                missing: unanswered(peers, &answered),
                 deadline: PEERS_DEADLINE,
             });
         }
