@@ -43,7 +43,7 @@ const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);
 
 /// Why a branch could not serve a request. Mapped to gRPC statuses in one place,
 /// [`crate::service`].
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum BranchError {
     #[error("no leader could be reached within {0:?}; the cluster may be electing or lack a quorum, try again")]
     NoLeader(Duration),
@@ -91,6 +91,7 @@ pub struct Branch {
     /// Deliberately broken reads for the simulator's self-test: serve the local replica
     /// without the read index (stale reads). Never set outside `crate::sim`.
     unsafe_local_reads: bool,
+    read_rounds: Arc<ReadRounds>,
 }
 
 impl Branch {
@@ -127,6 +128,7 @@ impl Branch {
             group: None,
             group_stop: Arc::new(watch::channel(false).0),
             group_task: Arc::default(),
+            read_rounds: Arc::new(ReadRounds::new()),
         };
         let (queue, pending) = mpsc::channel(GROUP_QUEUE_MAX);
         let stop = branch.group_stop.subscribe();
@@ -360,7 +362,22 @@ impl Branch {
 
     /// The leader's read index: a log index such that every write acknowledged before this
     /// call started is at or below it.
+    ///
+    /// Concurrent callers share rounds: a caller waits for the next round that starts after
+    /// it arrived (its answer covers every write acknowledged before then), so one quorum
+    /// confirmation (and, on a follower, one call to the leader) serves many reads.
     pub async fn read_index(&self, deadline: Instant) -> Result<Option<u64>, BranchError> {
+        let branch = self.clone();
+        let round: ReadRound = Box::pin(async move {
+            branch
+                .read_index_now(Instant::now() + REQUEST_DEADLINE)
+                .await
+        });
+        self.read_rounds.join(round, deadline).await
+    }
+
+    /// One read-index round of its own (see [`Branch::read_index`]).
+    async fn read_index_now(&self, deadline: Instant) -> Result<Option<u64>, BranchError> {
         for attempt in 0..ATTEMPTS_MAX {
             let timeout = deadline.saturating_duration_since(Instant::now());
             let leader = match tokio::time::timeout(timeout, self.raft.get_read_log_id()).await {
@@ -518,21 +535,97 @@ async fn commit_group(branch: &Branch, mut group: Vec<Pending>) {
             }
         }
         Err(error) => {
-            let why = error.to_string();
             for pending in group {
-                let error = match &error {
-                    BranchError::NoLeader(d) => BranchError::NoLeader(*d),
-                    BranchError::CatchUpTimeout(d) => BranchError::CatchUpTimeout(*d),
-                    BranchError::ShuttingDown => BranchError::ShuttingDown,
-                    BranchError::Internal(_) => BranchError::Internal(why.clone()),
-                    BranchError::Membership(_) => BranchError::Membership(why.clone()),
-                    BranchError::OutcomeUnknown(inner) => {
-                        BranchError::OutcomeUnknown(inner.clone())
-                    }
-                };
-                let _ = pending.reply.send(Err(error));
+                let _ = pending.reply.send(Err(error.clone()));
             }
         }
+    }
+}
+
+/// One read-index round, as a future that owns what it needs.
+type ReadRound =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<Option<u64>, BranchError>> + Send>>;
+
+#[derive(Default)]
+struct RoundsState {
+    /// Rounds started so far (the generation of the latest).
+    started: u64,
+    running: bool,
+    /// The round to start when the running one ends: brought by the first caller that came
+    /// while it ran.
+    next: Option<ReadRound>,
+}
+
+/// Read-index rounds shared by concurrent readers (see [`Branch::read_index`]).
+struct ReadRounds {
+    state: std::sync::Mutex<RoundsState>,
+    /// The latest finished round: its generation and its answer.
+    done: watch::Sender<(u64, Result<Option<u64>, BranchError>)>,
+}
+
+impl ReadRounds {
+    fn new() -> Self {
+        ReadRounds {
+            state: std::sync::Mutex::default(),
+            done: watch::channel((0, Ok(None))).0,
+        }
+    }
+
+    /// The answer of the first round that starts after this call (`round` is run if none is
+    /// running now, or queued as the next one if none is queued yet).
+    async fn join(
+        self: &Arc<Self>,
+        round: ReadRound,
+        deadline: Instant,
+    ) -> Result<Option<u64>, BranchError> {
+        let mut done = self.done.subscribe();
+        let target = {
+            let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+            if state.running {
+                if state.next.is_none() {
+                    state.next = Some(round);
+                }
+                state.started + 1
+            } else {
+                state.running = true;
+                state.started += 1;
+                let generation = state.started;
+                self.clone().run(generation, round);
+                generation
+            }
+        };
+        let timeout = deadline.saturating_duration_since(Instant::now());
+        let finished = done.wait_for(|(generation, _)| *generation >= target);
+        let answer = match tokio::time::timeout(timeout, finished).await {
+            Ok(Ok(finished)) => finished.1.clone(),
+            Ok(Err(_)) => Err(BranchError::ShuttingDown),
+            Err(_) => Err(BranchError::NoLeader(REQUEST_DEADLINE)),
+        };
+        answer
+    }
+
+    /// Runs rounds back to back while callers keep queueing them.
+    fn run(self: Arc<Self>, generation: u64, round: ReadRound) {
+        tokio::spawn(async move {
+            let (mut generation, mut round) = (generation, round);
+            loop {
+                let answer = round.await;
+                // The previous answer is replaced: every waiter for it has seen it or a later one.
+                let _previous = self.done.send_replace((generation, answer));
+                let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+                match state.next.take() {
+                    Some(next) => {
+                        state.started += 1;
+                        generation = state.started;
+                        round = next;
+                    }
+                    None => {
+                        state.running = false;
+                        return;
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -585,7 +678,51 @@ impl VoteGuard {
 
 #[cfg(test)]
 mod tests {
-    use super::VoteGuard;
+    use super::{BranchError, ReadRound, ReadRounds, VoteGuard};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+    use tokio::time::Instant;
+
+    /// A round that counts itself and answers its own number, after a while.
+    fn counted(rounds: &Arc<AtomicU64>) -> ReadRound {
+        let rounds = rounds.clone();
+        Box::pin(async move {
+            let number = rounds.fetch_add(1, Ordering::SeqCst) + 1;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            Ok::<_, BranchError>(Some(number))
+        })
+    }
+
+    #[tokio::test]
+    async fn concurrent_reads_share_rounds_and_never_get_an_older_one() {
+        let shared = Arc::new(ReadRounds::new());
+        let rounds = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        // The first caller starts round 1; callers that come while it runs need round 2.
+        let first = {
+            let (shared, round) = (shared.clone(), counted(&rounds));
+            tokio::spawn(async move { shared.join(round, deadline).await })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let mut later = Vec::new();
+        for _ in 0..50 {
+            let (shared, round) = (shared.clone(), counted(&rounds));
+            later.push(tokio::spawn(
+                async move { shared.join(round, deadline).await },
+            ));
+        }
+        assert_eq!(first.await.expect("join").expect("answer"), Some(1));
+        for waiter in later {
+            let answer = waiter.await.expect("join").expect("answer");
+            assert_eq!(
+                answer,
+                Some(2),
+                "a caller that came during round 1 needs round 2"
+            );
+        }
+        assert_eq!(rounds.load(Ordering::SeqCst), 2, "51 reads took 2 rounds");
+    }
 
     #[test]
     fn a_branch_that_never_rejoined_refuses_no_vote() {
