@@ -163,3 +163,34 @@ fn different_initial_balances_are_refused() {
         &["balance"],
     );
 }
+
+/// `--log-format json`: every log line on stderr is one JSON object (levels still from
+/// `RUST_LOG`), so a log shipper can read them.
+#[test]
+fn json_logs_are_one_object_per_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output_path = dir.path().join("output.json");
+    let input = common::reference("codlocker+CSE-531-Project/Project_1/input.json");
+    let run = Command::new(env!("CARGO_BIN_EXE_bank"))
+        .args(["--log-format", "json", "run"])
+        .arg(&input)
+        .arg("-o")
+        .arg(&output_path)
+        .env("RUST_LOG", "bank=debug")
+        .output()
+        .expect("bank binary runs");
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(run.status.success(), "{stderr}");
+    let logs: Vec<Value> = stderr
+        .lines()
+        .filter(|line| line.starts_with('{'))
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    assert!(!logs.is_empty(), "no JSON log line in: {stderr}");
+    for log in &logs {
+        assert!(
+            log["level"].is_string() && log["timestamp"].is_string(),
+            "{log}"
+        );
+    }
+}
