@@ -51,6 +51,27 @@ impl LogStore {
     fn lock(&self) -> Result<MutexGuard<'_, LogData>, StorageError> {
         self.inner.lock().map_err(poisoned("log"))
     }
+
+    /// The simulator's broken disk: forgets the last `count` entries, as a disk that
+    /// acknowledged writes before they were synced would after a crash (the committed index
+    /// it recorded goes back with them). Only for the simulator's deliberately broken variant.
+    #[cfg(feature = "simulation")]
+    pub(crate) fn forget_tail(&self, count: usize) {
+        let Ok(mut log) = self.lock() else { return };
+        for _ in 0..count {
+            if log.entries.pop_last().is_none() {
+                break;
+            }
+        }
+        let last = log
+            .entries
+            .last_key_value()
+            .map(|(_, e)| e.log_id)
+            .or(log.last_purged);
+        if log.committed > last {
+            log.committed = last;
+        }
+    }
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {

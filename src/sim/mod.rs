@@ -67,6 +67,9 @@ pub enum Broken {
     Nothing,
     /// Reads skip the read index and serve the local replica (stale reads).
     LocalReads,
+    /// The disk acknowledges appends before they are synced: a restarted branch has lost the
+    /// last few entries it had acknowledged.
+    UnsyncedAcks,
 }
 
 /// What one seed's run is made of.
@@ -220,6 +223,11 @@ fn run_seeded(config: &SimConfig) -> Report {
                 let peers = Peers::new(addresses.clone()).with_transport(Transport::Simulated);
                 let incarnation = state.incarnations.get();
                 state.incarnations.set(incarnation + 1);
+                if broken == Broken::UnsyncedAcks && incarnation > 0 {
+                    // What a crash takes from a disk that acknowledged before syncing.
+                    let lost = 1 + (mix(seed, (id << 32) | incarnation) % 8) as usize;
+                    state.log.forget_tail(lost);
+                }
                 let network = PeerNetworkFactory {
                     peers: peers.clone(),
                 };
