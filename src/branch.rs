@@ -367,12 +367,14 @@ impl Branch {
     /// it arrived (its answer covers every write acknowledged before then), so one quorum
     /// confirmation (and, on a follower, one call to the leader) serves many reads.
     pub async fn read_index(&self, deadline: Instant) -> Result<Option<u64>, BranchError> {
-        let branch = self.clone();
-        let round: ReadRound = Box::pin(async move {
-            branch
-                .read_index_now(Instant::now() + REQUEST_DEADLINE)
-                .await
-        });
+        let round = || -> ReadRound {
+            let branch = self.clone();
+            Box::pin(async move {
+                branch
+                    .read_index_now(Instant::now() + REQUEST_DEADLINE)
+                    .await
+            })
+        };
         self.read_rounds.join(round, deadline).await
     }
 
@@ -571,11 +573,11 @@ impl ReadRounds {
         }
     }
 
-    /// The answer of the first round that starts after this call (`round` is run if none is
-    /// running now, or queued as the next one if none is queued yet).
+    /// The answer of the first round that starts after this call (`round` makes one only if
+    /// none is running now, to run, or none is queued yet, to queue).
     async fn join(
         self: &Arc<Self>,
-        round: ReadRound,
+        round: impl FnOnce() -> ReadRound,
         deadline: Instant,
     ) -> Result<Option<u64>, BranchError> {
         let mut done = self.done.subscribe();
@@ -583,14 +585,14 @@ impl ReadRounds {
             let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
             if state.running {
                 if state.next.is_none() {
-                    state.next = Some(round);
+                    state.next = Some(round());
                 }
                 state.started + 1
             } else {
                 state.running = true;
                 state.started += 1;
                 let generation = state.started;
-                self.clone().run(generation, round);
+                self.clone().run(generation, round());
                 generation
             }
         };
@@ -702,15 +704,15 @@ mod tests {
         // The first caller starts round 1; callers that come while it runs need round 2.
         let first = {
             let (shared, round) = (shared.clone(), counted(&rounds));
-            tokio::spawn(async move { shared.join(round, deadline).await })
+            tokio::spawn(async move { shared.join(|| round, deadline).await })
         };
         tokio::time::sleep(Duration::from_millis(5)).await;
         let mut later = Vec::new();
         for _ in 0..50 {
             let (shared, round) = (shared.clone(), counted(&rounds));
-            later.push(tokio::spawn(
-                async move { shared.join(round, deadline).await },
-            ));
+            later.push(tokio::spawn(async move {
+                shared.join(|| round, deadline).await
+            }));
         }
         assert_eq!(first.await.expect("join").expect("answer"), Some(1));
         for waiter in later {

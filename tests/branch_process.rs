@@ -268,6 +268,13 @@ async fn sigkill_a_follower_then_the_leader_loses_no_acknowledged_deposit() {
     cluster.wait_serving(leader).await;
     load.progress(20).await;
 
+    assert_every_acknowledged_deposit_once(&mut cluster, load).await;
+    check_data_dirs(cluster.dirs.path());
+}
+
+/// Stops the load, then: every branch shows the same balance, and it holds every acknowledged
+/// deposit exactly once (plus some of those whose outcome was unknown).
+async fn assert_every_acknowledged_deposit_once(cluster: &mut Cluster, load: Load) {
     let (acknowledged, unknown) = load.stop().await;
     let mut balances = Vec::new();
     for id in 1..=3 {
@@ -283,7 +290,6 @@ async fn sigkill_a_follower_then_the_leader_loses_no_acknowledged_deposit() {
         "balance {} holds {applied} deposits; {acknowledged} were acknowledged and {unknown} had an unknown outcome",
         balances[0]
     );
-    check_data_dirs(cluster.dirs.path());
 }
 
 /// Every branch left its state in its own directory.
@@ -371,21 +377,7 @@ async fn a_wiped_branch_is_refused_then_rebuilt_with_rejoin() {
     }
     load.progress(20).await;
 
-    let (acknowledged, unknown) = load.stop().await;
-    let mut balances = Vec::new();
-    for id in 1..=3 {
-        balances.push(cluster.wait_serving(id).await);
-    }
-    assert!(
-        balances.iter().all(|&b| b == balances[0]),
-        "branches disagree: {balances:?}"
-    );
-    let applied = balances[0] - INITIAL;
-    assert!(
-        applied >= acknowledged && applied <= acknowledged + unknown,
-        "balance {} holds {applied} deposits; {acknowledged} were acknowledged and {unknown} had an unknown outcome",
-        balances[0]
-    );
+    assert_every_acknowledged_deposit_once(&mut cluster, load).await;
     let status = cluster
         .status(wiped)
         .await

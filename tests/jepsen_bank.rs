@@ -8,6 +8,7 @@ mod common;
 use std::time::Instant;
 
 use bank::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel};
+use bank::workload::Random;
 use common::start_cluster;
 use tokio::task::JoinSet;
 
@@ -19,22 +20,6 @@ const CLIENTS_PER_BRANCH: usize = 2;
 const OPERATIONS_PER_CLIENT: usize = 200;
 /// One operation in this many is a read of all balances; the others are transfers.
 const READ_EVERY: u64 = 3;
-
-/// xorshift64*: a small deterministic generator, seeded per client, so a failure replays.
-struct Random(u64);
-
-impl Random {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-}
 
 #[derive(Default)]
 struct Tally {
@@ -91,7 +76,7 @@ async fn concurrent_transfers_conserve_money() {
             let seed = 0x9E37_79B9_7F4A_7C15 ^ ((branch_index * 16 + client_index + 1) as u64);
             clients.spawn(async move {
                 let client = Client::new(&rotated, ClientConfig::default()).expect("client");
-                let mut random = Random(seed);
+                let mut random = Random::new(seed);
                 let mut tally = Tally::default();
                 for _ in 0..OPERATIONS_PER_CLIENT {
                     if random.below(READ_EVERY) == 0 {
