@@ -3,8 +3,13 @@
 //! - Table `log`: index -> openraft `Entry` (JSON). `append` commits a redb write transaction
 //!   with `Durability::Immediate` (fsync) *before* it tells openraft the entries are flushed, as
 //!   openraft's contract requires: an entry acknowledged to a leader is on disk.
-//! - Table `meta`: the vote, the committed log id, the last purged log id, the latest snapshot
-//!   (meta and data) and the cluster's identity (see [`ClusterIdentity`]).
+//! - Table `meta`: the vote, the committed log id, the last purged log id, the record of the
+//!   latest snapshot ([`SnapshotRecord`]) and the cluster's identity (see [`ClusterIdentity`]).
+//! - Snapshots: the ledger in its compact encoding (`crate::ledger`'s snapshot module, 32
+//!   bytes per account, checksummed) in `DIR/snapshot-<sequence>.bin`, beside the database
+//!   rather than in it, so a snapshot of a million accounts neither bloats the database nor
+//!   stays in memory. Written to a `.partial` file, synced, renamed, the directory synced, and
+//!   only then recorded in `meta`; older files are removed after.
 //!
 //! The state machine itself is not written on every apply. On start it is restored from the
 //! latest snapshot, and openraft re-applies the committed entries after it (it reads the
@@ -22,12 +27,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{Entry, RaftLogReader, StorageIOError, Vote};
+use openraft::{Entry, RaftLogReader, SnapshotMeta, StorageIOError, Vote};
 use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use super::{LogId, NodeId, StorageError, TypeConfig};
+use super::{BasicNode, LogId, NodeId, StorageError, TypeConfig};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
@@ -42,6 +47,11 @@ const REJOIN: &str = "rejoin";
 /// How long [`DurableStore::open`] waits for a database another handle still holds.
 const OPEN_RETRY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
 const OPEN_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// redb's page cache. Its default, 1 GiB, would let a branch's memory grow far past its
+/// ledger; the database holds only the log tail (snapshots are files), whose recent entries
+/// are what replication reads back.
+const DATABASE_CACHE_BYTES: usize = 32 * 1024 * 1024;
 
 /// The file name of a branch's database inside its data directory.
 pub const DATABASE_FILE: &str = "branch.redb";
@@ -64,6 +74,21 @@ pub enum DurableError {
         what: &'static str,
         source: serde_json::Error,
     },
+    #[error("{path}: the latest snapshot does not load: {why}. This branch will not serve state it cannot trust; restore the data directory, or start the branch afresh with `--rejoin` after moving it away")]
+    Snapshot { path: PathBuf, why: String },
+}
+
+/// Where the latest snapshot is. Recorded in the `meta` table only once its file is written
+/// and synced, so a crash while writing a snapshot leaves the previous one in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRecord {
+    pub meta: SnapshotMeta<NodeId, BasicNode>,
+    /// The file's name in the data directory: `snapshot-<sequence>.bin`.
+    pub file: String,
+    /// Its length in bytes (the ledger's encoding carries its own checksum).
+    pub len: u64,
+    /// Counts the snapshots this data directory has written, for unique file names.
+    pub sequence: u64,
 }
 
 /// What a data directory belongs to, written once when the cluster is first created and checked
@@ -89,6 +114,21 @@ pub struct RejoinState {
     /// it rejoined, so that its log holds every entry committed before it lost its data) and
     /// is a voter again if it was one.
     pub caught_up: bool,
+}
+
+/// A snapshot being written; see [`DurableStore::create_snapshot`].
+#[derive(Debug)]
+pub(crate) struct SnapshotFile {
+    file: String,
+    partial: PathBuf,
+    sequence: u64,
+    pub(crate) out: std::io::BufWriter<std::fs::File>,
+}
+
+const SNAPSHOT_WRITE_BUFFER_BYTES: usize = 256 * 1024;
+
+fn snapshot_write_error(e: std::io::Error) -> StorageError {
+    StorageIOError::write_snapshot(None, &e).into()
 }
 
 /// A branch's open database. Cheap to clone.
@@ -120,7 +160,10 @@ impl DurableStore {
         // wait a little for it, bounded, before giving up.
         let deadline = std::time::Instant::now() + OPEN_RETRY_DEADLINE;
         let db = loop {
-            match Database::create(&path) {
+            match Database::builder()
+                .set_cache_size(DATABASE_CACHE_BYTES)
+                .create(&path)
+            {
                 Ok(db) => break db,
                 Err(redb::DatabaseError::DatabaseAlreadyOpen)
                     if std::time::Instant::now() < deadline =>
@@ -228,6 +271,121 @@ impl DurableStore {
             what,
             source: serde_json::Error::io(std::io::Error::other(e.to_string())),
         }
+    }
+
+    /// The data directory this database lives in.
+    fn dir(&self) -> &Path {
+        self.path.parent().unwrap_or_else(|| Path::new("."))
+    }
+
+    /// The record of the latest snapshot, if one was written.
+    pub(crate) fn snapshot_record(&self) -> Result<Option<SnapshotRecord>, StorageError> {
+        self.get_meta(SNAPSHOT)
+    }
+
+    /// Starts writing snapshot number `sequence`: a `.partial` file, buffered. Write the
+    /// snapshot to [`SnapshotFile::out`], then [`DurableStore::commit_snapshot`] it.
+    pub(crate) fn create_snapshot(&self, sequence: u64) -> Result<SnapshotFile, StorageError> {
+        let file = format!("snapshot-{sequence:020}.bin");
+        let partial = self.dir().join(format!("{file}.partial"));
+        let out = std::fs::File::create(&partial).map_err(snapshot_write_error)?;
+        Ok(SnapshotFile {
+            file,
+            partial,
+            sequence,
+            out: std::io::BufWriter::with_capacity(SNAPSHOT_WRITE_BUFFER_BYTES, out),
+        })
+    }
+
+    /// Makes a written snapshot the latest: synced, renamed into place, the directory synced,
+    /// and only then recorded. Older snapshot files are removed afterwards (a failure to
+    /// remove one is logged; it is only disk space).
+    pub(crate) fn commit_snapshot(
+        &self,
+        snapshot: SnapshotFile,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        len: u64,
+    ) -> Result<SnapshotRecord, StorageError> {
+        let SnapshotFile {
+            file,
+            partial,
+            sequence,
+            out,
+        } = snapshot;
+        let out = out
+            .into_inner()
+            .map_err(|e| snapshot_write_error(e.into_error()))?;
+        out.sync_all().map_err(snapshot_write_error)?;
+        drop(out);
+        std::fs::rename(&partial, self.dir().join(&file)).map_err(snapshot_write_error)?;
+        std::fs::File::open(self.dir())
+            .and_then(|d| d.sync_all())
+            .map_err(snapshot_write_error)?;
+        let record = SnapshotRecord {
+            meta: meta.clone(),
+            file,
+            len,
+            sequence,
+        };
+        self.put_meta(SNAPSHOT, &record)?;
+        self.remove_snapshot_files_but(&record.file);
+        Ok(record)
+    }
+
+    /// Writes `bytes` (a snapshot received from the leader) as snapshot number `sequence`.
+    pub(crate) fn write_snapshot(
+        &self,
+        meta: &SnapshotMeta<NodeId, BasicNode>,
+        bytes: &[u8],
+        sequence: u64,
+    ) -> Result<SnapshotRecord, StorageError> {
+        use std::io::Write as _;
+        let mut snapshot = self.create_snapshot(sequence)?;
+        snapshot
+            .out
+            .write_all(bytes)
+            .map_err(snapshot_write_error)?;
+        self.commit_snapshot(snapshot, meta, bytes.len() as u64)
+    }
+
+    /// Removes every snapshot file (or partial one) in the data directory except `keep`.
+    fn remove_snapshot_files_but(&self, keep: &str) {
+        let entries = match std::fs::read_dir(self.dir()) {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!("listing {} for old snapshots: {e}", self.dir().display());
+                return;
+            }
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with("snapshot-") && name != keep {
+                if let Err(e) = std::fs::remove_file(entry.path()) {
+                    tracing::warn!("removing old snapshot {}: {e}", entry.path().display());
+                }
+            }
+        }
+    }
+
+    /// The bytes of the snapshot `record` names, checked against its recorded length.
+    pub(crate) fn read_snapshot(&self, record: &SnapshotRecord) -> Result<Vec<u8>, StorageError> {
+        let path = self.dir().join(&record.file);
+        let read_error = |e: std::io::Error| {
+            StorageError::from(StorageIOError::read_snapshot(
+                Some(record.meta.signature()),
+                &std::io::Error::new(e.kind(), format!("{}: {e}", path.display())),
+            ))
+        };
+        let bytes = std::fs::read(&path).map_err(read_error)?;
+        if bytes.len() as u64 != record.len {
+            return Err(read_error(std::io::Error::other(format!(
+                "{} bytes, but {} were written",
+                bytes.len(),
+                record.len
+            ))));
+        }
+        Ok(bytes)
     }
 
     pub fn log_store(&self) -> DurableLogStore {
@@ -438,5 +596,83 @@ mod tests {
             .await
             .expect("snapshot")
             .is_some());
+    }
+
+    /// Applies `count` account openings to `state_machine` as log entries after `index`.
+    async fn open_accounts(state_machine: &mut StateMachineStore, index: u64, count: u64) {
+        use crate::ledger::{Command, Proposal, RequestId};
+        use openraft::storage::RaftStateMachine;
+        let entries = (1..=count).map(|n| Entry::<TypeConfig> {
+            log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index + n),
+            payload: openraft::EntryPayload::Normal(Proposal {
+                request_id: RequestId {
+                    origin: 9,
+                    sequence: index + n,
+                },
+                command: Command::Open {
+                    account: index + n,
+                    balance_minor_units: n,
+                    overdraft_limit_minor_units: 0,
+                    balance_max_minor_units: 1_000,
+                },
+            }),
+        });
+        state_machine.apply(entries).await.expect("apply");
+    }
+
+    fn snapshot_files(dir: &Path) -> Vec<String> {
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .expect("list")
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|name| name.starts_with("snapshot-"))
+            .collect();
+        files.sort();
+        files
+    }
+
+    /// A restarted branch starts from its latest snapshot file; older files are removed; a
+    /// damaged file is refused with an error that names it, never loaded or replaced.
+    #[tokio::test]
+    async fn the_latest_snapshot_file_is_restored_and_a_damaged_one_refused() {
+        use openraft::RaftSnapshotBuilder;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ledger = {
+            let store = DurableStore::open(dir.path()).expect("open");
+            let mut state_machine = StateMachineStore::restore(store).expect("restore");
+            open_accounts(&mut state_machine, 0, 20).await;
+            state_machine.build_snapshot().await.expect("first snapshot");
+            open_accounts(&mut state_machine, 20, 5).await;
+            let built = state_machine.build_snapshot().await.expect("second snapshot");
+            assert_eq!(built.meta.last_log_id.map(|id| id.index), Some(25));
+            state_machine
+                .read(|state| state.ledger.clone())
+                .expect("read")
+        };
+        let files = snapshot_files(dir.path());
+        assert_eq!(files, vec!["snapshot-00000000000000000002.bin"]);
+
+        let store = DurableStore::open(dir.path()).expect("reopen");
+        let restored = StateMachineStore::restore(store).expect("restore");
+        let (applied, restored_ledger) = restored
+            .read(|state| (state.last_applied, state.ledger.clone()))
+            .expect("read");
+        assert_eq!(applied.map(|id| id.index), Some(25));
+        assert_eq!(restored_ledger, ledger);
+        drop(restored);
+
+        let path = dir.path().join(&files[0]);
+        let mut bytes = std::fs::read(&path).expect("read snapshot");
+        bytes[20] ^= 1;
+        std::fs::write(&path, &bytes).expect("damage snapshot");
+        let store = DurableStore::open(dir.path()).expect("reopen");
+        match StateMachineStore::restore(store) {
+            Ok(_) => panic!("a damaged snapshot was loaded"),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(e.contains("checksum") && e.contains(&files[0]), "{e}");
+            }
+        }
+        assert_eq!(std::fs::read(&path).expect("still there"), bytes);
     }
 }
