@@ -641,9 +641,15 @@ mod tests {
             let store = DurableStore::open(dir.path()).expect("open");
             let mut state_machine = StateMachineStore::restore(store).expect("restore");
             open_accounts(&mut state_machine, 0, 20).await;
-            state_machine.build_snapshot().await.expect("first snapshot");
+            state_machine
+                .build_snapshot()
+                .await
+                .expect("first snapshot");
             open_accounts(&mut state_machine, 20, 5).await;
-            let built = state_machine.build_snapshot().await.expect("second snapshot");
+            let built = state_machine
+                .build_snapshot()
+                .await
+                .expect("second snapshot");
             assert_eq!(built.meta.last_log_id.map(|id| id.index), Some(25));
             state_machine
                 .read(|state| state.ledger.clone())

@@ -207,9 +207,12 @@ impl StateMachineStore {
             path: path.clone(),
             why,
         };
-        let record = durable
-            .snapshot_record()
-            .map_err(|e| refused(format!("its record does not decode ({e})")))?;
+        let record = durable.snapshot_record().map_err(|e| {
+            refused(format!(
+                "its record does not decode ({e}); a data directory written by a bank from \
+                     before 2026-11-25, when snapshots moved to files, is not migrated"
+            ))
+        })?;
         let store = StateMachineStore {
             durable: Some(durable.clone()),
             ..Default::default()
