@@ -33,6 +33,8 @@ pub enum StatusError {
     BadAddress { addr: String, reason: String },
     #[error("cannot reach the branch at {addr}: {reason} (is it running, and is that its --listen address?)")]
     Unreachable { addr: String, reason: String },
+    #[error("the branch at {addr} refused: {reason} (on a TLS cluster give --tls-ca, and the cluster's certificate as --tls-cert and --tls-key)")]
+    Refused { addr: String, reason: String },
 }
 
 /// One branch, as `bank status` shows it.
@@ -107,7 +109,15 @@ async fn ask(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<StatusReply, S
             .status(request)
             .await
             .map(|reply| reply.into_inner())
-            .map_err(|status| unreachable(format!("{}: {}", status.code(), status.message())))
+            .map_err(|status| match status.code() {
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                    StatusError::Refused {
+                        addr: addr.to_string(),
+                        reason: status.message().to_string(),
+                    }
+                }
+                _ => unreachable(format!("{}: {}", status.code(), status.message())),
+            })
     })
     .await;
     answered.unwrap_or_else(|_| Err(unreachable(format!("no answer within {STATUS_DEADLINE:?}"))))
