@@ -99,9 +99,11 @@ impl Grant {
         if forbidden.is_empty() {
             return Ok(());
         }
+        let forbidden: Vec<String> = forbidden.iter().map(u64::to_string).collect();
         Err(Status::permission_denied(format!(
-            "token {:?} may not touch account(s) {:?}; nothing was done",
-            self.name, forbidden
+            "token {:?} may not touch account {}; nothing was done",
+            self.name,
+            forbidden.join(", ")
         )))
     }
 }

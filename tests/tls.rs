@@ -697,3 +697,120 @@ fn the_cli_makes_certificates_and_checks_tls_options() {
     let stderr = String::from_utf8_lossy(&clear.stderr);
     assert!(stderr.contains("in clear"), "{stderr}");
 }
+
+/// Kills the `bank branch` process it holds when dropped, even if the test fails.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The README's commands, end to end: `bank certs`, a one-branch TLS `bank branch` with
+/// tokens, `bank account` with `--tls-ca` and `--token`, `bank status` with the certificate.
+#[test]
+fn the_cli_runs_a_tls_branch_with_tokens() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = dir.path().join("certs");
+    assert!(bank(&["certs", "--out", path(&out)]).status.success());
+    let files = CertFiles::in_dir(&out);
+    let tokens = dir.path().join("tokens.json");
+    std::fs::write(
+        &tokens,
+        format!(
+            r#"{{"tokens": [
+                {{"name": "alice", "token": "{ALICE}", "accounts": [1]}},
+                {{"name": "ops", "token": "{OPS}", "accounts": "all"}}
+            ]}}"#
+        ),
+    )
+    .expect("write tokens");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|probe| probe.local_addr())
+        .expect("a free port")
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let (cert, key, ca) = (
+        path(&files.branch_cert),
+        path(&files.branch_key),
+        path(&files.ca_cert),
+    );
+    let _branch = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_bank"))
+            .args(["branch", "--id", "1", "--listen", &addr, "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args(["--tls-cert", cert, "--tls-key", key, "--tls-ca", ca])
+            .arg("--tokens")
+            .arg(&tokens)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn bank branch"),
+    );
+    // The client retries until the branch serves and has a leader, within --timeout.
+    let opened = bank(&[
+        "account",
+        "open",
+        "1",
+        "--balance",
+        "100",
+        "--branch",
+        &addr,
+        "--tls-ca",
+        ca,
+        "--token",
+        OPS,
+        "--timeout",
+        "30",
+    ]);
+    assert!(opened.status.success(), "{opened:?}");
+    let opened = bank(&[
+        "account",
+        "open",
+        "2",
+        "--balance",
+        "100",
+        "--branch",
+        &addr,
+        "--tls-ca",
+        ca,
+        "--token",
+        OPS,
+    ]);
+    assert!(opened.status.success(), "{opened:?}");
+    let mine = Command::new(env!("CARGO_BIN_EXE_bank"))
+        .args([
+            "account", "balance", "1", "--json", "--branch", &addr, "--tls-ca", ca,
+        ])
+        .env("BANK_TOKEN", ALICE)
+        .output()
+        .expect("run bank");
+    assert!(mine.status.success(), "{mine:?}");
+    assert!(String::from_utf8_lossy(&mine.stdout).contains(r#""balance":100"#));
+    let theirs = bank(&[
+        "account", "transfer", "2", "1", "50", "--branch", &addr, "--tls-ca", ca, "--token", ALICE,
+    ]);
+    assert!(!theirs.status.success());
+    let stderr = String::from_utf8_lossy(&theirs.stderr);
+    assert!(stderr.contains("PermissionDenied"), "{stderr}");
+
+    let status = bank(&[
+        "status",
+        "--branch",
+        &addr,
+        "--json",
+        "--tls-ca",
+        ca,
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+    ]);
+    assert!(status.status.success(), "{status:?}");
+    let no_certificate = bank(&["status", "--branch", &addr, "--tls-ca", ca]);
+    assert!(!no_certificate.status.success());
+    let stderr = String::from_utf8_lossy(&no_certificate.stderr);
+    assert!(stderr.contains("refused"), "{stderr}");
+}
