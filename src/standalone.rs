@@ -282,7 +282,10 @@ async fn ask_statuses(
         };
         let mut request = tonic::Request::new(StatusRequest {});
         request.set_timeout(STATUS_TIMEOUT);
-        if let Ok(reply) = client.status(request).await {
+        // Bounded here too: the gRPC deadline binds the server only, and a peer whose port is
+        // bound but not served yet (it is surveying its own peers) never answers a TLS
+        // handshake.
+        if let Ok(Ok(reply)) = tokio::time::timeout(STATUS_TIMEOUT, client.status(request)).await {
             answered.insert(peer, reply.into_inner());
         }
     }
