@@ -59,7 +59,9 @@ impl tonic::service::Interceptor for PeerAuth {
         match request.peer_certs() {
             Some(certificates) if !certificates.is_empty() => Ok(request),
             _ => {
-                tracing::warn!(
+                // Counted in the metrics (`outcome="unauthenticated"`); logged at debug only,
+                // so that a flood of refused calls cannot flood the logs.
+                tracing::debug!(
                     remote = ?request.remote_addr(),
                     "refused a peer call without a cluster certificate"
                 );

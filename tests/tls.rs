@@ -426,6 +426,15 @@ async fn a_peer_without_a_certificate_cannot_vote_or_append() {
     // The refused calls changed nothing (a vote in a higher term would have raised every
     // term; the entry would have added money).
     assert_eq!(cluster.raft_state(), before, "the cluster changed");
+    let exposition = bank::metrics::global().render().expect("metrics render");
+    assert!(
+        exposition
+            .lines()
+            .any(|line| line.starts_with("bank_requests_total")
+                && line.contains(r#"interface="vote""#)
+                && line.contains(r#"outcome="unauthenticated""#)),
+        "refused peer calls are counted"
+    );
     // And it still works.
     let written = cluster
         .client(None)
