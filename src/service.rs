@@ -132,6 +132,16 @@ fn parse_customer_request(request: &CustomerRequest) -> Result<CustomerOp, Statu
     }
 }
 
+/// A customer request's `interface` label in the metrics.
+fn interface_label(request: &CustomerRequest) -> &'static str {
+    match parse_customer_request(request) {
+        Ok(CustomerOp::Deposit(_)) => "deposit",
+        Ok(CustomerOp::Withdraw(_)) => "withdraw",
+        Ok(CustomerOp::Query) => "query",
+        Err(_) => "invalid",
+    }
+}
+
 fn wire_balance(balance_minor_units: i64) -> Result<i32, Status> {
     i32::try_from(balance_minor_units).map_err(|_| {
         Status::out_of_range(format!(
@@ -165,7 +175,7 @@ impl crate::proto::customer::branch_server::Branch for CustomerService {
         {
             metrics::global().record_request(
                 self.branch.id,
-                "invalid",
+                interface_label(request.get_ref()),
                 metrics::code_label(status.code()),
                 started.elapsed(),
             );
@@ -184,12 +194,7 @@ impl crate::proto::customer::branch_server::Branch for CustomerService {
             Ok(_permit) => self.deliver(&request).await,
             Err(status) => Err(status),
         };
-        let interface = match parse_customer_request(&request) {
-            Ok(CustomerOp::Deposit(_)) => "deposit",
-            Ok(CustomerOp::Withdraw(_)) => "withdraw",
-            Ok(CustomerOp::Query) => "query",
-            Err(_) => "invalid",
-        };
+        let interface = interface_label(&request);
         let outcome = match &answer {
             Ok(reply) if reply.get_ref().result == "success" => "success",
             Ok(_) => "fail",
