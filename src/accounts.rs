@@ -419,6 +419,42 @@ mod tests {
         result.err().map(|s| s.code())
     }
 
+    /// What a token must allow: both sides of a transfer, every item of a batch (an item
+    /// without a write touches nothing, and is refused as malformed later).
+    #[test]
+    fn requests_name_every_account_they_touch() {
+        let transfer = pb::TransferRequest {
+            request_id: id(1, 1),
+            from_account: 4,
+            to_account: 9,
+            amount: 1,
+        };
+        assert_eq!(transfer.accounts(), vec![4, 9]);
+        let batch = pb::SubmitBatchRequest {
+            request_id: id(9, 1),
+            items: vec![
+                deposit_item(9, 2),
+                pb::BatchItem {
+                    write: Some(pb::batch_item::Write::Transfer(transfer)),
+                },
+                pb::BatchItem {
+                    write: Some(pb::batch_item::Write::OpenAccount(pb::OpenAccountRequest {
+                        request_id: id(9, 3),
+                        account: 7,
+                        ..Default::default()
+                    })),
+                },
+                pb::BatchItem { write: None },
+            ],
+        };
+        assert_eq!(batch.accounts(), vec![1, 4, 9, 7]);
+        let read = pb::GetBalancesRequest {
+            accounts: vec![3, 5],
+            ..Default::default()
+        };
+        assert_eq!(read.accounts(), vec![3, 5]);
+    }
+
     #[test]
     fn request_ids_must_be_present_with_a_non_zero_origin() {
         assert_eq!(code(request_id(None)), Some(tonic::Code::InvalidArgument));
