@@ -269,6 +269,20 @@ impl TlsArgs {
     }
 }
 
+/// `error`, with a hint when it looks like TLS on one side only: HTTP/2 sent to a TLS port
+/// breaks as an h2 protocol error; TLS sent to a plaintext port as a corrupt TLS record.
+fn tls_hint(error: impl Into<anyhow::Error>, tls_on: bool) -> anyhow::Error {
+    let error = error.into();
+    let text = format!("{error:#}");
+    if !tls_on && text.contains("h2 protocol error") {
+        error.context("the branch may serve TLS only: give --tls-ca (see `bank certs`)")
+    } else if tls_on && text.contains("InvalidContentType") {
+        error.context("the branch may not serve TLS: leave out --tls-ca")
+    } else {
+        error
+    }
+}
+
 /// `--token` as a client token, checked.
 fn client_token(token: Option<&str>) -> Result<Option<bank::client::Token>> {
     token
@@ -758,11 +772,13 @@ async fn account(
         .ok()
         .filter(|d| !d.is_zero())
         .context("--timeout must be a positive number of seconds")?;
+    let tls = tls.load()?;
+    let tls_on = tls.is_some();
     let client = Client::new(
         branches,
         ClientConfig {
             deadline,
-            tls: tls.load()?,
+            tls,
             token: client_token(token)?,
             ..ClientConfig::default()
         },
@@ -773,7 +789,10 @@ async fn account(
                 ReadArg::Linearizable => ReadLevel::Linearizable,
                 ReadArg::Local => ReadLevel::Local,
             };
-            let reply = client.get_balances(&accounts, level).await?;
+            let reply = client
+                .get_balances(&accounts, level)
+                .await
+                .map_err(|e| tls_hint(e, tls_on))?;
             let missing: Vec<u64> = reply
                 .balances
                 .iter()
@@ -836,7 +855,10 @@ async fn account(
         } => (Write::Transfer { from, to, amount }, request_id),
     };
     let request_id = request_id.unwrap_or_else(|| client.next_request_id());
-    let written = client.write_with_id(request_id, &write).await?;
+    let written = client
+        .write_with_id(request_id, &write)
+        .await
+        .map_err(|e| tls_hint(e, tls_on))?;
     let result = &written.result;
     let id = format!("{}:{}", request_id.origin, request_id.sequence);
     if json {
@@ -919,7 +941,10 @@ async fn account(
 }
 
 async fn status(branch: &str, json: bool, tls: &TlsArgs) -> Result<()> {
-    let status = bank::status::cluster_status_with(branch, tls.load()?.as_ref()).await?;
+    let tls = tls.load()?;
+    let status = bank::status::cluster_status_with(branch, tls.as_ref())
+        .await
+        .map_err(|e| tls_hint(e, tls.is_some()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
