@@ -805,6 +805,21 @@ fn the_cli_runs_a_tls_branch_with_tokens() {
     let stderr = String::from_utf8_lossy(&theirs.stderr);
     assert!(stderr.contains("PermissionDenied"), "{stderr}");
 
+    let plaintext = bank(&[
+        "account",
+        "balance",
+        "1",
+        "--branch",
+        &addr,
+        "--token",
+        OPS,
+        "--timeout",
+        "2",
+    ]);
+    assert!(!plaintext.status.success());
+    let stderr = String::from_utf8_lossy(&plaintext.stderr);
+    assert!(stderr.contains("give --tls-ca"), "{stderr}");
+
     let status = bank(&[
         "status",
         "--branch",
