@@ -106,7 +106,8 @@ enum Command {
         bank branch --id 1 --listen 127.0.0.1:7001 --peer 2=127.0.0.1:7002 --peer 3=127.0.0.1:7003 --data-dir d1 --balance 400\n  \
         bank branch --id 2 --listen 127.0.0.1:7002 --peer 1=127.0.0.1:7001 --peer 3=127.0.0.1:7003 --data-dir d2 --balance 400\n  \
         bank branch --id 3 --listen 127.0.0.1:7003 --peer 1=127.0.0.1:7001 --peer 2=127.0.0.1:7002 --data-dir d3 --balance 400\n\n\
-        A new cluster is created once every branch is up with an empty data directory.")]
+        A new cluster is created once every branch is up with an empty data directory. \
+        TLS (mutual between branches): see `bank certs --help`; customer tokens: --tokens (README: TLS and tokens).")]
     Branch {
         /// This branch's id (a positive integer, unique in the cluster).
         #[arg(long)]
@@ -177,7 +178,8 @@ enum Command {
         bank account open 1 --balance 100 --branch 127.0.0.1:50051 --branch 127.0.0.1:50052\n  \
         bank account deposit 1 20 --branch 127.0.0.1:50051\n  \
         bank account transfer 1 2 50 --branch 127.0.0.1:50051\n  \
-        bank account balance 1 2 --json --branch 127.0.0.1:50052\n\n\
+        bank account balance 1 2 --json --branch 127.0.0.1:50052\n  \
+        BANK_TOKEN=... bank account balance 1 --branch 127.0.0.1:7001 --tls-ca certs/ca.pem   (TLS, token)\n\n\
         A refused operation (e.g. insufficient funds) exits 1 and says why. If no branch confirms a \
         write in time its outcome is unknown: resend it with --request-id ORIGIN:SEQUENCE as printed.")]
     Account {
