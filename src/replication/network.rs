@@ -6,6 +6,8 @@
 //!
 //! [`Peers`] caches one lazily-connected tonic `Channel` per peer (channels multiplex many
 //! calls over one HTTP/2 connection and reconnect by themselves); every call has a deadline.
+//! With TLS ([`Peers::with_tls`]) every channel is `https`, trusts only the cluster's CA and
+//! presents the branch's certificate: mutual TLS (see [`crate::tls`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
@@ -22,7 +24,7 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::{BasicNode, NodeId, TypeConfig, PEER_RPC_TIMEOUT};
 use crate::proto::peer::peer_client::PeerClient;
@@ -54,6 +56,8 @@ pub enum PeerError {
         addr: String,
         source: tonic::transport::Error,
     },
+    #[error("TLS to peer {addr}: {why}")]
+    Tls { addr: String, why: String },
     #[error("peer call failed: {0}")]
     Call(#[from] tonic::Status),
     #[error("peer sent a reply that does not decode: {0}")]
@@ -71,6 +75,8 @@ pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     addresses: Arc<BTreeMap<NodeId, String>>,
     transport: Transport,
+    /// Mutual TLS to every peer; `None`: plaintext.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Peers {
@@ -79,7 +85,16 @@ impl Peers {
             channels: Arc::default(),
             addresses: Arc::new(addresses),
             transport: Transport::Tcp,
+            tls: None,
         }
+    }
+
+    /// The same address book, reached over mutual TLS with `tls` (the cluster's CA as the only
+    /// root, the branch's certificate as client identity).
+    pub fn with_tls(mut self, tls: ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self.channels = Arc::default();
+        self
     }
 
     /// The same address book, reached over `transport`.
@@ -108,11 +123,23 @@ impl Peers {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|source| PeerError::BadAddress {
-                addr: addr.to_string(),
-                source,
-            })?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint =
+            Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|source| {
+                PeerError::BadAddress {
+                    addr: addr.to_string(),
+                    source,
+                }
+            })?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| PeerError::Tls {
+                    addr: addr.to_string(),
+                    why: crate::tls::error_chain(&e),
+                })?;
+        }
+        let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             // A peer that vanished without closing the connection (a pause, a cable) is
