@@ -364,10 +364,11 @@ async fn change_membership_via_peers(
                 continue;
             };
             let mut request = tonic::Request::new(payload.clone());
-            request.set_timeout(
-                REQUEST_DEADLINE.min(deadline.saturating_duration_since(Instant::now())),
-            );
-            match client.change_membership(request).await {
+            let timeout = REQUEST_DEADLINE.min(deadline.saturating_duration_since(Instant::now()));
+            request.set_timeout(timeout);
+            match crate::replication::network::within(timeout, client.change_membership(request))
+                .await
+            {
                 Ok(reply) => {
                     return decode::<u64>(reply.get_ref()).map_err(|e| ClusterError::Branch {
                         id: 0,

@@ -11,6 +11,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -228,9 +229,9 @@ impl PeerNetwork {
         let timeout = option.hard_ttl().min(PEER_RPC_TIMEOUT * 5);
         request.set_timeout(timeout);
         let reply = match rpc {
-            Rpc::AppendEntries => client.append_entries(request).await,
-            Rpc::Vote => client.vote(request).await,
-            Rpc::InstallSnapshot => client.install_snapshot(request).await,
+            Rpc::AppendEntries => within(timeout, client.append_entries(request)).await,
+            Rpc::Vote => within(timeout, client.vote(request)).await,
+            Rpc::InstallSnapshot => within(timeout, client.install_snapshot(request)).await,
         };
         let reply = reply.map_err(|status| match status.code() {
             // Unknown is how tonic reports a broken connection ("transport error"); as
@@ -243,6 +244,22 @@ impl PeerNetwork {
         let result: Result<Resp, RaftError<NodeId, E>> =
             decode(reply.get_ref()).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// Awaits a gRPC call for at most `timeout`, client side. `Request::set_timeout` only tells the
+/// server (`grpc-timeout`); a peer that accepted the connection but never answers (paused,
+/// wedged, or a port held open mid-handshake) would otherwise hold the caller until TCP or the
+/// HTTP/2 keep-alive gives up.
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "no answer within {timeout:?}"
+        ))),
     }
 }
 
