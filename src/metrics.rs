@@ -12,7 +12,8 @@
 //!   (`forward`, `append_entries`, `read_index`, ...). `outcome` is `success` / `fail` for a
 //!   customer's answered operation (`fail`: refused by the ledger, e.g. insufficient funds),
 //!   otherwise the gRPC status code in snake case (`ok`, `unavailable`, `invalid_argument`, ...).
-//! - `bank_raft_*{branch}` gauges (term, leader, last log / applied / snapshot / purged index,
+//! - `bank_raft_*{branch}` gauges (term, leader, last log / committed (on the leader) /
+//!   applied / snapshot / purged index,
 //!   leader or not, member or not) and `bank_health_serving{branch}`, mirrored from openraft's
 //!   metrics by [`crate::health`]'s watcher on every change.
 //! - `bank_ledger_invariant_checks_total{branch}`: ledger applies whose invariants were checked
@@ -76,6 +77,7 @@ pub struct Metrics {
     raft_member: Gauges,
     raft_last_log_index: Gauges,
     raft_applied_index: Gauges,
+    raft_committed_index: Gauges,
     raft_snapshot_index: Gauges,
     raft_purged_index: Gauges,
     health_serving: Gauges,
@@ -86,6 +88,33 @@ pub struct Metrics {
 pub fn global() -> &'static Metrics {
     static METRICS: OnceLock<Metrics> = OnceLock::new();
     METRICS.get_or_init(Metrics::new)
+}
+
+/// On the leader, the highest log index a majority of voters hold: what openraft's
+/// replication metrics say each voter has matched (the leader's own entry is its flushed log),
+/// sorted, and the majority-th from the top. `None` on any other branch.
+fn committed_index(raft: &RaftMetrics) -> Option<u64> {
+    let replication = raft.replication.as_ref()?;
+    let mut matched: Vec<Option<u64>> = raft
+        .membership_config
+        .membership()
+        .voter_ids()
+        .map(|voter| {
+            replication
+                .get(&voter)
+                .and_then(|m| m.map(|id| id.index))
+                .or(if voter == raft.id {
+                    raft.last_log_index
+                } else {
+                    None
+                })
+        })
+        .collect();
+    if matched.is_empty() {
+        return None;
+    }
+    matched.sort_unstable_by(|a, b| b.cmp(a));
+    matched[matched.len() / 2]
 }
 
 /// What openraft reports about one branch, as [`Metrics::record_raft`] needs it.
@@ -130,6 +159,11 @@ impl Metrics {
             "raft_applied_index",
             "Index of the last entry applied to this branch's ledger (-1: none)",
         );
+        let raft_committed_index = gauge(
+            "raft_committed_index",
+            "On the leader, the last log index stored on a majority of voters (committed); -1 on \
+             other branches (openraft 0.9 does not report a follower's commit index) or if none",
+        );
         let raft_snapshot_index = gauge(
             "raft_snapshot_index",
             "Last log index covered by this branch's latest snapshot (-1: none)",
@@ -158,6 +192,7 @@ impl Metrics {
             raft_member,
             raft_last_log_index,
             raft_applied_index,
+            raft_committed_index,
             raft_snapshot_index,
             raft_purged_index,
             health_serving,
@@ -217,6 +252,7 @@ impl Metrics {
             &self.raft_applied_index,
             index(raft.last_applied.map(|id| id.index)),
         );
+        set(&self.raft_committed_index, index(committed_index(raft)));
         set(
             &self.raft_snapshot_index,
             index(raft.snapshot.map(|id| id.index)),

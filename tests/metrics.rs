@@ -115,6 +115,34 @@ async fn counters_move_with_traffic() {
         .map(|id| sample(&after, &format!(r#"bank_raft_is_leader{{branch="{id}"}}"#)))
         .sum();
     assert_eq!(leaders, 1.0);
+    // The leader reports its commit index, at or past what every branch applied; the
+    // followers report -1 (not known to them).
+    let leader = (1..=3)
+        .find(|id| sample(&after, &format!(r#"bank_raft_is_leader{{branch="{id}"}}"#)) == 1.0)
+        .expect("a leader");
+    let committed = sample(
+        &after,
+        &format!(r#"bank_raft_committed_index{{branch="{leader}"}}"#),
+    );
+    for id in 1..=3 {
+        let applied = sample(
+            &after,
+            &format!(r#"bank_raft_applied_index{{branch="{id}"}}"#),
+        );
+        assert!(
+            committed >= applied,
+            "committed {committed}, branch {id} applied {applied}"
+        );
+        if id != leader {
+            assert_eq!(
+                sample(
+                    &after,
+                    &format!(r#"bank_raft_committed_index{{branch="{id}"}}"#)
+                ),
+                -1.0
+            );
+        }
+    }
     let forwarded: f64 = (1..=3)
         .map(|id| {
             grew(&format!(
