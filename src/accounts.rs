@@ -32,14 +32,26 @@ pub struct AccountsService {
     branch: Branch,
     /// Bearer tokens every call needs ([`crate::auth`]); `None`: open.
     tokens: Option<Arc<Tokens>>,
+    /// One permit per call in flight, shared with the branch's original customer API: at the
+    /// bound, a call is refused at once with RESOURCE_EXHAUSTED rather than queued.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 impl AccountsService {
+    /// With its own bound of [`crate::service::customer_requests_max`] calls in flight.
     pub fn new(branch: Branch) -> Self {
         AccountsService {
             branch,
             tokens: None,
+            in_flight: Arc::new(tokio::sync::Semaphore::new(
+                crate::service::customer_requests_max(),
+            )),
         }
+    }
+
+    /// Shares `in_flight` (one permit per call) with the branch's other customer service.
+    pub fn with_in_flight(self, in_flight: Arc<tokio::sync::Semaphore>) -> Self {
+        AccountsService { in_flight, ..self }
     }
 
     /// Requires a bearer token allowed every account a call touches.
@@ -48,13 +60,22 @@ impl AccountsService {
     }
 
     /// UNAUTHENTICATED / PERMISSION_DENIED unless the request's token may touch every account
-    /// it names; checked before the request is validated or proposed.
-    fn admit<T: Touches>(&self, request: &Request<T>) -> Result<(), Status> {
+    /// it names; then RESOURCE_EXHAUSTED if the branch is at its bound of calls in flight.
+    /// Checked before the request is validated or proposed; the permit is held until the
+    /// answer is ready.
+    fn admit<T: Touches>(
+        &self,
+        request: &Request<T>,
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
         crate::auth::authorize(
             self.tokens.as_deref(),
             request,
             request.get_ref().accounts(),
-        )
+        )?;
+        self.in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| crate::service::overloaded(self.branch.id))
     }
 
     /// The tonic server wrapping this service, with its message size bound.
@@ -317,7 +338,7 @@ impl pb::accounts_server::Accounts for AccountsService {
         &self,
         request: Request<pb::OpenAccountRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
-        self.admit(&request)?;
+        let _permit = self.admit(&request)?;
         self.write(open_proposal(request.get_ref())?).await
     }
 
@@ -325,7 +346,7 @@ impl pb::accounts_server::Accounts for AccountsService {
         &self,
         request: Request<pb::DepositRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
-        self.admit(&request)?;
+        let _permit = self.admit(&request)?;
         self.write(deposit_proposal(request.get_ref())?).await
     }
 
@@ -333,7 +354,7 @@ impl pb::accounts_server::Accounts for AccountsService {
         &self,
         request: Request<pb::WithdrawRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
-        self.admit(&request)?;
+        let _permit = self.admit(&request)?;
         self.write(withdraw_proposal(request.get_ref())?).await
     }
 
@@ -341,7 +362,7 @@ impl pb::accounts_server::Accounts for AccountsService {
         &self,
         request: Request<pb::TransferRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
-        self.admit(&request)?;
+        let _permit = self.admit(&request)?;
         self.write(transfer_proposal(request.get_ref())?).await
     }
 
@@ -349,7 +370,7 @@ impl pb::accounts_server::Accounts for AccountsService {
         &self,
         request: Request<pb::SubmitBatchRequest>,
     ) -> Result<Response<pb::SubmitBatchReply>, Status> {
-        self.admit(&request)?;
+        let _permit = self.admit(&request)?;
         let proposal = batch_proposal(request.get_ref())?;
         let (outcome, log_index) = self.branch.submit_proposal(proposal).await?;
         Ok(Response::new(batch_reply(&outcome, log_index)?))
@@ -359,7 +380,7 @@ impl pb::accounts_server::Accounts for AccountsService {
         &self,
         request: Request<pb::GetBalancesRequest>,
     ) -> Result<Response<pb::GetBalancesReply>, Status> {
-        self.admit(&request)?;
+        let _permit = self.admit(&request)?;
         let request = request.into_inner();
         if request.accounts.is_empty() || request.accounts.len() > ACCOUNTS_PER_READ_MAX {
             return Err(Status::invalid_argument(format!(

@@ -143,6 +143,11 @@ enum Command {
         /// every account).
         #[arg(long, value_name = "FILE")]
         tokens: Option<PathBuf>,
+        /// Customer calls (both APIs) this branch answers at once; past it a call is refused
+        /// at once with RESOURCE_EXHAUSTED ("retry later") instead of queueing.
+        #[arg(long, value_name = "N", default_value_t = bank::service::CUSTOMER_REQUESTS_MAX_DEFAULT,
+              value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+        requests_max: usize,
     },
     /// Make a test CA and a certificate for the branches (server and client authentication).
     #[command(after_help = "Example (a TLS cluster on one host):\n  \
@@ -328,7 +333,9 @@ fn main() -> ExitCode {
                 tls_key,
                 tls_ca,
                 tokens,
+                requests_max,
             } => {
+                bank::service::set_customer_requests_max(requests_max);
                 let security = BranchSecurity {
                     tls: bank::tls::TlsFiles::from_options(tls_cert, tls_key, tls_ca)?,
                     tokens,

@@ -90,6 +90,19 @@ pub const CUSTOMER_REQUESTS_MAX_DEFAULT: usize = 1024;
 static CUSTOMER_REQUESTS_MAX: std::sync::atomic::AtomicUsize =
     std::sync::atomic::AtomicUsize::new(CUSTOMER_REQUESTS_MAX_DEFAULT);
 
+/// The bound in force: see [`set_customer_requests_max`].
+pub fn customer_requests_max() -> usize {
+    CUSTOMER_REQUESTS_MAX.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// The answer to a customer call when branch `id` is at its bound of calls in flight.
+pub(crate) fn overloaded(id: NodeId) -> Status {
+    Status::resource_exhausted(format!(
+        "branch {id} is at its limit of {} customer requests in flight; retry later",
+        customer_requests_max()
+    ))
+}
+
 /// Sets the bound on customer requests in flight for every branch this process serves from
 /// now on (at least 1). A process-wide setting, like the metrics registry.
 pub fn set_customer_requests_max(requests_max: usize) {
@@ -183,13 +196,11 @@ impl crate::proto::customer::branch_server::Branch for CustomerService {
         }
         let request = request.into_inner();
         // Held until the answer is ready; none left means the branch is at its bound.
-        let permit = self.in_flight.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted(format!(
-                "branch {} is at its limit of {} customer requests in flight; retry later",
-                self.branch.id,
-                CUSTOMER_REQUESTS_MAX.load(std::sync::atomic::Ordering::Relaxed)
-            ))
-        });
+        let permit = self
+            .in_flight
+            .clone()
+            .try_acquire_owned()
+            .map_err(|_| overloaded(self.branch.id));
         let answer = match permit {
             Ok(_permit) => self.deliver(&request).await,
             Err(status) => Err(status),
@@ -494,16 +505,17 @@ where
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
+    // One bound for both customer APIs: a branch's calls in flight, whichever API they use.
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(customer_requests_max()));
     let customer = BranchServer::new(CustomerService {
         branch: branch.clone(),
         tokens: tokens.clone(),
-        in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(
-            CUSTOMER_REQUESTS_MAX.load(std::sync::atomic::Ordering::Relaxed),
-        )),
+        in_flight: in_flight.clone(),
     })
     .max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES);
     let accounts = crate::accounts::AccountsService::new(branch.clone())
         .with_tokens(tokens)
+        .with_in_flight(in_flight)
         .into_server();
     let id = branch.id;
     let (health, health_watch) = crate::health::start(
