@@ -233,6 +233,32 @@ impl Client {
         })
     }
 
+    /// A client over channels the caller built, e.g. the simulator's channels over its simulated
+    /// network (`crate::sim`), each with a name for error messages. `origin` is this client's
+    /// request-id origin: it must be non-zero (0 is taken as 1) and differ between any two
+    /// clients or incarnations of one client of a cluster; [`Client::new`] draws it at random,
+    /// the simulator derives it from its seed so a run replays.
+    pub fn from_channels(
+        channels: Vec<(String, Channel)>,
+        config: ClientConfig,
+        origin: u64,
+    ) -> Result<Client, ClientError> {
+        if channels.is_empty() {
+            return Err(ClientError::NoBranches);
+        }
+        Ok(Client {
+            branches: channels
+                .into_iter()
+                .map(|(name, channel)| (name, AccountsClient::new(channel)))
+                .collect(),
+            config,
+            origin: origin.max(1),
+            sequence: AtomicU64::new(1),
+            preferred: AtomicUsize::new(0),
+            write_index_max: AtomicU64::new(0),
+        })
+    }
+
     /// This client's request-id origin (random, non-zero).
     pub fn origin(&self) -> u64 {
         self.origin
