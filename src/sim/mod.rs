@@ -237,17 +237,44 @@ struct Accounts {
 
 /// Runs one seed and judges it.
 ///
-/// Reproducible per process: the first run of a seed in a fresh process is the same every
-/// time (what the replay command does). A later run in the same process can differ by a
-/// millisecond here and there when the schedule crashes a branch: some process-wide state
-/// outlives a run (not openraft's generator, which is re-seeded here; not a thread-local, as a
-/// fresh thread per run does not help; not tokio's scheduler seed, as `--cfg tokio_unstable`
-/// does not help either). Found by `tests/simulation.rs`; not yet explained.
+/// Reproducible: the run of a seed in a fresh process is the same every time (what the replay
+/// command does), and so is a second run in the same process, on one thread: tokio's
+/// process-wide task ids are aligned first ([`align_task_ids`]). Two things are not yet exact:
+/// - seeds run in parallel threads (the `seeds` test) share that task-id counter, so a crash
+///   can drop tasks in another order than in a replay: a failure found there may replay with a
+///   millisecond's difference;
+/// - a few seeds (24 of the first 60: message loss and a held link) end one of two ways in
+///   fresh processes, so something still depends on the wall clock. Known wall-clock readers
+///   on the simulated path: h2's expiry of reset streams (`std::time::Instant`; turned off on
+///   the customers' and peers' client channels, see [`transport`], not on the servers) and
+///   hyper's `date` header (changes the size of HPACK-encoded replies).
 pub fn run(config: &SimConfig) -> Report {
+    align_task_ids();
     seed_thread_rng(mix(config.seed, 1));
     let report = run_seeded(config);
     unseed_thread_rng();
     report
+}
+
+/// Brings tokio's process-wide task-id counter to where a fresh process starts it, modulo 4.
+///
+/// Why: a crash drops a host's runtime, which shuts its tasks down shard by shard, and a task's
+/// shard is its id modulo 4 (tokio's `OwnedTasks` on a current-thread runtime). Task ids come
+/// from one counter for the whole process, so without this a second run of a seed in the same
+/// process drops the crashed host's tasks (and closes their simulated connections) in another
+/// order, and the run differs by a millisecond here and there. Spawning throwaway tasks until
+/// the next id is 1 modulo 4 (a fresh process's first id is 1) makes the order the same. It
+/// cannot help when another thread spawns tasks at the same time (seeds run in parallel).
+fn align_task_ids() {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
+        return;
+    };
+    for _ in 0..4 {
+        let id = runtime.spawn(async {}).id();
+        if id.to_string().parse::<u64>().is_ok_and(|id| id % 4 == 0) {
+            break;
+        }
+    }
 }
 
 fn run_seeded(config: &SimConfig) -> Report {
