@@ -16,7 +16,8 @@
 //! - `BANK_SIM_SEED=1000 BANK_SIM_SEEDS=5000 cargo test --release --test simulation -- seeds`:
 //!   a long run, 5000 seeds from 1000.
 //! - `BANK_SIM_TRACE_OF=42 cargo test --test simulation -- --exact trace_of_one_seed --nocapture`:
-//!   just the trace of seed 42, for diffing two runs.
+//!   just the trace of seed 42, for diffing two runs; with `BANK_SIM_LOG=debug` (an
+//!   `EnvFilter`), also every log line of the run on stderr, to find where two runs part.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -203,6 +204,14 @@ fn seeds() {
 #[test]
 fn trace_of_one_seed() {
     if let Some(seed) = env_u64("BANK_SIM_TRACE_OF") {
+        if let Ok(filter) = std::env::var("BANK_SIM_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .without_time()
+                .with_ansi(false)
+                .with_writer(std::io::stderr)
+                .try_init();
+        }
         let report = run(&SimConfig {
             seed,
             broken: Broken::Nothing,
@@ -234,7 +243,8 @@ fn trace_in_fresh_process(seed: u64) -> Result<String, String> {
 /// A seed replays the same run: two fresh processes give the same trace (fault log, history
 /// with simulated times, final applied indexes and ledger digests). The seeds include crashes.
 /// Not every seed is exact yet: seed 24 (message loss and a held link, no crash) gives one of
-/// two traces in fresh processes, so something still reads the wall clock (see `sim::run`).
+/// two traces in fresh processes, because h2 expires reset streams on the wall clock (see
+/// `sim::run`).
 /// Without `--cfg tokio_unstable`, tokio seeds its scheduler (e.g. `select!`'s branch order)
 /// from the OS, and seed 107 differs between two processes about one time in three.
 #[test]
