@@ -39,6 +39,29 @@ const SEED_WALL_MAX: Duration = Duration::from_secs(60);
 /// The seed a thread runs and since when, if it runs one.
 type Running = Option<(u64, Instant)>;
 
+thread_local! {
+    /// The seed this thread is running, for the panic hook.
+    static SEED: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes every panic on a simulation thread name its seed and replay command first: a panic
+/// whose unwinding panics again aborts the whole process (turmoil shuts a host's runtime down
+/// from inside the panic), and then this line is all that says which seed it was.
+fn name_the_seed_on_panic() {
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if let Some(seed) = SEED.with(|s| s.get()) {
+                eprintln!(
+                    "panic in seed {seed}; replay: BANK_SIM_SEED={seed} cargo test --test simulation -- --nocapture seeds"
+                );
+            }
+            previous(info);
+        }));
+    });
+}
+
 /// What a batch of seeds found.
 #[derive(Default)]
 struct Outcomes {
@@ -50,6 +73,7 @@ struct Outcomes {
 
 /// Runs `seeds` on `threads` threads.
 fn run_seeds(seeds: Vec<u64>, broken: Broken, threads: usize) -> Outcomes {
+    name_the_seed_on_panic();
     let chunks: Vec<Vec<u64>> = (0..threads)
         .map(|t| seeds.iter().copied().skip(t).step_by(threads).collect())
         .collect();
@@ -70,9 +94,11 @@ fn run_seeds(seeds: Vec<u64>, broken: Broken, threads: usize) -> Outcomes {
                         }
                         // A panic (openraft's own guards, a ledger assertion) fails this seed,
                         // not the whole thread.
+                        SEED.with(|s| s.set(Some(seed)));
                         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             run(&SimConfig { seed, broken })
                         }));
+                        SEED.with(|s| s.set(None));
                         match ran {
                             Ok(report) => {
                                 stats.push((seed, report.stats.clone()));
