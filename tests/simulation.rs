@@ -195,9 +195,10 @@ fn seeds() {
     let purged = seeds_where(&outcomes, |s| s.branches_purged > 0);
     let original = seeds_where(&outcomes, |s| s.original_calls > 0);
     eprintln!(
-        "exercised: {} writes answered and {} unknown through the client, original-API customers on {} seeds; {} snapshots built, logs purged on {} seeds, restarts from a snapshot on {} seeds, snapshots installed on {} seeds {:?}",
+        "exercised: {} writes answered and {} unknown through the client, {} reads at READ_YOUR_WRITES or LOCAL, original-API customers on {} seeds; {} snapshots built, logs purged on {} seeds, restarts from a snapshot on {} seeds, snapshots installed on {} seeds {:?}",
         total(|s| s.writes_answered),
         total(|s| s.writes_unknown),
+        total(|s| s.weak_reads),
         original.len(),
         total(|s| s.snapshots_built),
         purged.len(),

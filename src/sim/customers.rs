@@ -6,7 +6,9 @@
 //!   accounts, deposits, withdrawals, and linearizable reads of every account. The client's own
 //!   retry logic runs: a write keeps its request id while it is resent to the next branch, until
 //!   the client's deadline, then its outcome is unknown. Every write's request id and fate is
-//!   kept for the exactly-once check;
+//!   kept for the exactly-once check. One read in four is at `READ_YOUR_WRITES` and one in four
+//!   at `LOCAL`: [`crate::check`] takes every read as linearizable, so these are kept apart
+//!   ([`WeakRead`]) and checked against the committed log instead;
 //! - an **original customer** calls `Branch.MsgDelivery` (the course API) on the original
 //!   account: deposits, withdrawals, queries. It has no request ids; the branch retries
 //!   internally under its own.
@@ -59,6 +61,18 @@ pub enum Fate {
     Refused,
 }
 
+/// A read below `LINEARIZABLE`: what it asked and what it saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WeakRead {
+    pub level: ReadLevel,
+    /// The client's read-your-writes token (the highest log index its writes committed at).
+    pub token: u64,
+    /// The log index the branch had applied when it read.
+    pub applied_index: u64,
+    pub balances: BTreeMap<AccountId, i64>,
+    pub at_us: u64,
+}
+
 /// Everything the customers record, shared by the customers of one run (one thread).
 #[derive(Clone, Default)]
 pub struct Records {
@@ -67,6 +81,8 @@ pub struct Records {
     pub original: Rc<RefCell<Vec<history::Event>>>,
     /// Every bank customer's write: its request id and fate.
     pub writes: Rc<RefCell<Vec<(RequestId, Fate)>>>,
+    /// Reads at `READ_YOUR_WRITES` or `LOCAL` that a branch answered.
+    pub weak_reads: Rc<RefCell<Vec<WeakRead>>>,
     /// Outcomes that must never be seen (a request id reused or expired).
     pub unexpected: Rc<RefCell<Vec<String>>>,
     /// Customers that have finished.
@@ -158,7 +174,11 @@ pub async fn bank_customer(
                     process += customers as u64;
                 }
             }
-            None => read_all(&client, process, &readable, &records).await,
+            None => match rng.gen_range(0..4) {
+                0 => weak_read(&client, ReadLevel::ReadYourWrites, &readable, &records).await,
+                1 => weak_read(&client, ReadLevel::Local, &readable, &records).await,
+                _ => read_all(&client, process, &readable, &records).await,
+            },
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..150))).await;
     }
@@ -197,6 +217,25 @@ async fn read_all(client: &Client, process: u64, accounts: &[AccountId], records
             error: Some(e.to_string()),
         },
     });
+}
+
+/// A read at `level` below linearizable, kept for [`super::exactly_once::check`]: not in the
+/// history, as the checker would take it for a linearizable read. One that fails is dropped.
+async fn weak_read(client: &Client, level: ReadLevel, accounts: &[AccountId], records: &Records) {
+    let token = client.write_index_max();
+    if let Ok(reply) = client.get_balances(accounts, level).await {
+        records.weak_reads.borrow_mut().push(WeakRead {
+            level,
+            token,
+            applied_index: reply.applied_index,
+            balances: reply
+                .balances
+                .iter()
+                .filter_map(|b| b.balance.map(|balance| (b.account, balance)))
+                .collect(),
+            at_us: now_us(),
+        });
+    }
 }
 
 /// Sends one write under a new request id; returns false when its outcome is unknown (the

@@ -11,7 +11,8 @@
 //!   one-way partitions, held (paused) links, crash + restart, message loss, latency spikes;
 //! - the accounts (the original one and two to five more, with their opening balances) and the
 //!   customers ([`customers`]): each is either a *bank customer* running Jepsen's bank workload
-//!   (transfers, deposits, withdrawals, linearizable reads of every account) on the `bank.v1`
+//!   (transfers, deposits, withdrawals, reads of every account, most linearizable, some at
+//!   `READ_YOUR_WRITES` or `LOCAL`) on the `bank.v1`
 //!   API through the real [`crate::client::Client`] and its retries under one request id, or
 //!   (one in four) an *original customer* calling `Branch.MsgDelivery` on the original account.
 //!
@@ -21,7 +22,9 @@
 //!   money, minimum balances, and the branches' final states (convergence);
 //! - [`history::judge`], the simple judge of the original account's calls;
 //! - [`exactly_once::check`]: every answered write applied exactly once, every unknown one at
-//!   most once, against the committed log the branches applied.
+//!   most once, against the committed log the branches applied; and every `READ_YOUR_WRITES`
+//!   or `LOCAL` read shows the state at the index it was served at (the checker would take
+//!   them for linearizable reads, so they are not in its history).
 //!
 //! State per host: each branch's Raft log ([`LogStore`]) and its latest snapshot live outside
 //! its host, so a crash and restart (`Sim::crash` + `Sim::bounce`) keeps them, as a disk would.
@@ -108,6 +111,8 @@ pub struct Stats {
     pub branches_purged: u64,
     pub writes_answered: u64,
     pub writes_unknown: u64,
+    /// Reads at `READ_YOUR_WRITES` or `LOCAL` answered.
+    pub weak_reads: u64,
     pub original_calls: u64,
 }
 
@@ -473,6 +478,7 @@ fn run_seeded(config: &SimConfig) -> Report {
     }];
     history.extend(records.events.borrow().iter().cloned());
     let writes = records.writes.borrow().clone();
+    let weak_reads = records.weak_reads.borrow().clone();
     violations.extend(records.unexpected.borrow().iter().cloned());
     let mut stats = Stats {
         writes_answered: writes
@@ -483,6 +489,7 @@ fn run_seeded(config: &SimConfig) -> Report {
             .iter()
             .filter(|(_, fate)| *fate == customers::Fate::Unknown)
             .count() as u64,
+        weak_reads: weak_reads.len() as u64,
         original_calls: original_calls.len() as u64 / 2,
         ..Stats::default()
     };
@@ -532,7 +539,12 @@ fn run_seeded(config: &SimConfig) -> Report {
                         .iter()
                         .map(|(&id, host)| (id, host.record.as_ref()))
                         .collect();
-                    violations.extend(exactly_once::check(&records, &writes, &state.ledger));
+                    violations.extend(exactly_once::check(
+                        &records,
+                        &writes,
+                        &weak_reads,
+                        &state.ledger,
+                    ));
                 }
                 None => violations.push("no branch to compare".to_string()),
             }
