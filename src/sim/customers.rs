@@ -133,6 +133,9 @@ pub async fn bank_customer(
         mut rng,
         records,
     } = customer;
+    if movable.len() < 2 || readable.is_empty() {
+        return Err("a bank customer needs two accounts to move money between".into());
+    }
     // Customer i tries branch i first, then the others in turn.
     let channels = (0..BRANCHES)
         .map(|k| (index as u64 + k) % BRANCHES + 1)
@@ -151,12 +154,15 @@ pub async fn bank_customer(
         let amount = rng.gen_range(1..=20u64);
         let write = match rng.gen_range(0..10) {
             0..=3 => {
-                let from = pick(&mut rng);
-                let mut to = pick(&mut rng);
-                while to == from {
-                    to = pick(&mut rng);
-                }
-                Some(Write::Transfer { from, to, amount })
+                // Two different accounts: `to` is `from` moved on by 1..n-1 places.
+                let n = movable.len();
+                let from = rng.gen_range(0..n);
+                let to = (from + rng.gen_range(1..n)) % n;
+                Some(Write::Transfer {
+                    from: movable[from],
+                    to: movable[to],
+                    amount,
+                })
             }
             4 => Some(Write::Deposit {
                 account: pick(&mut rng),
