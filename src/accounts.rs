@@ -7,9 +7,12 @@
 //! outcomes are replies; malformed input is `INVALID_ARGUMENT`; availability problems come
 //! from [`BranchError`] through the one `From<BranchError> for Status` in [`crate::service`].
 
+use std::sync::Arc;
+
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+use crate::auth::Tokens;
 use crate::branch::{Branch, REQUEST_DEADLINE};
 use crate::ledger::{Command, Outcome, Proposal, RequestId, BATCH_ITEMS_MAX};
 use crate::proto::v1 as pb;
@@ -27,11 +30,31 @@ const MESSAGE_SIZE_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Serves `bank.v1.Accounts` on one branch.
 pub struct AccountsService {
     branch: Branch,
+    /// Bearer tokens every call needs ([`crate::auth`]); `None`: open.
+    tokens: Option<Arc<Tokens>>,
 }
 
 impl AccountsService {
     pub fn new(branch: Branch) -> Self {
-        AccountsService { branch }
+        AccountsService {
+            branch,
+            tokens: None,
+        }
+    }
+
+    /// Requires a bearer token allowed every account a call touches.
+    pub fn with_tokens(self, tokens: Option<Arc<Tokens>>) -> Self {
+        AccountsService { tokens, ..self }
+    }
+
+    /// UNAUTHENTICATED / PERMISSION_DENIED unless the request's token may touch every account
+    /// it names; checked before the request is validated or proposed.
+    fn admit<T: Touches>(&self, request: &Request<T>) -> Result<(), Status> {
+        crate::auth::authorize(
+            self.tokens.as_deref(),
+            request,
+            request.get_ref().accounts(),
+        )
     }
 
     /// The tonic server wrapping this service, with its message size bound.
@@ -45,6 +68,57 @@ impl AccountsService {
             result: Some(write_result(&outcome)?),
             log_index,
         }))
+    }
+}
+
+/// The accounts a request touches: what a bearer token must allow.
+trait Touches {
+    fn accounts(&self) -> Vec<u64>;
+}
+
+impl Touches for pb::OpenAccountRequest {
+    fn accounts(&self) -> Vec<u64> {
+        vec![self.account]
+    }
+}
+
+impl Touches for pb::DepositRequest {
+    fn accounts(&self) -> Vec<u64> {
+        vec![self.account]
+    }
+}
+
+impl Touches for pb::WithdrawRequest {
+    fn accounts(&self) -> Vec<u64> {
+        vec![self.account]
+    }
+}
+
+impl Touches for pb::TransferRequest {
+    fn accounts(&self) -> Vec<u64> {
+        vec![self.from_account, self.to_account]
+    }
+}
+
+impl Touches for pb::SubmitBatchRequest {
+    fn accounts(&self) -> Vec<u64> {
+        use pb::batch_item::Write;
+        self.items
+            .iter()
+            .flat_map(|item| match &item.write {
+                Some(Write::OpenAccount(r)) => r.accounts(),
+                Some(Write::Deposit(r)) => r.accounts(),
+                Some(Write::Withdraw(r)) => r.accounts(),
+                Some(Write::Transfer(r)) => r.accounts(),
+                None => Vec::new(),
+            })
+            .collect()
+    }
+}
+
+impl Touches for pb::GetBalancesRequest {
+    fn accounts(&self) -> Vec<u64> {
+        self.accounts.clone()
     }
 }
 
@@ -243,6 +317,7 @@ impl pb::accounts_server::Accounts for AccountsService {
         &self,
         request: Request<pb::OpenAccountRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
+        self.admit(&request)?;
         self.write(open_proposal(request.get_ref())?).await
     }
 
@@ -250,6 +325,7 @@ impl pb::accounts_server::Accounts for AccountsService {
         &self,
         request: Request<pb::DepositRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
+        self.admit(&request)?;
         self.write(deposit_proposal(request.get_ref())?).await
     }
 
@@ -257,6 +333,7 @@ impl pb::accounts_server::Accounts for AccountsService {
         &self,
         request: Request<pb::WithdrawRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
+        self.admit(&request)?;
         self.write(withdraw_proposal(request.get_ref())?).await
     }
 
@@ -264,6 +341,7 @@ impl pb::accounts_server::Accounts for AccountsService {
         &self,
         request: Request<pb::TransferRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
+        self.admit(&request)?;
         self.write(transfer_proposal(request.get_ref())?).await
     }
 
@@ -271,6 +349,7 @@ impl pb::accounts_server::Accounts for AccountsService {
         &self,
         request: Request<pb::SubmitBatchRequest>,
     ) -> Result<Response<pb::SubmitBatchReply>, Status> {
+        self.admit(&request)?;
         let proposal = batch_proposal(request.get_ref())?;
         let (outcome, log_index) = self.branch.submit_proposal(proposal).await?;
         Ok(Response::new(batch_reply(&outcome, log_index)?))
@@ -280,6 +359,7 @@ impl pb::accounts_server::Accounts for AccountsService {
         &self,
         request: Request<pb::GetBalancesRequest>,
     ) -> Result<Response<pb::GetBalancesReply>, Status> {
+        self.admit(&request)?;
         let request = request.into_inner();
         if request.accounts.is_empty() || request.accounts.len() > ACCOUNTS_PER_READ_MAX {
             return Err(Status::invalid_argument(format!(
@@ -337,6 +417,42 @@ mod tests {
 
     fn code<T>(result: Result<T, Status>) -> Option<tonic::Code> {
         result.err().map(|s| s.code())
+    }
+
+    /// What a token must allow: both sides of a transfer, every item of a batch (an item
+    /// without a write touches nothing, and is refused as malformed later).
+    #[test]
+    fn requests_name_every_account_they_touch() {
+        let transfer = pb::TransferRequest {
+            request_id: id(1, 1),
+            from_account: 4,
+            to_account: 9,
+            amount: 1,
+        };
+        assert_eq!(transfer.accounts(), vec![4, 9]);
+        let batch = pb::SubmitBatchRequest {
+            request_id: id(9, 1),
+            items: vec![
+                deposit_item(9, 2),
+                pb::BatchItem {
+                    write: Some(pb::batch_item::Write::Transfer(transfer)),
+                },
+                pb::BatchItem {
+                    write: Some(pb::batch_item::Write::OpenAccount(pb::OpenAccountRequest {
+                        request_id: id(9, 3),
+                        account: 7,
+                        ..Default::default()
+                    })),
+                },
+                pb::BatchItem { write: None },
+            ],
+        };
+        assert_eq!(batch.accounts(), vec![1, 4, 9, 7]);
+        let read = pb::GetBalancesRequest {
+            accounts: vec![3, 5],
+            ..Default::default()
+        };
+        assert_eq!(read.accounts(), vec![3, 5]);
     }
 
     #[test]

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use crate::ledger::{AccountId, Command, Outcome, Proposal, RequestId, BATCH_ITEMS_MAX};
 use crate::proto::peer::ReadIndexRequest;
-use crate::replication::network::{decode, encode, PeerError, Peers};
+use crate::replication::network::{decode, encode, within, PeerError, Peers};
 use crate::replication::store::StateMachineStore;
 use crate::replication::{BasicNode, NodeId, Raft};
 
@@ -304,8 +304,9 @@ impl Branch {
                 let mut client = self.peers.client(&addr).map_err(|e| e.to_string())?;
                 let payload = encode(&(&changes, retain)).map_err(|e| e.to_string())?;
                 let mut request = tonic::Request::new(payload);
-                request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-                match client.change_membership(request).await {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                request.set_timeout(remaining);
+                match within(remaining, client.change_membership(request)).await {
                     Ok(reply) => decode::<u64>(reply.get_ref()).map_err(|e| e.to_string()),
                     Err(status) => Err(PeerError::Call(status).to_string()),
                 }
@@ -336,8 +337,9 @@ impl Branch {
         let mut client = self.peers.client(addr).map_err(|e| e.to_string())?;
         let payload = encode(proposal).map_err(|e| e.to_string())?;
         let mut request = tonic::Request::new(payload);
-        request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-        match client.forward(request).await {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        request.set_timeout(remaining);
+        match within(remaining, client.forward(request)).await {
             Ok(reply) => decode(reply.get_ref()).map_err(|e| e.to_string()),
             Err(status) => Err(PeerError::Call(status).to_string()),
         }
@@ -397,8 +399,9 @@ impl Branch {
             if let Some(addr) = self.leader_address(&leader) {
                 if let Ok(mut client) = self.peers.client(&addr) {
                     let mut request = tonic::Request::new(ReadIndexRequest {});
-                    request.set_timeout(deadline.saturating_duration_since(Instant::now()));
-                    match client.read_index(request).await {
+                    let remaining = deadline.saturating_duration_since(Instant::now());
+                    request.set_timeout(remaining);
+                    match within(remaining, client.read_index(request)).await {
                         Ok(reply) => return Ok(reply.get_ref().index),
                         Err(status) => {
                             tracing::debug!(branch = self.id, "read index from leader: {status}")

@@ -12,6 +12,11 @@
 //!
 //! The client remembers the highest log index any of its writes committed at, and passes it
 //! with [`ReadLevel::ReadYourWrites`] reads, so those see its own writes at any branch.
+//!
+//! A branch started with TLS and tokens (see [`crate::auth`], [`crate::tls`]) is reached with
+//! [`ClientConfig::tls`] (the cluster's CA) and [`ClientConfig::token`] (sent as
+//! `authorization: Bearer <token>` on every call). A refusal (UNAUTHENTICATED,
+//! PERMISSION_DENIED) is not retried: it is [`ClientError::Refused`].
 
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
@@ -19,7 +24,8 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::{Ascii, MetadataValue};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Status};
 
 use crate::ledger::RequestId;
@@ -31,7 +37,7 @@ pub use crate::proto::v1::{Outcome, ReadLevel};
 /// At most this many attempts per call, whatever the deadline.
 const ATTEMPTS_MAX: u32 = 64;
 
-/// Timing bounds of a [`Client`].
+/// Timing bounds of a [`Client`], and how it proves who it is.
 #[derive(Debug, Clone)]
 pub struct ClientConfig {
     /// Overall bound on one call, retries included.
@@ -43,6 +49,40 @@ pub struct ClientConfig {
     pub backoff_max: Duration,
     /// Bound on opening a connection to a branch.
     pub connect_timeout: Duration,
+    /// TLS to the branches (`https`), e.g. [`crate::tls::load_client`]; `None`: plaintext.
+    pub tls: Option<ClientTlsConfig>,
+    /// The bearer token sent with every call; `None`: none.
+    pub token: Option<Token>,
+}
+
+/// A bearer token, ready to send; its `Debug` does not show it.
+#[derive(Clone)]
+pub struct Token(MetadataValue<Ascii>);
+
+impl Token {
+    /// `token` as an `authorization: Bearer <token>` value: visible ASCII only.
+    pub fn new(token: &str) -> Result<Token, InvalidToken> {
+        if token.is_empty() || !token.chars().all(|c| c.is_ascii_graphic()) {
+            return Err(InvalidToken);
+        }
+        let mut value: MetadataValue<Ascii> = format!("Bearer {token}")
+            .parse()
+            .map_err(|_| InvalidToken)?;
+        // Never written to HTTP/2's header compression tables.
+        value.set_sensitive(true);
+        Ok(Token(value))
+    }
+}
+
+/// A token that cannot be sent as a bearer token.
+#[derive(Debug, thiserror::Error)]
+#[error("the token is not usable: give a non-empty token of visible ASCII characters, no spaces")]
+pub struct InvalidToken;
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(<redacted>)")
+    }
 }
 
 impl Default for ClientConfig {
@@ -53,6 +93,8 @@ impl Default for ClientConfig {
             backoff_min: Duration::from_millis(20),
             backoff_max: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(2),
+            tls: None,
+            token: None,
         }
     }
 }
@@ -170,12 +212,6 @@ fn batch_item(id: RequestId, write: &Write) -> pb::BatchItem {
     pb::BatchItem { write: Some(write) }
 }
 
-fn timed<T>(message: T, timeout: Duration) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(timeout);
-    request
-}
-
 /// Statuses after which the same request may be sent again (to another branch): the branch
 /// could not serve it, or the answer was lost.
 fn retryable(status: &Status) -> bool {
@@ -208,15 +244,27 @@ impl Client {
         let mut branches = Vec::with_capacity(addresses.len());
         for addr in addresses {
             let addr = addr.as_ref();
+            let scheme = if config.tls.is_some() {
+                "https"
+            } else {
+                "http"
+            };
             let uri = if addr.contains("://") {
                 addr.to_string()
             } else {
-                format!("http://{addr}")
+                format!("{scheme}://{addr}")
             };
-            let endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::BadAddress {
+            let bad_address = |why: String| ClientError::BadAddress {
                 addr: addr.to_string(),
-                why: e.to_string(),
-            })?;
+                why,
+            };
+            let mut endpoint =
+                Endpoint::from_shared(uri).map_err(|e| bad_address(e.to_string()))?;
+            if let Some(tls) = &config.tls {
+                endpoint = endpoint
+                    .tls_config(tls.clone())
+                    .map_err(|e| bad_address(crate::tls::error_chain(&e)))?;
+            }
             let channel = endpoint
                 .connect_timeout(config.connect_timeout)
                 .tcp_nodelay(true)
@@ -237,7 +285,8 @@ impl Client {
     /// network (`crate::sim`), each with a name for error messages. `origin` is this client's
     /// request-id origin: it must be non-zero (0 is taken as 1) and differ between any two
     /// clients or incarnations of one client of a cluster; [`Client::new`] draws it at random,
-    /// the simulator derives it from its seed so a run replays.
+    /// the simulator derives it from its seed so a run replays. `config`'s `tls` and
+    /// `connect_timeout` are the channels' business here and are not used; its token is sent.
     pub fn from_channels(
         channels: Vec<(String, Channel)>,
         config: ClientConfig,
@@ -257,6 +306,18 @@ impl Client {
             preferred: AtomicUsize::new(0),
             write_index_max: AtomicU64::new(0),
         })
+    }
+
+    /// A request for one attempt: its gRPC deadline, and the bearer token if configured.
+    fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.set_timeout(timeout);
+        if let Some(Token(token)) = &self.config.token {
+            request
+                .metadata_mut()
+                .insert("authorization", token.clone());
+        }
+        request
     }
 
     /// This client's request-id origin (random, non-zero).
@@ -333,7 +394,7 @@ impl Client {
                     balance_max,
                 };
                 self.call(Some(request_id), |mut c, t| async move {
-                    c.open_account(timed(message, t)).await
+                    c.open_account(self.request(message, t)).await
                 })
                 .await?
             }
@@ -344,7 +405,7 @@ impl Client {
                     amount,
                 };
                 self.call(Some(request_id), |mut c, t| async move {
-                    c.deposit(timed(message, t)).await
+                    c.deposit(self.request(message, t)).await
                 })
                 .await?
             }
@@ -355,7 +416,7 @@ impl Client {
                     amount,
                 };
                 self.call(Some(request_id), |mut c, t| async move {
-                    c.withdraw(timed(message, t)).await
+                    c.withdraw(self.request(message, t)).await
                 })
                 .await?
             }
@@ -367,7 +428,7 @@ impl Client {
                     amount,
                 };
                 self.call(Some(request_id), |mut c, t| async move {
-                    c.transfer(timed(message, t)).await
+                    c.transfer(self.request(message, t)).await
                 })
                 .await?
             }
@@ -396,7 +457,7 @@ impl Client {
         let reply = self
             .call(Some(request_id), |mut c, t| {
                 let m = message.clone();
-                async move { c.submit_batch(timed(m, t)).await }
+                async move { c.submit_batch(self.request(m, t)).await }
             })
             .await?;
         self.write_index_max
@@ -425,7 +486,7 @@ impl Client {
         };
         self.call(None, |mut c, t| {
             let m = message.clone();
-            async move { c.get_balances(timed(m, t)).await }
+            async move { c.get_balances(self.request(m, t)).await }
         })
         .await
     }

@@ -21,6 +21,7 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::proto::customer::branch_client::BranchClient;
 use crate::proto::customer::Request;
+use crate::replication::network::within;
 use crate::scenario::{Customer, CustomerReplies, EventReply, Interface, Scenario};
 
 /// Deadline of one customer call.
@@ -104,8 +105,9 @@ pub async fn wait_until_serving(
                 money: 0,
                 writeset: vec![],
             });
-            request.set_timeout(CALL_DEADLINE.min(until.saturating_duration_since(Instant::now())));
-            match client.clone().msg_delivery(request).await {
+            let timeout = CALL_DEADLINE.min(until.saturating_duration_since(Instant::now()));
+            request.set_timeout(timeout);
+            match within(timeout, client.clone().msg_delivery(request)).await {
                 Ok(_) => break,
                 Err(status) if Instant::now() >= until => {
                     return Err(CustomerError::NotServing {
@@ -139,8 +141,7 @@ async fn run_customer(
             writeset: writeset[start..].to_vec(),
         });
         request.set_timeout(CALL_DEADLINE);
-        let reply = client
-            .msg_delivery(request)
+        let reply = within(CALL_DEADLINE, client.msg_delivery(request))
             .await
             .map_err(|status| CustomerError::Call {
                 customer: customer.id,

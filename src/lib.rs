@@ -24,6 +24,10 @@
 //!   HTTP `/metrics` endpoint.
 //! - [`accounts`]: the `bank.v1.Accounts` service: many accounts, transfers, batches, request
 //!   ids from the customer, read levels.
+//! - [`tls`]: `bank certs` (a test CA and branch certificates) and the rustls configurations
+//!   of a TLS branch: customers over TLS, mutual TLS between branches.
+//! - [`auth`]: who may call what: the peer service only with a cluster certificate, the
+//!   customer APIs with bearer tokens restricted to accounts.
 //! - [`client`]: a `bank.v1` client library that retries safely (same request id) across
 //!   branches, bounded by a deadline.
 //! - [`cluster`]: a whole cluster in one process (bootstrap, settle, shutdown).
@@ -43,6 +47,7 @@
 #![allow(clippy::result_large_err)]
 
 pub mod accounts;
+pub mod auth;
 pub mod bench;
 pub mod branch;
 pub mod check;
@@ -59,6 +64,7 @@ pub mod service;
 pub mod sim;
 pub mod standalone;
 pub mod status;
+pub mod tls;
 pub mod workload;
 
 /// Code generated from `proto/` by `build.rs`.

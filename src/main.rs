@@ -106,7 +106,8 @@ enum Command {
         bank branch --id 1 --listen 127.0.0.1:7001 --peer 2=127.0.0.1:7002 --peer 3=127.0.0.1:7003 --data-dir d1 --balance 400\n  \
         bank branch --id 2 --listen 127.0.0.1:7002 --peer 1=127.0.0.1:7001 --peer 3=127.0.0.1:7003 --data-dir d2 --balance 400\n  \
         bank branch --id 3 --listen 127.0.0.1:7003 --peer 1=127.0.0.1:7001 --peer 2=127.0.0.1:7002 --data-dir d3 --balance 400\n\n\
-        A new cluster is created once every branch is up with an empty data directory.")]
+        A new cluster is created once every branch is up with an empty data directory. \
+        TLS (mutual between branches): see `bank certs --help`; customer tokens: --tokens (README: TLS and tokens).")]
     Branch {
         /// This branch's id (a positive integer, unique in the cluster).
         #[arg(long)]
@@ -127,6 +128,42 @@ enum Command {
         /// Every other branch must be up.
         #[arg(long)]
         rejoin: bool,
+        /// This branch's certificate (PEM, from `bank certs`): serve TLS only, and use it as
+        /// the client certificate to its peers. Needs --tls-key and --tls-ca.
+        #[arg(long, value_name = "FILE")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, value_name = "FILE")]
+        tls_key: Option<PathBuf>,
+        /// The cluster's CA certificate (PEM): peers must present a certificate it signed.
+        #[arg(long, value_name = "FILE")]
+        tls_ca: Option<PathBuf>,
+        /// Require customers to send a bearer token from this JSON file, restricted to
+        /// accounts: {"tokens":[{"name":"alice","token":"...","accounts":[1,2]}]} ("all" for
+        /// every account).
+        #[arg(long, value_name = "FILE")]
+        tokens: Option<PathBuf>,
+    },
+    /// Make a test CA and a certificate for the branches (server and client authentication).
+    #[command(after_help = "Example (a TLS cluster on one host):\n  \
+        bank certs --out certs\n  \
+        bank branch --id 1 --listen 127.0.0.1:7001 --peer 2=127.0.0.1:7002 --peer 3=127.0.0.1:7003 --data-dir d1 \\\n      \
+        --tls-cert certs/branch.pem --tls-key certs/branch.key --tls-ca certs/ca.pem\n  \
+        (the same for branches 2 and 3)\n  \
+        bank account balance 1 --branch 127.0.0.1:7001 --tls-ca certs/ca.pem\n\n\
+        Writes ca.pem, ca.key, branch.pem and branch.key (keys with mode 0600). The certificate \
+        names 127.0.0.1, ::1 and localhost; add every other address or name the branches are \
+        reached at with --host. Keep ca.key off the branches.")]
+    Certs {
+        /// Directory to write the files into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Another IP address or DNS name of the branches; repeat for each.
+        #[arg(long = "host", value_name = "HOST")]
+        hosts: Vec<String>,
+        /// Overwrite existing files.
+        #[arg(long)]
+        force: bool,
     },
     /// Check a recorded history (JSON lines): linearizability per account, conservation of
     /// money, minimum balances, agreement of the branches' final states. Exits 0 if it passes.
@@ -141,7 +178,8 @@ enum Command {
         bank account open 1 --balance 100 --branch 127.0.0.1:50051 --branch 127.0.0.1:50052\n  \
         bank account deposit 1 20 --branch 127.0.0.1:50051\n  \
         bank account transfer 1 2 50 --branch 127.0.0.1:50051\n  \
-        bank account balance 1 2 --json --branch 127.0.0.1:50052\n\n\
+        bank account balance 1 2 --json --branch 127.0.0.1:50052\n  \
+        BANK_TOKEN=... bank account balance 1 --branch 127.0.0.1:7001 --tls-ca certs/ca.pem   (TLS, token)\n\n\
         A refused operation (e.g. insufficient funds) exits 1 and says why. If no branch confirms a \
         write in time its outcome is unknown: resend it with --request-id ORIGIN:SEQUENCE as printed.")]
     Account {
@@ -156,6 +194,11 @@ enum Command {
         /// Give up after this many seconds, retries included.
         #[arg(long, value_name = "SECONDS", default_value_t = 10.0, global = true)]
         timeout: f64,
+        #[command(flatten)]
+        tls: TlsArgs,
+        /// Bearer token for a branch started with --tokens.
+        #[arg(long, env = "BANK_TOKEN", hide_env_values = true, global = true)]
+        token: Option<String>,
     },
     /// Load a cluster with concurrent clients and report throughput, latency and errors.
     #[command(after_help = "Examples:\n  \
@@ -178,6 +221,10 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// On a TLS cluster: --tls-ca, and the cluster's certificate as --tls-cert and
+        /// --tls-key (status is part of the peer service, closed to other clients).
+        #[command(flatten)]
+        tls: TlsArgs,
     },
     /// Run the scenario's customers against a running `bank server`.
     #[command(after_help = "Example:\n  bank client input.json --base-port 50050 -o output.json")]
@@ -190,6 +237,60 @@ enum Command {
         #[arg(long)]
         concurrent: bool,
     },
+}
+
+/// How a client reaches a TLS cluster.
+#[derive(clap::Args)]
+struct TlsArgs {
+    /// The cluster's CA certificate (PEM): connect with TLS and trust only it.
+    #[arg(long, value_name = "FILE", global = true)]
+    tls_ca: Option<PathBuf>,
+    /// A client certificate to present (PEM), with --tls-key and --tls-ca.
+    #[arg(long, value_name = "FILE", global = true)]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", global = true)]
+    tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The client TLS configuration these options ask for, checked; `None`: plaintext.
+    fn load(&self) -> Result<Option<tonic::transport::ClientTlsConfig>> {
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            _ => bail!("--tls-cert and --tls-key go together: give both or neither"),
+        };
+        match &self.tls_ca {
+            Some(ca) => Ok(Some(bank::tls::load_client(ca, identity)?)),
+            None if identity.is_some() => {
+                bail!("--tls-cert needs --tls-ca (the CA that signed the branches' certificate)")
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+/// `error`, with a hint when it looks like TLS on one side only: HTTP/2 sent to a TLS port
+/// breaks as an h2 protocol error; TLS sent to a plaintext port as a corrupt TLS record.
+fn tls_hint(error: impl Into<anyhow::Error>, tls_on: bool) -> anyhow::Error {
+    let error = error.into();
+    let text = format!("{error:#}");
+    if !tls_on && text.contains("h2 protocol error") {
+        error.context("the branch may serve TLS only: give --tls-ca (see `bank certs`)")
+    } else if tls_on && text.contains("InvalidContentType") {
+        error.context("the branch may not serve TLS: leave out --tls-ca")
+    } else {
+        error
+    }
+}
+
+/// `--token` as a client token, checked.
+fn client_token(token: Option<&str>) -> Result<Option<bank::client::Token>> {
+    token
+        .map(|token| bank::client::Token::new(token.trim()))
+        .transpose()
+        .context("--token / BANK_TOKEN")
 }
 
 fn main() -> ExitCode {
@@ -223,7 +324,18 @@ fn main() -> ExitCode {
                 data_dir,
                 balance,
                 rejoin,
-            } => branch(id, listen, peers, data_dir, balance, rejoin).await,
+                tls_cert,
+                tls_key,
+                tls_ca,
+                tokens,
+            } => {
+                let security = BranchSecurity {
+                    tls: bank::tls::TlsFiles::from_options(tls_cert, tls_key, tls_ca)?,
+                    tokens,
+                };
+                branch(id, listen, peers, data_dir, balance, rejoin, security).await
+            }
+            Command::Certs { out, hosts, force } => certs(&out, &hosts, force),
             Command::Client {
                 input,
                 base_port,
@@ -236,8 +348,10 @@ fn main() -> ExitCode {
                 branches,
                 json,
                 timeout,
-            } => account(action, &branches, json, timeout).await,
-            Command::Status { branch, json } => status(&branch, json).await,
+                tls,
+                token,
+            } => account(action, &branches, json, timeout, &tls, token.as_deref()).await,
+            Command::Status { branch, json, tls } => status(&branch, json, &tls).await,
             Command::Bench(args) => bench(args).await,
         };
         if let Some(exporter) = exporter {
@@ -267,6 +381,12 @@ fn parse_peer(text: &str) -> Result<(u64, String), String> {
     Ok((id, addr.to_string()))
 }
 
+/// `bank branch`'s TLS files and token file, as given.
+struct BranchSecurity {
+    tls: Option<bank::tls::TlsFiles>,
+    tokens: Option<PathBuf>,
+}
+
 async fn branch(
     id: u64,
     listen: SocketAddr,
@@ -274,9 +394,33 @@ async fn branch(
     data_dir: PathBuf,
     balance: u64,
     rejoin: bool,
+    security: BranchSecurity,
 ) -> Result<()> {
     if id == 0 {
         bail!("--id must be a positive integer");
+    }
+    let tls = security
+        .tls
+        .as_ref()
+        .map(bank::tls::load_branch)
+        .transpose()?;
+    let tokens = match &security.tokens {
+        Some(path) => Some(std::sync::Arc::new(bank::auth::Tokens::load(path)?)),
+        None => None,
+    };
+    if tokens.is_some() && tls.is_none() {
+        // A bearer token in clear is as good as public to anyone on the path.
+        if !listen.ip().is_loopback() {
+            bail!(
+                "--tokens without TLS would send customers' tokens in clear over the network; \
+                 add --tls-cert, --tls-key and --tls-ca (see `bank certs`), or listen on loopback \
+                 for testing"
+            );
+        }
+        eprintln!(
+            "bank branch {id}: warning: tokens without TLS: tokens travel in clear \
+             (allowed on loopback, for testing only)"
+        );
     }
     let mut peer_map = BTreeMap::new();
     for (peer, addr) in peers {
@@ -295,16 +439,40 @@ async fn branch(
         data_dir: data_dir.clone(),
         initial_balance: balance,
         rejoin,
+        tls: tls.clone(),
+        tokens: tokens.clone(),
     })
     .await?;
     eprintln!(
-        "bank branch {id}: serving on {listen}, data in {}; Ctrl-C to stop",
+        "bank branch {id}: serving on {listen}{}{}, data in {}; Ctrl-C to stop",
+        if tls.is_some() { " (TLS)" } else { "" },
+        tokens
+            .as_ref()
+            .map_or(String::new(), |t| format!(", {} customer tokens", t.len())),
         data_dir.display()
     );
     let signal = signals.recv().await;
     eprintln!("bank branch {id}: {signal}, shutting down");
     running.shutdown().await;
     eprintln!("bank branch {id}: stopped");
+    Ok(())
+}
+
+fn certs(out: &Path, hosts: &[String], force: bool) -> Result<()> {
+    let files = bank::tls::generate(out, hosts, force)?;
+    println!("wrote {}", files.ca_cert.display());
+    println!(
+        "wrote {} (keep it off the branches)",
+        files.ca_key.display()
+    );
+    println!("wrote {}", files.branch_cert.display());
+    println!("wrote {}", files.branch_key.display());
+    println!(
+        "start each branch with: --tls-cert {} --tls-key {} --tls-ca {}",
+        files.branch_cert.display(),
+        files.branch_key.display(),
+        files.ca_cert.display()
+    );
     Ok(())
 }
 
@@ -595,6 +763,8 @@ async fn account(
     branches: &[String],
     json: bool,
     timeout: f64,
+    tls: &TlsArgs,
+    token: Option<&str>,
 ) -> Result<()> {
     use bank::client::{Client, ClientConfig, Outcome, ReadLevel, Write};
     if branches.is_empty() {
@@ -604,10 +774,14 @@ async fn account(
         .ok()
         .filter(|d| !d.is_zero())
         .context("--timeout must be a positive number of seconds")?;
+    let tls = tls.load()?;
+    let tls_on = tls.is_some();
     let client = Client::new(
         branches,
         ClientConfig {
             deadline,
+            tls,
+            token: client_token(token)?,
             ..ClientConfig::default()
         },
     )?;
@@ -617,7 +791,10 @@ async fn account(
                 ReadArg::Linearizable => ReadLevel::Linearizable,
                 ReadArg::Local => ReadLevel::Local,
             };
-            let reply = client.get_balances(&accounts, level).await?;
+            let reply = client
+                .get_balances(&accounts, level)
+                .await
+                .map_err(|e| tls_hint(e, tls_on))?;
             let missing: Vec<u64> = reply
                 .balances
                 .iter()
@@ -680,7 +857,10 @@ async fn account(
         } => (Write::Transfer { from, to, amount }, request_id),
     };
     let request_id = request_id.unwrap_or_else(|| client.next_request_id());
-    let written = client.write_with_id(request_id, &write).await?;
+    let written = client
+        .write_with_id(request_id, &write)
+        .await
+        .map_err(|e| tls_hint(e, tls_on))?;
     let result = &written.result;
     let id = format!("{}:{}", request_id.origin, request_id.sequence);
     if json {
@@ -762,8 +942,11 @@ async fn account(
     }
 }
 
-async fn status(branch: &str, json: bool) -> Result<()> {
-    let status = bank::status::cluster_status(branch).await?;
+async fn status(branch: &str, json: bool, tls: &TlsArgs) -> Result<()> {
+    let tls = tls.load()?;
+    let status = bank::status::cluster_status_with(branch, tls.as_ref())
+        .await
+        .map_err(|e| tls_hint(e, tls.is_some()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
@@ -813,6 +996,12 @@ struct BenchArgs {
     /// Record the run's history here (JSON lines, for `bank check`; needs --batch 1).
     #[arg(long, value_name = "FILE")]
     history: Option<PathBuf>,
+    /// With --branch, on a TLS cluster.
+    #[command(flatten)]
+    tls: TlsArgs,
+    /// With --branch: a bearer token allowed every account (bench opens 1..=--accounts).
+    #[arg(long, env = "BANK_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -854,8 +1043,15 @@ async fn bench(args: BenchArgs) -> Result<()> {
         accounts: args.accounts,
         seed: args.seed,
         record_history: args.history.is_some(),
-        client_config: bank::client::ClientConfig::default(),
+        client_config: bank::client::ClientConfig {
+            tls: args.tls.load()?,
+            token: client_token(args.token.as_deref())?,
+            ..bank::client::ClientConfig::default()
+        },
     };
+    if args.branches.is_empty() && (args.tls.tls_ca.is_some() || args.tls.tls_cert.is_some()) {
+        bail!("--tls-ca and --tls-cert are for a running cluster given with --branch");
+    }
     let mut cluster = None;
     let addresses = if args.branches.is_empty() {
         if args.branch_count == 0 || args.branch_count > 50 {

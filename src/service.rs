@@ -6,9 +6,15 @@
 //!
 //! [`serve`] runs both on one listener until a shutdown signal, then drains in-flight calls;
 //! with them `grpc.health.v1.Health` ([`crate::health`]) and server reflection (v1, v1alpha).
-//! Every call is recorded in [`crate::metrics`].
+//! Every call is recorded in [`crate::metrics`] (refused ones too, under their status:
+//! `unauthenticated`, `permission_denied`).
+//!
+//! [`serve_with`] adds [`Security`]: TLS on the listener ([`crate::tls`]), the peer service
+//! closed to connections without a cluster certificate, and customer bearer tokens
+//! ([`crate::auth`]).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
@@ -21,6 +27,7 @@ use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
 use tonic_reflection::server::v1alpha;
 
 use crate::accounts::AccountsService;
+use crate::auth::{PeerAuth, Tokens};
 use crate::branch::{Branch, BranchError, REQUEST_DEADLINE};
 use crate::ledger::{Command, Outcome, Proposal, ORIGINAL_ACCOUNT};
 use crate::metrics;
@@ -58,9 +65,19 @@ impl From<BranchError> for Status {
     }
 }
 
+/// How a branch guards its port. The default: plaintext, no tokens (`bank run`, tests).
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// TLS on every connection; with it the peer service needs a cluster certificate.
+    pub tls: Option<tonic::transport::ServerTlsConfig>,
+    /// Bearer tokens the customer APIs require; none configured: open.
+    pub tokens: Option<Arc<Tokens>>,
+}
+
 /// The original customer API.
 pub struct CustomerService {
     branch: Branch,
+    tokens: Option<Arc<Tokens>>,
     /// One permit per customer request in flight (see [`set_customer_requests_max`]).
     in_flight: std::sync::Arc<tokio::sync::Semaphore>,
 }
@@ -115,6 +132,16 @@ fn parse_customer_request(request: &CustomerRequest) -> Result<CustomerOp, Statu
     }
 }
 
+/// A customer request's `interface` label in the metrics.
+fn interface_label(request: &CustomerRequest) -> &'static str {
+    match parse_customer_request(request) {
+        Ok(CustomerOp::Deposit(_)) => "deposit",
+        Ok(CustomerOp::Withdraw(_)) => "withdraw",
+        Ok(CustomerOp::Query) => "query",
+        Err(_) => "invalid",
+    }
+}
+
 fn wire_balance(balance_minor_units: i64) -> Result<i32, Status> {
     i32::try_from(balance_minor_units).map_err(|_| {
         Status::out_of_range(format!(
@@ -142,6 +169,18 @@ impl crate::proto::customer::branch_server::Branch for CustomerService {
         request: Request<CustomerRequest>,
     ) -> Result<Response<Reply>, Status> {
         let started = std::time::Instant::now();
+        // It acts on the one original account: a token must allow that account.
+        if let Err(status) =
+            crate::auth::authorize(self.tokens.as_deref(), &request, [ORIGINAL_ACCOUNT])
+        {
+            metrics::global().record_request(
+                self.branch.id,
+                interface_label(request.get_ref()),
+                metrics::code_label(status.code()),
+                started.elapsed(),
+            );
+            return Err(status);
+        }
         let request = request.into_inner();
         // Held until the answer is ready; none left means the branch is at its bound.
         let permit = self.in_flight.clone().try_acquire_owned().map_err(|_| {
@@ -155,12 +194,7 @@ impl crate::proto::customer::branch_server::Branch for CustomerService {
             Ok(_permit) => self.deliver(&request).await,
             Err(status) => Err(status),
         };
-        let interface = match parse_customer_request(&request) {
-            Ok(CustomerOp::Deposit(_)) => "deposit",
-            Ok(CustomerOp::Withdraw(_)) => "withdraw",
-            Ok(CustomerOp::Query) => "query",
-            Err(_) => "invalid",
-        };
+        let interface = interface_label(&request);
         let outcome = match &answer {
             Ok(reply) if reply.get_ref().result == "success" => "success",
             Ok(_) => "fail",
@@ -390,6 +424,16 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
+    serve_with(branch, listener, Security::default(), shutdown).await
+}
+
+/// [`serve`], guarded by `security`.
+pub async fn serve_with(
+    branch: Branch,
+    listener: TcpListener,
+    security: Security,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
     use tokio_stream::StreamExt;
     // Small RPCs (votes, acknowledgements) must not wait for Nagle's algorithm.
     let incoming = TcpListenerStream::new(listener).map(|accepted| {
@@ -399,7 +443,7 @@ pub async fn serve(
             }
         })
     });
-    serve_incoming(branch, incoming, shutdown).await
+    serve_incoming_with(branch, incoming, security, shutdown).await
 }
 
 /// [`serve`] on connections from `incoming` rather than a TCP listener: the simulator
@@ -420,14 +464,47 @@ where
         + 'static,
     IE: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    serve_incoming_with(branch, incoming, Security::default(), shutdown).await
+}
+
+/// [`serve_incoming`], guarded by `security`. With TLS, every connection from `incoming` is
+/// a TLS connection (tonic runs the handshake on the accepted streams), and the peer service
+/// refuses calls whose connection presented no cluster certificate ([`PeerAuth`]).
+pub async fn serve_incoming_with<S, IO, IE>(
+    branch: Branch,
+    incoming: S,
+    security: Security,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error>
+where
+    S: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + tonic::transport::server::Connected
+        + Unpin
+        + Send
+        + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Security { tls, tokens } = security;
+    let mut builder = tonic::transport::Server::builder();
+    let peer_auth = PeerAuth {
+        required: tls.is_some(),
+    };
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
     let customer = BranchServer::new(CustomerService {
         branch: branch.clone(),
+        tokens: tokens.clone(),
         in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(
             CUSTOMER_REQUESTS_MAX.load(std::sync::atomic::Ordering::Relaxed),
         )),
     })
     .max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES);
-    let accounts = crate::accounts::AccountsService::new(branch.clone()).into_server();
+    let accounts = crate::accounts::AccountsService::new(branch.clone())
+        .with_tokens(tokens)
+        .into_server();
     let id = branch.id;
     let (health, health_watch) = crate::health::start(
         &branch,
@@ -438,11 +515,15 @@ where
         ],
     )
     .await;
-    let peer = PeerServer::new(PeerService { branch })
-        .max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES)
-        .max_encoding_message_size(MESSAGE_SIZE_MAX_BYTES);
+    // The one check of the peer service's callers, in front of every peer RPC.
+    let peer = tonic::service::interceptor::InterceptedService::new(
+        PeerServer::new(PeerService { branch })
+            .max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES)
+            .max_encoding_message_size(MESSAGE_SIZE_MAX_BYTES),
+        peer_auth,
+    );
     let (reflection_v1, reflection_v1alpha) = reflection();
-    let served = tonic::transport::Server::builder()
+    let served = builder
         .timeout(CALL_TIMEOUT)
         .concurrency_limit_per_connection(CONCURRENCY_PER_CONNECTION)
         .add_service(customer)

@@ -59,6 +59,10 @@ pub struct BranchConfig {
     pub initial_balance: u64,
     /// Rebuild a branch that lost its data from its peers (see the module documentation).
     pub rejoin: bool,
+    /// TLS for customers and mutual TLS with the peers ([`crate::tls`]); `None`: plaintext.
+    pub tls: Option<crate::tls::BranchTls>,
+    /// Bearer tokens the customer APIs require ([`crate::auth`]); `None`: open.
+    pub tokens: Option<std::sync::Arc<crate::auth::Tokens>>,
 }
 
 /// A running branch; [`RunningBranch::shutdown`] stops it.
@@ -79,6 +83,8 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
         data_dir,
         initial_balance,
         rejoin,
+        tls,
+        tokens,
     } = config;
     if peers.contains_key(&id) {
         return Err(ClusterError::Branch {
@@ -118,7 +124,17 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
         id,
         what: e.to_string(),
     })?;
-    let book = Peers::new(addresses.clone());
+    let (book, server_tls) = match tls {
+        Some(tls) => (
+            Peers::new(addresses.clone()).with_tls(tls.peer_client),
+            Some(tls.server),
+        ),
+        None => (Peers::new(addresses.clone()), None),
+    };
+    let security = service::Security {
+        tls: server_tls,
+        tokens,
+    };
     let lowest = ids[0];
     let peer_ids: Vec<NodeId> = peers.keys().copied().collect();
     if fresh && (rejoin || rejoin_pending) {
@@ -170,7 +186,7 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
             // An error means the sender is gone: stop as well.
             let _ = stop.wait_for(|stop| *stop).await;
         };
-        service::serve(server_branch, listener, signal).await
+        service::serve_with(server_branch, listener, security, signal).await
     });
     let mut running = RunningBranch {
         branch,
@@ -266,7 +282,10 @@ async fn ask_statuses(
         };
         let mut request = tonic::Request::new(StatusRequest {});
         request.set_timeout(STATUS_TIMEOUT);
-        if let Ok(reply) = client.status(request).await {
+        // Bounded here too: the gRPC deadline binds the server only, and a peer whose port is
+        // bound but not served yet (it is surveying its own peers) never answers a TLS
+        // handshake.
+        if let Ok(Ok(reply)) = tokio::time::timeout(STATUS_TIMEOUT, client.status(request)).await {
             answered.insert(peer, reply.into_inner());
         }
     }
@@ -345,10 +364,11 @@ async fn change_membership_via_peers(
                 continue;
             };
             let mut request = tonic::Request::new(payload.clone());
-            request.set_timeout(
-                REQUEST_DEADLINE.min(deadline.saturating_duration_since(Instant::now())),
-            );
-            match client.change_membership(request).await {
+            let timeout = REQUEST_DEADLINE.min(deadline.saturating_duration_since(Instant::now()));
+            request.set_timeout(timeout);
+            match crate::replication::network::within(timeout, client.change_membership(request))
+                .await
+            {
                 Ok(reply) => {
                     return decode::<u64>(reply.get_ref()).map_err(|e| ClusterError::Branch {
                         id: 0,

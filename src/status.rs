@@ -6,12 +6,16 @@
 //! has applied fewer than the leader (from the leader's own answer), and the digest is
 //! `Ledger::state_digest` at the branch's applied index: branches at the same applied index
 //! must show the same digest.
+//!
+//! Status is part of the peer service, so on a TLS cluster it needs the cluster's certificate
+//! ([`cluster_status_with`] and a client TLS configuration with an identity): it shows the
+//! membership and every branch's address, which is the operator's business, not a customer's.
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::proto::peer::peer_client::PeerClient;
 use crate::proto::peer::{StatusReply, StatusRequest};
@@ -29,6 +33,8 @@ pub enum StatusError {
     BadAddress { addr: String, reason: String },
     #[error("cannot reach the branch at {addr}: {reason} (is it running, and is that its --listen address?)")]
     Unreachable { addr: String, reason: String },
+    #[error("the branch at {addr} refused: {reason} (on a TLS cluster give --tls-ca, and the cluster's certificate as --tls-cert and --tls-key)")]
+    Refused { addr: String, reason: String },
 }
 
 /// One branch, as `bank status` shows it.
@@ -63,27 +69,35 @@ pub struct ClusterStatus {
     pub branches: Vec<BranchStatus>,
 }
 
-fn endpoint(addr: &str) -> Result<Endpoint, StatusError> {
+fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, StatusError> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let url = if addr.contains("://") {
         addr.to_string()
     } else {
-        format!("http://{addr}")
+        format!("{scheme}://{addr}")
     };
-    Endpoint::from_shared(url)
+    let bad_address = |reason: String| StatusError::BadAddress {
+        addr: addr.to_string(),
+        reason,
+    };
+    let endpoint = Endpoint::from_shared(url)
         .map(|endpoint| endpoint.connect_timeout(CONNECT_DEADLINE))
-        .map_err(|e| StatusError::BadAddress {
-            addr: addr.to_string(),
-            reason: e.to_string(),
-        })
+        .map_err(|e| bad_address(e.to_string()))?;
+    match tls {
+        Some(tls) => endpoint
+            .tls_config(tls.clone())
+            .map_err(|e| bad_address(crate::tls::error_chain(&e))),
+        None => Ok(endpoint),
+    }
 }
 
 /// Asks the branch at `addr` for its status, within [`STATUS_DEADLINE`].
-async fn ask(addr: &str) -> Result<StatusReply, StatusError> {
+async fn ask(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<StatusReply, StatusError> {
     let unreachable = |reason: String| StatusError::Unreachable {
         addr: addr.to_string(),
         reason,
     };
-    let endpoint = endpoint(addr)?;
+    let endpoint = endpoint(addr, tls)?;
     let answered = tokio::time::timeout(STATUS_DEADLINE, async {
         let channel: Channel = endpoint.connect().await.map_err(|e| {
             let source = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
@@ -95,7 +109,15 @@ async fn ask(addr: &str) -> Result<StatusReply, StatusError> {
             .status(request)
             .await
             .map(|reply| reply.into_inner())
-            .map_err(|status| unreachable(format!("{}: {}", status.code(), status.message())))
+            .map_err(|status| match status.code() {
+                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                    StatusError::Refused {
+                        addr: addr.to_string(),
+                        reason: status.message().to_string(),
+                    }
+                }
+                _ => unreachable(format!("{}: {}", status.code(), status.message())),
+            })
     })
     .await;
     answered.unwrap_or_else(|_| Err(unreachable(format!("no answer within {STATUS_DEADLINE:?}"))))
@@ -121,10 +143,19 @@ fn from_reply(address: String, reply: &StatusReply) -> BranchStatus {
 /// Asks the branch at `addr`, then every branch in the membership it knows.
 /// Fails only if the branch at `addr` cannot be reached.
 pub async fn cluster_status(addr: &str) -> Result<ClusterStatus, StatusError> {
-    let first = ask(addr).await?;
+    cluster_status_with(addr, None).await
+}
+
+/// [`cluster_status`] over TLS when `tls` is given (with the cluster's certificate as identity
+/// on a TLS cluster: the peer service refuses connections without it).
+pub async fn cluster_status_with(
+    addr: &str,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<ClusterStatus, StatusError> {
+    let first = ask(addr, tls).await?;
     let others = first.members.iter().filter(|member| member.id != first.id);
     let answers = futures::future::join_all(others.map(|member| async move {
-        match ask(&member.address).await {
+        match ask(&member.address, tls).await {
             Ok(reply) => {
                 let mut status = from_reply(member.address.clone(), &reply);
                 status.voter = Some(member.voter);

@@ -82,6 +82,8 @@ fn config(
         data_dir: dir.join(format!("branch-{id}")),
         initial_balance: 100,
         rejoin: false,
+        tls: None,
+        tokens: None,
     }
 }
 

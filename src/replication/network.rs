@@ -6,9 +6,12 @@
 //!
 //! [`Peers`] caches one lazily-connected tonic `Channel` per peer (channels multiplex many
 //! calls over one HTTP/2 connection and reconnect by themselves); every call has a deadline.
+//! With TLS ([`Peers::with_tls`]) every channel is `https`, trusts only the cluster's CA and
+//! presents the branch's certificate: mutual TLS (see [`crate::tls`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,7 +25,7 @@ use openraft::raft::{
 };
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::{BasicNode, NodeId, TypeConfig, PEER_RPC_TIMEOUT};
 use crate::proto::peer::peer_client::PeerClient;
@@ -54,6 +57,8 @@ pub enum PeerError {
         addr: String,
         source: tonic::transport::Error,
     },
+    #[error("TLS to peer {addr}: {why}")]
+    Tls { addr: String, why: String },
     #[error("peer call failed: {0}")]
     Call(#[from] tonic::Status),
     #[error("peer sent a reply that does not decode: {0}")]
@@ -71,6 +76,8 @@ pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     addresses: Arc<BTreeMap<NodeId, String>>,
     transport: Transport,
+    /// Mutual TLS to every peer; `None`: plaintext.
+    tls: Option<ClientTlsConfig>,
 }
 
 impl Peers {
@@ -79,7 +86,16 @@ impl Peers {
             channels: Arc::default(),
             addresses: Arc::new(addresses),
             transport: Transport::Tcp,
+            tls: None,
         }
+    }
+
+    /// The same address book, reached over mutual TLS with `tls` (the cluster's CA as the only
+    /// root, the branch's certificate as client identity).
+    pub fn with_tls(mut self, tls: ClientTlsConfig) -> Self {
+        self.tls = Some(tls);
+        self.channels = Arc::default();
+        self
     }
 
     /// The same address book, reached over `transport`.
@@ -108,11 +124,23 @@ impl Peers {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|source| PeerError::BadAddress {
-                addr: addr.to_string(),
-                source,
-            })?
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut endpoint =
+            Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|source| {
+                PeerError::BadAddress {
+                    addr: addr.to_string(),
+                    source,
+                }
+            })?;
+        if let Some(tls) = &self.tls {
+            endpoint = endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| PeerError::Tls {
+                    addr: addr.to_string(),
+                    why: crate::tls::error_chain(&e),
+                })?;
+        }
+        let endpoint = endpoint
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
             // A peer that vanished without closing the connection (a pause, a cable) is
@@ -201,9 +229,9 @@ impl PeerNetwork {
         let timeout = option.hard_ttl().min(PEER_RPC_TIMEOUT * 5);
         request.set_timeout(timeout);
         let reply = match rpc {
-            Rpc::AppendEntries => client.append_entries(request).await,
-            Rpc::Vote => client.vote(request).await,
-            Rpc::InstallSnapshot => client.install_snapshot(request).await,
+            Rpc::AppendEntries => within(timeout, client.append_entries(request)).await,
+            Rpc::Vote => within(timeout, client.vote(request)).await,
+            Rpc::InstallSnapshot => within(timeout, client.install_snapshot(request)).await,
         };
         let reply = reply.map_err(|status| match status.code() {
             // Unknown is how tonic reports a broken connection ("transport error"); as
@@ -216,6 +244,22 @@ impl PeerNetwork {
         let result: Result<Resp, RaftError<NodeId, E>> =
             decode(reply.get_ref()).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+/// Awaits a gRPC call for at most `timeout`, client side. `Request::set_timeout` only tells the
+/// server (`grpc-timeout`); a peer that accepted the connection but never answers (paused,
+/// wedged, or a port held open mid-handshake) would otherwise hold the caller until TCP or the
+/// HTTP/2 keep-alive gives up.
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
+            "no answer within {timeout:?}"
+        ))),
     }
 }
 

@@ -47,6 +47,7 @@ fn client_config() -> ClientConfig {
         backoff_min: Duration::from_millis(20),
         backoff_max: Duration::from_millis(400),
         connect_timeout: Duration::from_secs(1),
+        ..ClientConfig::default()
     }
 }
 
