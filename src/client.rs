@@ -281,6 +281,33 @@ impl Client {
         })
     }
 
+    /// A client over channels the caller built, e.g. the simulator's channels over its simulated
+    /// network (`crate::sim`), each with a name for error messages. `origin` is this client's
+    /// request-id origin: it must be non-zero (0 is taken as 1) and differ between any two
+    /// clients or incarnations of one client of a cluster; [`Client::new`] draws it at random,
+    /// the simulator derives it from its seed so a run replays. `config`'s `tls` and
+    /// `connect_timeout` are the channels' business here and are not used; its token is sent.
+    pub fn from_channels(
+        channels: Vec<(String, Channel)>,
+        config: ClientConfig,
+        origin: u64,
+    ) -> Result<Client, ClientError> {
+        if channels.is_empty() {
+            return Err(ClientError::NoBranches);
+        }
+        Ok(Client {
+            branches: channels
+                .into_iter()
+                .map(|(name, channel)| (name, AccountsClient::new(channel)))
+                .collect(),
+            config,
+            origin: origin.max(1),
+            sequence: AtomicU64::new(1),
+            preferred: AtomicUsize::new(0),
+            write_index_max: AtomicU64::new(0),
+        })
+    }
+
     /// A request for one attempt: its gRPC deadline, and the bearer token if configured.
     fn request<T>(&self, message: T, timeout: Duration) -> tonic::Request<T> {
         let mut request = tonic::Request::new(message);

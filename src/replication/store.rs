@@ -24,6 +24,8 @@ use serde::{Deserialize, Serialize};
 
 use super::durable::{DurableError, DurableStore, SnapshotRecord};
 use super::{BasicNode, LogId, NodeId, StorageError, TypeConfig};
+#[cfg(feature = "simulation")]
+use crate::ledger::{Command, Proposal, RequestId};
 use crate::ledger::{Ledger, Outcome};
 
 #[derive(Debug, Default)]
@@ -197,6 +199,82 @@ pub struct StateMachineStore {
     /// Commands applied to the ledger, each followed by its invariant assertions (for
     /// `bank_ledger_invariant_checks_total`).
     applies_checked: Arc<AtomicU64>,
+    /// What the simulator watches and breaks; `None` outside it.
+    #[cfg(feature = "simulation")]
+    sim: Option<Arc<SimRecord>>,
+}
+
+/// What the simulator (`crate::sim`) records of one branch's state machine, across its crashes:
+/// every proposal applied, by log index (the exactly-once check replays them), and how many
+/// snapshots were built, installed and restarted from. With `ignore_request_ids`, the
+/// deliberately broken variant: the ledger is shown every proposal under a fresh request id of
+/// its own, so it cannot recognise a retry and applies it again.
+#[cfg(feature = "simulation")]
+#[derive(Debug, Default)]
+pub struct SimRecord {
+    pub ignore_request_ids: bool,
+    /// The proposals applied, by log index, as proposed (with their own request ids).
+    pub journal: Mutex<BTreeMap<u64, Proposal>>,
+    /// Different proposals applied at one index (by two incarnations of this branch).
+    pub conflicts: Mutex<Vec<String>>,
+    pub snapshots_built: AtomicU64,
+    pub snapshots_installed: AtomicU64,
+    pub restarts_from_snapshot: AtomicU64,
+}
+
+#[cfg(feature = "simulation")]
+impl SimRecord {
+    /// Records `proposal` applied at `index`; returns what the ledger must apply instead, if
+    /// anything (the broken variant's rewritten ids).
+    fn applying(&self, index: u64, proposal: &Proposal) -> Option<Proposal> {
+        if let Ok(mut journal) = self.journal.lock() {
+            match journal.get(&index) {
+                Some(earlier) if earlier != proposal => {
+                    if let Ok(mut conflicts) = self.conflicts.lock() {
+                        conflicts.push(format!(
+                            "index {index}: applied {earlier:?}, later {proposal:?}"
+                        ));
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    journal.insert(index, proposal.clone());
+                }
+            }
+        }
+        self.ignore_request_ids
+            .then(|| without_request_ids(proposal, index))
+    }
+}
+
+/// `proposal` under request ids no one else uses, fresh at every log index (a batch's items
+/// included): a ledger fed these cannot tell a retry from a new request. Deterministic, so the
+/// broken replicas still agree with each other.
+#[cfg(feature = "simulation")]
+fn without_request_ids(proposal: &Proposal, index: u64) -> Proposal {
+    const ORIGIN: u64 = u64::MAX;
+    let stride = crate::ledger::BATCH_ITEMS_MAX as u64 + 1;
+    let id = |item: u64| RequestId {
+        origin: ORIGIN,
+        sequence: index.saturating_mul(stride).saturating_add(item),
+    };
+    let command = match &proposal.command {
+        Command::Batch(items) => Command::Batch(
+            items
+                .iter()
+                .zip(1..)
+                .map(|(item, n)| Proposal {
+                    request_id: id(n),
+                    command: item.command.clone(),
+                })
+                .collect(),
+        ),
+        other => other.clone(),
+    };
+    Proposal {
+        request_id: id(0),
+        command,
+    }
 }
 
 impl StateMachineStore {
@@ -283,6 +361,60 @@ impl StateMachineStore {
     fn snapshot_lock(&self) -> Result<MutexGuard<'_, Option<StoredSnapshot>>, StorageError> {
         self.snapshot.lock().map_err(poisoned("snapshot"))
     }
+
+    /// A simulated branch's first state machine, recording into `record`.
+    #[cfg(feature = "simulation")]
+    pub fn simulated(record: Arc<SimRecord>) -> StateMachineStore {
+        StateMachineStore {
+            sim: Some(record),
+            ..Default::default()
+        }
+    }
+
+    /// The state machine of this branch's next incarnation after a crash: the applied state
+    /// was memory and is lost; the snapshot was on "disk" and is kept, shared with this store,
+    /// and the new state starts from it (openraft then re-applies the committed log after it).
+    #[cfg(feature = "simulation")]
+    pub fn restarted(&self) -> Result<StateMachineStore, StorageError> {
+        let mut state = StateMachineData::default();
+        let mut from_snapshot = false;
+        match self.snapshot_lock()?.as_ref() {
+            None => {}
+            Some(StoredSnapshot::Memory { meta, data }) => {
+                let ledger = Ledger::decode_snapshot(data).map_err(|e| {
+                    StorageIOError::read_snapshot(Some(meta.signature()), &std::io::Error::other(e))
+                })?;
+                ledger.assert_invariants_fully();
+                state = StateMachineData {
+                    last_applied: meta.last_log_id,
+                    last_membership: meta.last_membership.clone(),
+                    ledger,
+                };
+                from_snapshot = true;
+            }
+            Some(StoredSnapshot::Durable(record)) => {
+                let why = "a simulated branch keeps its snapshot in memory";
+                return Err(StorageIOError::read_snapshot(
+                    Some(record.meta.signature()),
+                    &std::io::Error::other(why),
+                )
+                .into());
+            }
+        }
+        if from_snapshot {
+            if let Some(sim) = &self.sim {
+                sim.restarts_from_snapshot.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(StateMachineStore {
+            data: Arc::new(RwLock::new(state)),
+            snapshot: self.snapshot.clone(),
+            snapshot_count: self.snapshot_count.clone(),
+            durable: None,
+            applies_checked: Arc::default(),
+            sim: self.sim.clone(),
+        })
+    }
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
@@ -321,6 +453,10 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 (meta_of(&state), data)
             };
             let data = self.keep_snapshot(&meta, data)?;
+            #[cfg(feature = "simulation")]
+            if let Some(sim) = &self.sim {
+                sim.snapshots_built.fetch_add(1, Ordering::Relaxed);
+            }
             return Ok(Snapshot {
                 meta,
                 snapshot: Box::new(Cursor::new(data)),
@@ -371,6 +507,13 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::NoCommand,
                 EntryPayload::Normal(ref proposal) => {
+                    #[cfg(feature = "simulation")]
+                    let replaced = self
+                        .sim
+                        .as_ref()
+                        .and_then(|sim| sim.applying(entry.log_id.index, proposal));
+                    #[cfg(feature = "simulation")]
+                    let proposal = replaced.as_ref().unwrap_or(proposal);
                     let outcome = state.ledger.apply_proposal(proposal);
                     self.applies_checked.fetch_add(1, Ordering::Relaxed);
                     outcome
@@ -411,6 +554,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // On disk first: if this fails, the old state and snapshot stay in place together.
         drop(self.keep_snapshot(meta, data)?);
         *self.data.write().map_err(poisoned("state machine"))? = state;
+        #[cfg(feature = "simulation")]
+        if let Some(sim) = &self.sim {
+            sim.snapshots_installed.fetch_add(1, Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -4,22 +4,42 @@
 //! hosts, all on the calling thread with simulated time. From the seed it draws:
 //! - turmoil's own generator (message latency, message loss);
 //! - openraft's election timeouts ([`crate::replication::runtime::seed_thread_rng`]);
-//! - each branch incarnation's request-id origin ([`Branch::with_origin`]);
-//! - a fault schedule ([`faults::Schedule`]): partitions, an isolated leader, one-way
-//!   partitions, held (paused) links, crash + restart, message loss, latency spikes;
-//! - the customers' workload: deposits, withdrawals and queries on the original account
-//!   through the customer gRPC API, each call recorded in a [`history`].
+//! - each branch incarnation's request-id origin ([`Branch::with_origin`]) and each customer's
+//!   client origin ([`Client::from_channels`](crate::client::Client::from_channels));
+//! - the snapshot policy: a snapshot every 10 to 40 log entries, 0 to 8 entries kept behind it;
+//! - a fault schedule ([`faults::Schedule`]): one to six of partitions, an isolated leader,
+//!   one-way partitions, held (paused) links, crash + restart, message loss, latency spikes;
+//! - the accounts (the original one and two to five more, with their opening balances) and the
+//!   customers ([`customers`]): each is either a *bank customer* running Jepsen's bank workload
+//!   (transfers, deposits, withdrawals, reads of every account, most linearizable, some at
+//!   `READ_YOUR_WRITES` or `LOCAL`) on the `bank.v1`
+//!   API through the real [`crate::client::Client`] and its retries under one request id, or
+//!   (one in four) an *original customer* calling `Branch.MsgDelivery` on the original account.
 //!
 //! After the fault window every fault is healed; the branches must then converge (equal
-//! ledgers at the same applied index) and the history must pass [`history::judge`].
+//! ledgers at the same applied index), and the run is judged:
+//! - [`crate::check`] on the whole history: linearizability per account, conservation of
+//!   money, minimum balances, and the branches' final states (convergence);
+//! - [`history::judge`], the simple judge of the original account's calls;
+//! - [`exactly_once::check`]: every answered write applied exactly once, every unknown one at
+//!   most once, against the committed log the branches applied; and every `READ_YOUR_WRITES`
+//!   or `LOCAL` read shows the state at the index it was served at (the checker would take
+//!   them for linearizable reads, so they are not in its history).
 //!
-//! State per host: each branch's Raft log ([`LogStore`]) lives outside its host, so a crash
-//! and restart (`Sim::crash` + `Sim::bounce`) keeps it, as a disk would. The in-memory log
-//! acknowledges an append only once it is in the map, and the map survives the crash, so
-//! every acknowledged append is kept: this models a disk that syncs before acknowledging.
-//! The state machine is rebuilt on restart by replaying the committed log (snapshots are
-//! turned off in the simulation, so the log is never purged).
+//! State per host: each branch's Raft log ([`LogStore`]) and its latest snapshot live outside
+//! its host, so a crash and restart (`Sim::crash` + `Sim::bounce`) keeps them, as a disk would.
+//! The in-memory log acknowledges an append only once it is in the map, and the map survives
+//! the crash, so every acknowledged append is kept: this models a disk that syncs before
+//! acknowledging. The applied state is memory: a restarted branch starts from its snapshot
+//! ([`StateMachineStore::restarted`]) and re-applies the committed log after it. So seeds
+//! exercise snapshot building, log purging, restarting from snapshot + log, and installing a
+//! snapshot on a follower that fell behind the purged log ([`Stats`] counts them).
+//!
+//! Replay: a failing seed prints `BANK_SIM_SEED=<seed> cargo test --test simulation --
+//! --nocapture seeds`, which runs that seed alone and prints its whole trace.
 
+pub mod customers;
+pub mod exactly_once;
 pub mod faults;
 pub mod history;
 pub mod transport;
@@ -28,6 +48,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::rc::Rc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -35,21 +56,20 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::branch::Branch;
-use crate::ledger::{Command, ORIGINAL_ACCOUNT, ORIGINAL_BALANCE_MAX};
-use crate::proto::customer::branch_client::BranchClient;
-use crate::proto::customer::Request as CustomerRequest;
+use crate::check::Event as CheckEvent;
+use crate::ledger::{AccountId, Command, ORIGINAL_ACCOUNT, ORIGINAL_BALANCE_MAX};
 use crate::replication::network::{PeerNetworkFactory, Peers, Transport};
 use crate::replication::runtime::{seed_thread_rng, unseed_thread_rng};
-use crate::replication::store::{LogStore, StateMachineData, StateMachineStore};
+use crate::replication::store::{LogStore, SimRecord, StateMachineData, StateMachineStore};
 use crate::replication::{raft_config, BasicNode, NodeId, Raft};
 use crate::service;
-use history::{Event, Kind, Op};
+use customers::{Customer, Records};
 
 /// The port every simulated branch serves on.
 const PORT: u16 = 50051;
 /// Branches per run.
 pub const BRANCHES: u64 = 3;
-/// Faults start after this: the cluster has elected a leader and opened the account.
+/// Faults start after this: the cluster has elected a leader and opened the accounts.
 pub const FAULTS_START: Duration = Duration::from_secs(3);
 /// Faults stop, everything is healed and customers stop starting calls here.
 pub const FAULTS_END: Duration = Duration::from_secs(9);
@@ -57,8 +77,6 @@ pub const FAULTS_END: Duration = Duration::from_secs(9);
 const CONVERGE_DEADLINE: Duration = Duration::from_secs(20);
 /// Bound on a whole run in simulated time; a run that needs more fails.
 const SIMULATION_MAX: Duration = Duration::from_secs(60);
-/// A customer's deadline on one call: past it the outcome is unknown (`info`).
-const CALL_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// A deliberately broken variant, to show the simulator can fail.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +88,10 @@ pub enum Broken {
     /// The disk acknowledges appends before they are synced: a restarted branch has lost the
     /// last few entries it had acknowledged.
     UnsyncedAcks,
+    /// The ledger ignores request ids: every proposal is applied under a fresh id of its own,
+    /// so a write retried under its request id (by the client or the branch) after its first
+    /// attempt committed is applied twice.
+    IgnoredRequestIds,
 }
 
 /// What one seed's run is made of.
@@ -79,6 +101,21 @@ pub struct SimConfig {
     pub broken: Broken,
 }
 
+/// What a run exercised, summed over its branches.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    pub snapshots_built: u64,
+    pub snapshots_installed: u64,
+    pub restarts_from_snapshot: u64,
+    /// Branches whose log was purged behind a snapshot by the end.
+    pub branches_purged: u64,
+    pub writes_answered: u64,
+    pub writes_unknown: u64,
+    /// Reads at `READ_YOUR_WRITES` or `LOCAL` answered.
+    pub weak_reads: u64,
+    pub original_calls: u64,
+}
+
 /// What a run did and what the judge found.
 #[derive(Debug, Clone)]
 pub struct Report {
@@ -86,11 +123,17 @@ pub struct Report {
     pub schedule: String,
     /// Every fault as applied, with its simulated time.
     pub applied: Vec<String>,
-    pub history: Vec<Event>,
+    /// The history, in [`crate::check`]'s format.
+    pub history: Vec<CheckEvent>,
     /// Each branch's applied index and ledger digest at convergence.
     pub final_states: Vec<(NodeId, Option<u64>, u64)>,
+    pub stats: Stats,
     pub violations: Vec<String>,
     pub simulated: Duration,
+}
+
+fn event_line(event: &CheckEvent) -> String {
+    serde_json::to_string(event).unwrap_or_else(|e| format!("{event:?} ({e})"))
 }
 
 impl Report {
@@ -101,9 +144,10 @@ impl Report {
             let _ = writeln!(trace, "{line}");
         }
         for event in &self.history {
-            let _ = writeln!(trace, "{event}");
+            let _ = writeln!(trace, "{}", event_line(event));
         }
         let _ = writeln!(trace, "{:?}", self.final_states);
+        let _ = writeln!(trace, "{:?}", self.stats);
         let _ = writeln!(trace, "{:?} {:?}", self.violations, self.simulated);
         trace
     }
@@ -111,7 +155,7 @@ impl Report {
     /// A failing run, explained: how to replay it, the faults, what was wrong, the history.
     pub fn explain(&self) -> String {
         let mut text = format!(
-            "seed {} failed; replay: BANK_SIM_SEED={} cargo test --test simulation -- --nocapture\n{}\nfaults applied:\n",
+            "seed {} failed; replay: BANK_SIM_SEED={} cargo test --test simulation -- --nocapture seeds\n{}\nfaults applied:\n",
             self.seed, self.seed, self.schedule
         );
         for line in &self.applied {
@@ -126,9 +170,10 @@ impl Report {
             "final states (branch, applied, digest): {:?}",
             self.final_states
         );
+        let _ = writeln!(text, "{:?}", self.stats);
         let _ = writeln!(text, "history ({} events):", self.history.len());
         for event in &self.history {
-            let _ = writeln!(text, "  {event}");
+            let _ = writeln!(text, "  {}", event_line(event));
         }
         text
     }
@@ -151,31 +196,95 @@ fn branch_addr(id: NodeId) -> String {
     format!("{}:{PORT}", branch_host(id))
 }
 
-/// What lives outside a branch host and so survives its crash: its log (the "disk"), and a
-/// handle to its current incarnation for the judge.
-#[derive(Clone, Default)]
+/// What lives outside a branch host and so survives its crash: its log and its snapshot (the
+/// "disk"), what the simulator records of it, and a handle to its current incarnation.
+#[derive(Clone)]
 struct HostState {
     log: LogStore,
+    /// The first incarnation's state machine; later ones are [`StateMachineStore::restarted`]
+    /// from it and share its snapshot.
+    disk: StateMachineStore,
+    record: Arc<SimRecord>,
     current: Rc<RefCell<Option<Branch>>>,
     incarnations: Rc<Cell<u64>>,
 }
 
+impl HostState {
+    fn new(broken: Broken) -> Self {
+        let record = Arc::new(SimRecord {
+            ignore_request_ids: broken == Broken::IgnoredRequestIds,
+            ..SimRecord::default()
+        });
+        HostState {
+            log: LogStore::default(),
+            disk: StateMachineStore::simulated(record.clone()),
+            record,
+            current: Rc::default(),
+            incarnations: Rc::default(),
+        }
+    }
+}
+
+/// A converged branch: its applied state and the index its log is purged up to.
+type Converged = (NodeId, StateMachineData, Option<u64>);
+
 /// Where the judge host leaves the converged states (or why they did not converge).
-type Convergence = Rc<RefCell<Option<Result<Vec<(NodeId, StateMachineData)>, String>>>>;
+type Convergence = Rc<RefCell<Option<Result<Vec<Converged>, String>>>>;
+
+/// The accounts a run opens before its customers start, with their opening balances.
+#[derive(Debug, Clone)]
+struct Accounts {
+    /// The original API's account's opening balance.
+    original: i64,
+    /// The bank customers' accounts, `1..=n`.
+    bank: BTreeMap<AccountId, i64>,
+}
 
 /// Runs one seed and judges it.
 ///
-/// Reproducible per process: the first run of a seed in a fresh process is the same every
-/// time (what the replay command does). A later run in the same process can differ by a
-/// millisecond here and there when the schedule crashes a branch: some process-wide state
-/// outlives a run (not openraft's generator, which is re-seeded here; not a thread-local, as a
-/// fresh thread per run does not help; not tokio's scheduler seed, as `--cfg tokio_unstable`
-/// does not help either). Found by `tests/simulation.rs`; not yet explained.
+/// Reproducible: the run of a seed in a fresh process is the same every time (what the replay
+/// command does), and so is a second run in the same process, on one thread: tokio's
+/// process-wide task ids are aligned first ([`align_task_ids`]). Two things are not yet exact:
+/// - seeds run in parallel threads (the `seeds` test) share that task-id counter, so a crash
+///   can drop tasks in another order than in a replay: a failure found there may replay with a
+///   millisecond's difference;
+/// - a few seeds (seed 24: message loss and a held link) end one of two ways in fresh
+///   processes (3 times in 10 for seed 24; no other of seeds 0..60 differed in 3 runs each).
+///   Found with `BANK_SIM_LOG=debug` (see `tests/simulation.rs`): the first difference is a
+///   branch's server connection that answers a customer's GOAWAY and closes at once in one run
+///   and later in the other. h2 keeps a stream it reset locally for 1 s of *wall-clock* time
+///   (`std::time::Instant`), and a connection with such a stream does not close yet; so how
+///   fast the machine ran the seed decides. The simulated client channels remember reset
+///   streams for an hour ([`transport`]), but tonic 0.14's `Server` builder offers neither
+///   `http2_reset_stream_duration` nor `http2_max_concurrent_reset_streams` for the branches'
+///   side. Fixing it needs that setting in tonic (or a `[patch]` of h2).
 pub fn run(config: &SimConfig) -> Report {
+    align_task_ids();
     seed_thread_rng(mix(config.seed, 1));
     let report = run_seeded(config);
     unseed_thread_rng();
     report
+}
+
+/// Brings tokio's process-wide task-id counter to where a fresh process starts it, modulo 4.
+///
+/// Why: a crash drops a host's runtime, which shuts its tasks down shard by shard, and a task's
+/// shard is its id modulo 4 (tokio's `OwnedTasks` on a current-thread runtime). Task ids come
+/// from one counter for the whole process, so without this a second run of a seed in the same
+/// process drops the crashed host's tasks (and closes their simulated connections) in another
+/// order, and the run differs by a millisecond here and there. Spawning throwaway tasks until
+/// the next id is 1 modulo 4 (a fresh process's first id is 1) makes the order the same. It
+/// cannot help when another thread spawns tasks at the same time (seeds run in parallel).
+fn align_task_ids() {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread().build() else {
+        return;
+    };
+    for _ in 0..4 {
+        let id = runtime.spawn(async {}).id();
+        if id.to_string().parse::<u64>().is_ok_and(|id| id % 4 == 0) {
+            break;
+        }
+    }
 }
 
 fn run_seeded(config: &SimConfig) -> Report {
@@ -192,8 +301,19 @@ fn run_seeded(config: &SimConfig) -> Report {
         .build();
 
     let schedule = faults::Schedule::draw(&mut rng, latency_max);
-    let clients = rng.gen_range(1..=3usize);
-    let initial: i64 = rng.gen_range(0..=200);
+    let customer_count = rng.gen_range(1..=3usize);
+    // One customer in four uses the original API.
+    let original: Vec<bool> = (0..customer_count)
+        .map(|_| rng.gen_range(0..4) == 0)
+        .collect();
+    let accounts = Accounts {
+        original: rng.gen_range(0..=200),
+        bank: (1..=rng.gen_range(2..=5u64))
+            .map(|account| (account, rng.gen_range(0..=100)))
+            .collect(),
+    };
+    let snapshot_every = rng.gen_range(10..=40u64);
+    let logs_kept = rng.gen_range(0..=8u64);
 
     let addresses: BTreeMap<NodeId, String> =
         (1..=BRANCHES).map(|id| (id, branch_addr(id))).collect();
@@ -206,19 +326,28 @@ fn run_seeded(config: &SimConfig) -> Report {
             return failed(seed, format!("raft config: {e}"));
         }
     };
-    raft_config.snapshot_policy = openraft::SnapshotPolicy::Never;
+    raft_config.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(snapshot_every);
+    raft_config.max_in_snapshot_log_to_keep = logs_kept;
     let raft_config = Arc::new(raft_config);
 
     let hosts: BTreeMap<NodeId, HostState> = (1..=BRANCHES)
-        .map(|id| (id, HostState::default()))
+        .map(|id| (id, HostState::new(config.broken)))
         .collect();
     for (&id, state) in &hosts {
-        let (state, raft_config, addresses) =
-            (state.clone(), raft_config.clone(), addresses.clone());
+        let (state, raft_config, addresses, accounts) = (
+            state.clone(),
+            raft_config.clone(),
+            addresses.clone(),
+            accounts.clone(),
+        );
         let broken = config.broken;
         sim.host(branch_host(id), move || {
-            let (state, raft_config, addresses) =
-                (state.clone(), raft_config.clone(), addresses.clone());
+            let (state, raft_config, addresses, accounts) = (
+                state.clone(),
+                raft_config.clone(),
+                addresses.clone(),
+                accounts.clone(),
+            );
             async move {
                 let peers = Peers::new(addresses.clone()).with_transport(Transport::Simulated);
                 let incarnation = state.incarnations.get();
@@ -231,8 +360,9 @@ fn run_seeded(config: &SimConfig) -> Report {
                 let network = PeerNetworkFactory {
                     peers: peers.clone(),
                 };
-                // The state machine is memory: lost on a crash, rebuilt from the kept log.
-                let state_machine = StateMachineStore::default();
+                // The applied state is memory: lost on a crash, rebuilt from the kept snapshot
+                // and log.
+                let state_machine = state.disk.restarted()?;
                 let raft = Raft::new(
                     id,
                     raft_config,
@@ -248,7 +378,7 @@ fn run_seeded(config: &SimConfig) -> Report {
                 }
                 *state.current.borrow_mut() = Some(branch.clone());
                 if id == 1 && incarnation == 0 {
-                    tokio::spawn(bootstrap(branch.clone(), addresses, initial));
+                    tokio::spawn(bootstrap(branch.clone(), addresses, accounts));
                 }
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
                 service::serve_incoming(
@@ -262,28 +392,38 @@ fn run_seeded(config: &SimConfig) -> Report {
         });
     }
 
-    let history: Rc<RefCell<Vec<Event>>> = Rc::default();
-    let clients_done = Rc::new(Cell::new(0usize));
-    for client in 0..clients {
-        let client_rng = StdRng::seed_from_u64(mix(seed, 100 + client as u64));
-        sim.client(
-            format!("client{client}"),
-            customer(
-                client,
-                client_rng,
-                peers(),
-                history.clone(),
-                clients_done.clone(),
-            ),
-        );
+    let records = Records::default();
+    let bank_accounts: Vec<AccountId> = std::iter::once(ORIGINAL_ACCOUNT)
+        .chain(accounts.bank.keys().copied())
+        .collect();
+    for (index, &original) in original.iter().enumerate() {
+        let customer = Customer {
+            index,
+            customers: customer_count,
+            rng: StdRng::seed_from_u64(mix(seed, 100 + index as u64)),
+            records: records.clone(),
+        };
+        let name = format!("customer{index}");
+        if original {
+            sim.client(name, customers::original_customer(customer, peers()));
+        } else {
+            let origin = mix(seed, 200 + index as u64);
+            // Bank customers move money between the bank accounts and read every account,
+            // the original one included (conservation is checked on reads of all accounts).
+            let movable: Vec<AccountId> = accounts.bank.keys().copied().collect();
+            sim.client(
+                name,
+                customers::bank_customer(customer, movable, bank_accounts.clone(), origin, peers()),
+            );
+        }
     }
     let converged: Convergence = Rc::default();
     sim.client(
         "judge",
         wait_for_convergence(
             hosts.clone(),
-            clients,
-            clients_done.clone(),
+            customer_count,
+            records.done.clone(),
             converged.clone(),
         ),
     );
@@ -329,13 +469,41 @@ fn run_seeded(config: &SimConfig) -> Report {
     let simulated = sim.elapsed();
     drop(sim);
 
-    let history = history.borrow().clone();
+    let original_calls = records.original.borrow().clone();
+    let mut history: Vec<CheckEvent> = vec![CheckEvent::Init {
+        balances: std::iter::once((ORIGINAL_ACCOUNT, accounts.original))
+            .chain(accounts.bank.iter().map(|(&a, &b)| (a, b)))
+            .collect(),
+        min_balances: BTreeMap::new(),
+    }];
+    history.extend(records.events.borrow().iter().cloned());
+    let writes = records.writes.borrow().clone();
+    let weak_reads = records.weak_reads.borrow().clone();
+    violations.extend(records.unexpected.borrow().iter().cloned());
+    let mut stats = Stats {
+        writes_answered: writes
+            .iter()
+            .filter(|(_, fate)| *fate == customers::Fate::Answered)
+            .count() as u64,
+        writes_unknown: writes
+            .iter()
+            .filter(|(_, fate)| *fate == customers::Fate::Unknown)
+            .count() as u64,
+        weak_reads: weak_reads.len() as u64,
+        original_calls: original_calls.len() as u64 / 2,
+        ..Stats::default()
+    };
+    for state in hosts.values() {
+        stats.snapshots_built += state.record.snapshots_built.load(Ordering::Relaxed);
+        stats.snapshots_installed += state.record.snapshots_installed.load(Ordering::Relaxed);
+        stats.restarts_from_snapshot += state.record.restarts_from_snapshot.load(Ordering::Relaxed);
+    }
     let mut final_states = Vec::new();
     match converged.borrow_mut().take() {
         Some(Ok(states)) => {
             final_states = states
                 .iter()
-                .map(|(id, s)| {
+                .map(|(id, s, _)| {
                     (
                         *id,
                         s.last_applied.map(|l| l.index),
@@ -343,41 +511,82 @@ fn run_seeded(config: &SimConfig) -> Report {
                     )
                 })
                 .collect();
-            match states
-                .first()
-                .and_then(|(_, s)| s.ledger.balance(ORIGINAL_ACCOUNT))
-            {
-                Some(balance) => {
-                    violations.extend(history::judge(&history, initial, balance));
-                    // And the full checker: linearizability of the account's history.
-                    let finals: Vec<(u64, i64)> = states
-                        .iter()
-                        .filter_map(|(id, s)| s.ledger.balance(ORIGINAL_ACCOUNT).map(|b| (*id, b)))
-                        .collect();
-                    let checked = history::to_check_history(&history, initial, &finals);
-                    if let Err(violation) = crate::check::check(&checked) {
-                        violations.push(format!("bank::check: {violation}"));
+            stats.branches_purged = states.iter().filter(|(_, _, p)| p.is_some()).count() as u64;
+            for (id, state, _) in &states {
+                let balances = history_accounts(&history)
+                    .into_iter()
+                    .filter_map(|a| state.ledger.balance(a).map(|b| (a, b)))
+                    .collect();
+                history.push(CheckEvent::Final {
+                    branch: *id,
+                    balances,
+                    digest: Some(format!("{:016x}", state.ledger.state_digest())),
+                });
+            }
+            match states.first() {
+                Some((_, state, _)) => {
+                    match state.ledger.balance(ORIGINAL_ACCOUNT) {
+                        Some(balance) => violations.extend(history::judge(
+                            &original_calls,
+                            accounts.original,
+                            balance,
+                        )),
+                        None => {
+                            violations.push("the original account was never opened".to_string())
+                        }
                     }
+                    let records: Vec<(NodeId, &SimRecord)> = hosts
+                        .iter()
+                        .map(|(&id, host)| (id, host.record.as_ref()))
+                        .collect();
+                    violations.extend(exactly_once::check(
+                        &records,
+                        &writes,
+                        &weak_reads,
+                        &state.ledger,
+                    ));
                 }
-                None => violations.push("the original account was never opened".to_string()),
+                None => violations.push("no branch to compare".to_string()),
             }
         }
         Some(Err(why)) => violations.push(why),
         None => violations.push("the run ended before the branches were compared".to_string()),
     }
+    let checked = crate::check::History::from_events(history.clone());
+    if let Err(violation) = crate::check::check(&checked) {
+        violations.push(format!("bank::check: {violation}"));
+    }
+    let kinds: Vec<&str> = original
+        .iter()
+        .map(|&o| if o { "original" } else { "bank" })
+        .collect();
     Report {
         seed,
         schedule: format!(
-            "schedule: {clients} customer(s), initial balance {initial}, latency 1..{}ms\n{}",
+            "schedule: customers {kinds:?}, accounts {:?} (original {}), snapshot every {snapshot_every} keeping {logs_kept}, latency 1..{}ms\n{}",
+            accounts.bank,
+            accounts.original,
             latency_max.as_millis(),
             schedule
         ),
         applied,
         history,
         final_states,
+        stats,
         violations,
         simulated,
     }
+}
+
+/// The accounts in the history's `init`.
+fn history_accounts(history: &[CheckEvent]) -> Vec<AccountId> {
+    history
+        .iter()
+        .find_map(|event| match event {
+            CheckEvent::Init { balances, .. } => Some(balances.keys().copied().collect()),
+            _ => None,
+        })
+        .unwrap_or_default()
 }
 
 fn failed(seed: u64, why: String) -> Report {
@@ -387,6 +596,7 @@ fn failed(seed: u64, why: String) -> Report {
         applied: Vec::new(),
         history: Vec::new(),
         final_states: Vec::new(),
+        stats: Stats::default(),
         violations: vec![why],
         simulated: Duration::ZERO,
     }
@@ -407,8 +617,8 @@ fn current_leader(hosts: &BTreeMap<NodeId, HostState>, running: &[NodeId]) -> Op
         .map(|(_, id)| id)
 }
 
-/// Initialises the cluster from branch 1 and opens the original account.
-async fn bootstrap(branch: Branch, addresses: BTreeMap<NodeId, String>, initial: i64) {
+/// Initialises the cluster from branch 1 and opens the accounts.
+async fn bootstrap(branch: Branch, addresses: BTreeMap<NodeId, String>, accounts: Accounts) {
     let voters: BTreeMap<NodeId, BasicNode> = addresses
         .into_iter()
         .map(|(id, addr)| (id, BasicNode::new(addr)))
@@ -417,109 +627,49 @@ async fn bootstrap(branch: Branch, addresses: BTreeMap<NodeId, String>, initial:
         tracing::warn!("simulated bootstrap: initialise: {e}");
         return;
     }
-    let genesis = Command::Open {
-        account: ORIGINAL_ACCOUNT,
-        balance_minor_units: u64::try_from(initial).unwrap_or(0),
+    let opening = |account: AccountId, balance: i64, balance_max: u64| Command::Open {
+        account,
+        balance_minor_units: u64::try_from(balance).unwrap_or(0),
         overdraft_limit_minor_units: 0,
-        balance_max_minor_units: ORIGINAL_BALANCE_MAX,
+        balance_max_minor_units: balance_max,
     };
-    if let Err(e) = branch.submit(genesis).await {
-        tracing::warn!("simulated bootstrap: open the account: {e}");
+    let opens = std::iter::once(opening(
+        ORIGINAL_ACCOUNT,
+        accounts.original,
+        ORIGINAL_BALANCE_MAX,
+    ))
+    .chain(
+        accounts
+            .bank
+            .iter()
+            .map(|(&account, &balance)| opening(account, balance, i64::MAX as u64)),
+    );
+    for open in opens {
+        if let Err(e) = branch.submit(open).await {
+            tracing::warn!("simulated bootstrap: open an account: {e}");
+        }
     }
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(turmoil::elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
-/// One customer: random calls at random branches until the fault window ends.
-async fn customer(
-    client: usize,
-    mut rng: StdRng,
-    peers: Peers,
-    history: Rc<RefCell<Vec<Event>>>,
-    done: Rc<Cell<usize>>,
-) -> turmoil::Result {
-    // Let the cluster elect a leader and open the account first.
-    tokio::time::sleep(FAULTS_START - Duration::from_millis(500)).await;
-    let mut id: i32 = 0;
-    while turmoil::elapsed() < FAULTS_END {
-        let branch: NodeId = rng.gen_range(1..=BRANCHES);
-        let amount: u64 = rng.gen_range(1..=50);
-        let op = match rng.gen_range(0..10) {
-            0..=3 => Op::Deposit(amount),
-            4..=6 => Op::Withdraw(amount),
-            _ => Op::Query,
-        };
-        let (interface, money) = match op {
-            Op::Deposit(a) => ("deposit", a),
-            Op::Withdraw(a) => ("withdraw", a),
-            Op::Query => ("query", 0),
-        };
-        id = id.saturating_add(1);
-        let record = |kind| {
-            history.borrow_mut().push(Event {
-                at_ms: now_ms(),
-                client,
-                branch,
-                op,
-                kind,
-            })
-        };
-        record(Kind::Invoke);
-        let kind = match peers.channel(&branch_addr(branch)) {
-            Err(_) => Kind::Fail,
-            Ok(channel) => {
-                let mut request = tonic::Request::new(CustomerRequest {
-                    id,
-                    interface: interface.to_string(),
-                    money: i32::try_from(money).unwrap_or(i32::MAX),
-                    writeset: vec![],
-                });
-                request.set_timeout(CALL_TIMEOUT);
-                let called = tokio::time::timeout(
-                    CALL_TIMEOUT + Duration::from_millis(100),
-                    BranchClient::new(channel).msg_delivery(request),
-                )
-                .await;
-                match (called, op) {
-                    (Ok(Ok(reply)), _) if reply.get_ref().result == "success" => {
-                        Kind::Ok(i64::from(reply.get_ref().balance))
-                    }
-                    (Ok(Ok(_)), _) => Kind::Fail,
-                    (_, Op::Query) => Kind::Fail,
-                    (Ok(Err(status)), _) if status.code() == tonic::Code::InvalidArgument => {
-                        Kind::Fail
-                    }
-                    _ => Kind::Info,
-                }
-            }
-        };
-        record(kind);
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
-    }
-    done.set(done.get() + 1);
-    Ok(())
 }
 
 /// After the heal and the customers, waits until every branch has applied the same log and
 /// holds the same ledger.
 async fn wait_for_convergence(
     hosts: BTreeMap<NodeId, HostState>,
-    clients: usize,
-    clients_done: Rc<Cell<usize>>,
+    customers: usize,
+    customers_done: Rc<Cell<usize>>,
     converged: Convergence,
 ) -> turmoil::Result {
-    while clients_done.get() < clients || turmoil::elapsed() < FAULTS_END {
+    while customers_done.get() < customers || turmoil::elapsed() < FAULTS_END {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let deadline = turmoil::elapsed() + CONVERGE_DEADLINE;
     loop {
-        let states: Vec<(NodeId, StateMachineData)> = hosts
+        let states: Vec<Converged> = hosts
             .iter()
             .filter_map(|(&id, state)| {
                 let branch = state.current.borrow().clone()?;
-                Some((id, branch.state_machine.read(|s| s.clone())?))
+                let purged = branch.raft.metrics().borrow().purged.map(|p| p.index);
+                Some((id, branch.state_machine.read(|s| s.clone())?, purged))
             })
             .collect();
         let agree = states.len() == hosts.len()
@@ -534,16 +684,16 @@ async fn wait_for_convergence(
         if turmoil::elapsed() >= deadline {
             let summary: Vec<_> = states
                 .iter()
-                .map(|(id, s)| {
+                .map(|(id, s, _)| {
                     (
                         *id,
                         s.last_applied.map(|l| l.index),
-                        s.ledger.balance(ORIGINAL_ACCOUNT),
+                        s.ledger.state_digest(),
                     )
                 })
                 .collect();
             *converged.borrow_mut() = Some(Err(format!(
-                "branches did not converge within {CONVERGE_DEADLINE:?} of the heal: (branch, applied, balance) {summary:?}"
+                "branches did not converge within {CONVERGE_DEADLINE:?} of the heal: (branch, applied, digest) {summary:?}"
             )));
             return Ok(());
         }

@@ -18,12 +18,20 @@ use tonic::transport::{Channel, Endpoint, Uri};
 const KEEPALIVE_INTERVAL: Duration = Duration::from_millis(500);
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_millis(1_000);
 
+/// How long HTTP/2 remembers a stream it reset (e.g. a call that timed out). h2 measures it on
+/// the wall clock (`std::time::Instant`), not tokio's: with its 1 s default, whether a late
+/// frame for such a stream is ignored or tears the connection down depended on how fast the
+/// machine ran the seed, and a seed did not always replay. Longer than any run, it never
+/// expires in one; the count bound (h2's 50 streams) still forgets the oldest, deterministically.
+const RESET_STREAM_REMEMBERED: Duration = Duration::from_secs(3_600);
+
 /// A lazily connected channel to `endpoint`'s host over turmoil's network.
 pub fn connect_lazy(endpoint: Endpoint) -> Channel {
     endpoint
         .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
         .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
+        .http2_reset_stream_duration(RESET_STREAM_REMEMBERED)
         .connect_with_connector_lazy(tower::service_fn(|uri: Uri| async move {
             let host = uri
                 .host()
