@@ -142,7 +142,13 @@ pub struct DurableStore {
     /// Appended entries the writer has not yet committed, readable meanwhile (see
     /// [`DurableLogStore::append`]).
     unflushed: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>,
+    /// The last purged log id once this process has purged: entries up to it are gone for
+    /// readers at once, though the writer deletes them later, in chunks.
+    purged: Arc<Mutex<Option<LogId>>>,
 }
+
+/// Purged entries deleted per commit at most (see [`Job::Purge`]).
+const PURGE_CHUNK_ENTRIES: u64 = 32;
 
 /// Write jobs waiting for the writer at most: an append beyond them waits (back-pressure).
 const WRITE_JOBS_MAX: usize = 256;
@@ -167,6 +173,10 @@ enum Job {
         durable: bool,
         done: Option<std::sync::mpsc::SyncSender<Result<(), String>>>,
     },
+    /// Deletes the purged entries `from..=to`: one chunk of a purge (see
+    /// [`DurableLogStore::purge`]). At most one per commit, so appends never wait behind a
+    /// large deletion. Not durable by itself and answers no one.
+    Purge { from: u64, to: u64 },
 }
 
 /// The database's only writer: a thread that takes jobs in order and commits each run of
@@ -204,6 +214,7 @@ impl std::fmt::Debug for Job {
         match self {
             Job::Append { entries, .. } => write!(f, "Append({} entries)", entries.len()),
             Job::Write { durable, .. } => write!(f, "Write(durable: {durable})"),
+            Job::Purge { from, to } => write!(f, "Purge({from}..={to})"),
         }
     }
 }
@@ -230,11 +241,28 @@ impl Writer {
         unflushed: &Mutex<BTreeMap<u64, Entry<TypeConfig>>>,
         queue: &std::sync::mpsc::Receiver<Job>,
     ) {
-        while let Ok(first) = queue.recv() {
+        // A purge chunk taken from the queue while the commit being built already has one.
+        let mut carried: Option<Job> = None;
+        loop {
+            let first = match carried.take() {
+                Some(job) => job,
+                None => match queue.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                },
+            };
+            let mut purging = matches!(first, Job::Purge { .. });
             let mut jobs = vec![first];
             while jobs.len() < WRITE_JOBS_PER_COMMIT_MAX {
                 match queue.try_recv() {
-                    Ok(job) => jobs.push(job),
+                    Ok(job @ Job::Purge { .. }) if purging => {
+                        carried = Some(job);
+                        break;
+                    }
+                    Ok(job) => {
+                        purging |= matches!(job, Job::Purge { .. });
+                        jobs.push(job);
+                    }
                     Err(_) => break,
                 }
             }
@@ -264,6 +292,12 @@ impl Writer {
                             let _ = done.send(result.clone());
                         }
                     }
+                    Job::Purge { from, to } => {
+                        if let Err(e) = &result {
+                            // Only disk space: the entries are below the purged id, never read.
+                            tracing::warn!("deleting purged log entries {from}..={to}: {e}");
+                        }
+                    }
                 }
             }
         }
@@ -273,6 +307,7 @@ impl Writer {
         let durable = jobs.iter().any(|job| match job {
             Job::Append { .. } => true,
             Job::Write { durable, .. } => *durable,
+            Job::Purge { .. } => false,
         });
         let mut tx = db.begin_write()?;
         tx.set_durability(if durable {
@@ -292,6 +327,9 @@ impl Writer {
                     if let Some(f) = f.take() {
                         f(&tx)?;
                     }
+                }
+                Job::Purge { from, to } => {
+                    tx.open_table(LOG)?.retain_in(*from..=*to, |_, _| false)?;
                 }
             }
         }
@@ -362,6 +400,7 @@ impl DurableStore {
             path: Arc::new(path),
             writer: Arc::new(writer),
             unflushed,
+            purged: Arc::default(),
         };
         // Create the tables, so reads never meet a missing table.
         store
@@ -374,6 +413,14 @@ impl DurableStore {
                 path: store.path.to_path_buf(),
                 source: e,
             })?;
+        // Entries up to the recorded purged id may remain (deleted in chunks after a purge):
+        // readers skip them from the start.
+        let purged: Option<Option<LogId>> = store
+            .get_meta(LAST_PURGED)
+            .map_err(|e| store.describe(e, "last purged log id"))?;
+        if let (Some(recorded), Ok(mut slot)) = (purged.flatten(), store.purged.lock()) {
+            *slot = Some(recorded);
+        }
         Ok(store)
     }
 
@@ -601,6 +648,13 @@ pub struct DurableLogStore {
 }
 
 impl DurableLogStore {
+    fn purged(&self) -> Option<LogId> {
+        match self.store.purged.lock() {
+            Ok(purged) => *purged,
+            Err(poisoned) => *poisoned.into_inner(),
+        }
+    }
+
     fn unflushed(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Entry<TypeConfig>>> {
         match self.store.unflushed.lock() {
             Ok(unflushed) => unflushed,
@@ -626,8 +680,12 @@ impl RaftLogReader<TypeConfig> for DurableLogStore {
         let mut entries = BTreeMap::new();
         let tx = self.store.db.begin_read().map_err(io_error)?;
         let table = tx.open_table(LOG).map_err(io_error)?;
+        let purged = self.purged().map(|id| id.index);
         for item in table.range(range).map_err(io_error)? {
             let (index, bytes) = item.map_err(io_error)?;
+            if Some(index.value()) <= purged {
+                continue;
+            }
             let entry: Entry<TypeConfig> =
                 serde_json::from_slice(bytes.value()).map_err(decode_error)?;
             entries.insert(index.value(), entry);
@@ -644,14 +702,19 @@ impl RaftLogStorage<TypeConfig> for DurableLogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_unflushed = self.unflushed().last_key_value().map(|(_, e)| e.log_id);
-        let last_purged: Option<LogId> = self.store.get_meta(LAST_PURGED)?;
+        let last_purged: Option<LogId> = match self.purged() {
+            Some(purged) => Some(purged),
+            None => self.store.get_meta(LAST_PURGED)?,
+        };
         let tx = self.store.db.begin_read().map_err(io_error)?;
         let table = tx.open_table(LOG).map_err(io_error)?;
+        // The last entry in the table, or the purged id if that is later: entries below it
+        // may still await deletion (see `purge`).
         let last_flushed = match table.last().map_err(io_error)? {
             Some((_, bytes)) => {
                 let entry: Entry<TypeConfig> =
                     serde_json::from_slice(bytes.value()).map_err(decode_error)?;
-                Some(entry.log_id)
+                Some(entry.log_id).max(last_purged)
             }
             None => last_purged,
         };
@@ -742,18 +805,54 @@ impl RaftLogStorage<TypeConfig> for DurableLogStore {
             .map_err(io_error)
     }
 
+    /// Purges at once for readers (and records the purged id, in order with every other
+    /// write, without waiting for it), then deletes the entries in chunks of
+    /// [`PURGE_CHUNK_ENTRIES`], one chunk per commit. Deleting a snapshot's worth of entries
+    /// (hundreds) in one transaction held every append queued behind it: 64-client deposits
+    /// had p99 43-48 ms with it and 20-25 ms without deleting at all. No hole either way:
+    /// entries are deleted from the oldest up, and a chunk lost in a crash leaves entries
+    /// below the purged id, which are never read and go with the next purge.
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(&Some(log_id))
             .map_err(|e| StorageError::from(StorageIOError::write(&e)))?;
+        let first = {
+            let tx = self.store.db.begin_read().map_err(io_error)?;
+            let table = tx.open_table(LOG).map_err(io_error)?;
+            let first = table.first().map_err(io_error)?;
+            first.map(|(index, _)| index.value())
+        };
+        match self.store.purged.lock() {
+            Ok(mut purged) => *purged = (*purged).max(Some(log_id)),
+            Err(poisoned) => {
+                let mut purged = poisoned.into_inner();
+                *purged = (*purged).max(Some(log_id));
+            }
+        }
         self.unflushed().retain(|index, _| *index > log_id.index);
         self.store
-            .write(move |tx| {
-                tx.open_table(META)?.insert(LAST_PURGED, bytes.as_slice())?;
-                let mut table = tx.open_table(LOG)?;
-                table.retain_in(..=log_id.index, |_, _| false)?;
-                Ok(())
+            .writer
+            .send(Job::Write {
+                f: Some(Box::new(move |tx: &redb::WriteTransaction| {
+                    tx.open_table(META)?.insert(LAST_PURGED, bytes.as_slice())?;
+                    Ok(())
+                })),
+                durable: false,
+                done: None,
             })
-            .map_err(io_error)
+            .map_err(io_error)?;
+        let Some(mut from) = first else { return Ok(()) };
+        while from <= log_id.index {
+            let to = log_id
+                .index
+                .min(from.saturating_add(PURGE_CHUNK_ENTRIES - 1));
+            self.store
+                .writer
+                .send(Job::Purge { from, to })
+                .map_err(io_error)?;
+            let Some(next) = to.checked_add(1) else { break };
+            from = next;
+        }
+        Ok(())
     }
 }
 

@@ -435,7 +435,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
             .map_err(poisoned("snapshot"))?
             .to_owned()
             + 1;
-        let meta_of = |state: &StateMachineData| SnapshotMeta {
+        let meta_of = move |state: &StateMachineData| SnapshotMeta {
             last_log_id: state.last_applied,
             last_membership: state.last_membership.clone(),
             snapshot_id: match state.last_applied {
@@ -462,18 +462,33 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 snapshot: Box::new(Cursor::new(data)),
             });
         };
-        let mut file = durable.create_snapshot(sequence)?;
-        let (meta, len) = {
-            let state = self.data.read().map_err(poisoned("state machine"))?;
-            let len = state
-                .ledger
-                .write_snapshot(&mut file.out)
-                .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
-            (meta_of(&state), len)
+        // Writing and syncing the file is blocking I/O of up to tens of milliseconds: on a
+        // thread of its own, not on one of the runtime's workers, where it stalled every other
+        // task (64-client deposits: p99 45-54 ms with snapshots, 13-15 ms without).
+        let durable = durable.clone();
+        let store = self.clone();
+        let built = tokio::task::spawn_blocking(move || {
+            let mut file = durable.create_snapshot(sequence)?;
+            let (meta, len) = {
+                let state = store.data.read().map_err(poisoned("state machine"))?;
+                let len = state
+                    .ledger
+                    .write_snapshot(&mut file.out)
+                    .map_err(|e| StorageIOError::write_snapshot(None, &e))?;
+                (meta_of(&state), len)
+            };
+            let record = durable.commit_snapshot(file, &meta, len)?;
+            *store.snapshot_count.lock().map_err(poisoned("snapshot"))? = sequence;
+            *store.snapshot_lock()? = Some(StoredSnapshot::Durable(record));
+            Ok::<_, StorageError>(meta)
+        })
+        .await;
+        let meta = match built {
+            Ok(meta) => meta?,
+            Err(e) => {
+                return Err(StorageIOError::write_snapshot(None, &std::io::Error::other(e)).into())
+            }
         };
-        let record = durable.commit_snapshot(file, &meta, len)?;
-        *self.snapshot_count.lock().map_err(poisoned("snapshot"))? = sequence;
-        *self.snapshot_lock()? = Some(StoredSnapshot::Durable(record));
         Ok(Snapshot {
             meta,
             snapshot: Box::new(Cursor::new(Vec::new())),
