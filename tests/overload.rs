@@ -19,14 +19,9 @@ const CONNECTIONS: usize = 8;
 
 const AMOUNT: i32 = 5;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn excess_requests_are_shed_cleanly_and_the_branch_stays_responsive() {
-    bank::service::set_customer_requests_max(REQUESTS_MAX);
-    let initial: i32 = 1_000;
-    let cluster = common::start_cluster(3, initial as u64).await;
-    let addr = cluster.addresses()[&2];
-
-    let mut clients = Vec::new();
+/// [`CONNECTIONS`] separate connections to `addr`.
+async fn connections(addr: std::net::SocketAddr) -> Vec<tonic::transport::Channel> {
+    let mut channels = Vec::new();
     for _ in 0..CONNECTIONS {
         let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
             .expect("valid address")
@@ -34,10 +29,23 @@ async fn excess_requests_are_shed_cleanly_and_the_branch_stays_responsive() {
             .connect()
             .await
             .expect("connect");
-        clients.push(bank::proto::customer::branch_client::BranchClient::new(
-            channel,
-        ));
+        channels.push(channel);
     }
+    channels
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excess_requests_are_shed_cleanly_and_the_branch_stays_responsive() {
+    bank::service::set_customer_requests_max(REQUESTS_MAX);
+    let initial: i32 = 1_000;
+    let cluster = common::start_cluster(3, initial as u64).await;
+    let addr = cluster.addresses()[&2];
+
+    let clients: Vec<_> = connections(addr)
+        .await
+        .into_iter()
+        .map(bank::proto::customer::branch_client::BranchClient::new)
+        .collect();
     let mut customers = JoinSet::new();
     for request in 0..REQUESTS {
         let mut customer = clients[request % CONNECTIONS].clone();
@@ -87,16 +95,11 @@ async fn the_accounts_api_sheds_excess_requests_under_the_same_bound() {
     bank::service::set_customer_requests_max(REQUESTS_MAX);
     let cluster = common::start_cluster(3, 0).await;
     let addr = cluster.addresses()[&2];
-    let mut clients = Vec::new();
-    for _ in 0..CONNECTIONS {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .expect("valid address")
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await
-            .expect("connect");
-        clients.push(AccountsClient::new(channel));
-    }
+    let clients: Vec<_> = connections(addr)
+        .await
+        .into_iter()
+        .map(AccountsClient::new)
+        .collect();
     let id = |sequence: u64| {
         Some(pb::RequestId {
             origin: 0x0E0E,

@@ -468,6 +468,22 @@ impl DurableStore {
         .map_err(io_error)
     }
 
+    /// Queues `bytes` for `key` in the `meta` table without waiting, and without an fsync of
+    /// its own: for what openraft does not need to survive a crash (the committed id, the
+    /// purged id). It commits in order with the writes around it.
+    fn put_meta_later(&self, key: &'static str, bytes: Vec<u8>) -> Result<(), StorageError> {
+        self.writer
+            .send(Job::Write {
+                f: Some(Box::new(move |tx: &redb::WriteTransaction| {
+                    tx.open_table(META)?.insert(key, bytes.as_slice())?;
+                    Ok(())
+                })),
+                durable: false,
+                done: None,
+            })
+            .map_err(io_error)
+    }
+
     pub(crate) fn get_meta<T: DeserializeOwned>(
         &self,
         key: &str,
@@ -702,10 +718,8 @@ impl RaftLogStorage<TypeConfig> for DurableLogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
         let last_unflushed = self.unflushed().last_key_value().map(|(_, e)| e.log_id);
-        let last_purged: Option<LogId> = match self.purged() {
-            Some(purged) => Some(purged),
-            None => self.store.get_meta(LAST_PURGED)?,
-        };
+        // Read from redb at open and kept since: no database read here.
+        let last_purged = self.purged();
         let tx = self.store.db.begin_read().map_err(io_error)?;
         let table = tx.open_table(LOG).map_err(io_error)?;
         // The last entry in the table, or the purged id if that is later: entries below it
@@ -742,17 +756,7 @@ impl RaftLogStorage<TypeConfig> for DurableLogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         let bytes = serde_json::to_vec(&committed)
             .map_err(|e| StorageError::from(StorageIOError::write(&e)))?;
-        self.store
-            .writer
-            .send(Job::Write {
-                f: Some(Box::new(move |tx: &redb::WriteTransaction| {
-                    tx.open_table(META)?.insert(COMMITTED, bytes.as_slice())?;
-                    Ok(())
-                })),
-                durable: false,
-                done: None,
-            })
-            .map_err(io_error)
+        self.store.put_meta_later(COMMITTED, bytes)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
@@ -829,17 +833,7 @@ impl RaftLogStorage<TypeConfig> for DurableLogStore {
             }
         }
         self.unflushed().retain(|index, _| *index > log_id.index);
-        self.store
-            .writer
-            .send(Job::Write {
-                f: Some(Box::new(move |tx: &redb::WriteTransaction| {
-                    tx.open_table(META)?.insert(LAST_PURGED, bytes.as_slice())?;
-                    Ok(())
-                })),
-                durable: false,
-                done: None,
-            })
-            .map_err(io_error)?;
+        self.store.put_meta_later(LAST_PURGED, bytes)?;
         let Some(mut from) = first else { return Ok(()) };
         while from <= log_id.index {
             let to = log_id
