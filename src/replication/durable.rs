@@ -310,10 +310,14 @@ impl Writer {
             Job::Purge { .. } => false,
         });
         let mut tx = db.begin_write()?;
+        // Not `Durability::Eventual`: on Linux redb syncs the file for it just as for
+        // `Immediate` (it differs only on macOS), which cost every committed-id update and
+        // every purge chunk a full fsync (about 0.2 ms each, measured). `None` writes no
+        // header and syncs nothing; the next `Immediate` commit makes it durable, in order.
         tx.set_durability(if durable {
             Durability::Immediate
         } else {
-            Durability::Eventual
+            Durability::None
         });
         for job in jobs.iter_mut() {
             match job {
