@@ -59,17 +59,30 @@ pub enum BranchError {
     Internal(String),
 }
 
-/// Proposals waiting for the group committer, at most (beyond it, callers wait for room).
+/// Submissions waiting for the group committer, at most (beyond it, callers wait for room).
 const GROUP_QUEUE_MAX: usize = 16_384;
 
-/// Group commits in flight at once (each one log entry); more proposals queue meanwhile and
-/// go out together in the next.
-const GROUP_COMMITS_IN_FLIGHT: usize = 4;
+/// Group commits a leader has in flight at once (each one log entry). openraft 0.9 appends
+/// one entry at a time and waits for its fsync before it replicates it, so every entry costs
+/// the leader one fsync on its Raft core: fewer, larger entries go further. Proposals that
+/// come meanwhile queue and go out together in the next entry. One measured best: 64-client
+/// deposits ran at 16,360 / 13,845 / 11,654 ops/s with 1 against 12,231 / 12,742 / 10,655
+/// with 2 (alternating runs) and p99 7-11 ms against 11-13 ms.
+const LEADER_COMMITS_IN_FLIGHT: usize = 1;
 
-/// A proposal waiting for the group committer, and where its result goes.
+/// Group commits a follower has in flight at once (each one call to the leader, whose own
+/// committer merges what every branch forwards into its entries).
+const FOLLOWER_COMMITS_IN_FLIGHT: usize = 4;
+
+/// What the group committer answers: each item's outcome, in order, and the log index of the
+/// entry that carried them.
+type GroupReply = Result<(Vec<Outcome>, u64), BranchError>;
+
+/// Proposals (none of them a batch) waiting for the group committer, and where their
+/// outcomes go: one customer's proposal, or a group a follower forwarded.
 struct Pending {
-    proposal: Proposal,
-    reply: oneshot::Sender<Result<(Outcome, u64), BranchError>>,
+    items: Vec<Proposal>,
+    reply: oneshot::Sender<GroupReply>,
 }
 
 /// Handles to one branch's replica. Cheap to clone.
@@ -194,18 +207,32 @@ impl Branch {
     ///
     /// Concurrent proposals are group-committed: queued, and sent together as one `Batch` log
     /// entry (each item keeps its own request id and gets its own outcome), so one replication
-    /// round and one fsync serve many customers.
+    /// round and one fsync serve many customers. A follower forwards its groups to the
+    /// leader, whose committer merges them with its own (see [`Branch::submit_group`]).
     pub async fn submit_proposal(&self, proposal: Proposal) -> Result<(Outcome, u64), BranchError> {
-        let Some(group) = &self.group else {
-            return self.submit_now(proposal).await;
-        };
-        if matches!(proposal.command, Command::Batch(_)) {
+        if matches!(proposal.command, Command::Batch(_)) || self.group.is_none() {
             // Batches do not nest: a customer's batch is already one entry.
-            return self.submit_now(proposal).await;
+            return self.submit_now(proposal, false).await;
         }
+        let (mut outcomes, index) = self.submit_group(vec![proposal]).await?;
+        match (outcomes.pop(), outcomes.is_empty()) {
+            (Some(outcome), true) => Ok((outcome, index)),
+            _ => Err(BranchError::Internal(format!(
+                "the group committer answered {} outcomes for one proposal",
+                outcomes.len() + 1
+            ))),
+        }
+    }
+
+    /// Queues `items` (1 to [`BATCH_ITEMS_MAX`] proposals, none of them a batch: the caller
+    /// checks) for the group committer as one submission, and waits for their outcomes, in
+    /// order. They share one log entry, possibly with other submissions.
+    pub async fn submit_group(&self, items: Vec<Proposal>) -> GroupReply {
+        let Some(group) = &self.group else {
+            return self.submit_items(items).await;
+        };
         let (reply, result) = oneshot::channel();
-        let queued =
-            tokio::time::timeout(REQUEST_DEADLINE, group.send(Pending { proposal, reply }));
+        let queued = tokio::time::timeout(REQUEST_DEADLINE, group.send(Pending { items, reply }));
         match queued.await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(BranchError::ShuttingDown),
@@ -219,8 +246,43 @@ impl Branch {
         result.await.unwrap_or(Err(BranchError::ShuttingDown))
     }
 
-    /// Proposes `proposal` on its own, now (with retries and forwarding, bounded).
-    async fn submit_now(&self, proposal: Proposal) -> Result<(Outcome, u64), BranchError> {
+    /// Whether this branch is the leader as far as it knows now.
+    pub fn leads(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(self.id)
+    }
+
+    /// Proposes `items` (not batches) now, as one entry: a single one as it is, several as a
+    /// `Batch` under a request id of this branch's own, which a follower forwards to the
+    /// leader item by item (see [`Branch::submit_now`]).
+    async fn submit_items(&self, mut items: Vec<Proposal>) -> GroupReply {
+        if items.len() == 1 {
+            if let Some(item) = items.pop() {
+                let (outcome, index) = self.submit_now(item, false).await?;
+                return Ok((vec![outcome], index));
+            }
+        }
+        let count = items.len();
+        let batch = Proposal {
+            request_id: self.next_request_id(),
+            command: Command::Batch(items),
+        };
+        match self.submit_now(batch, true).await? {
+            (Outcome::Batch(outcomes), index) if outcomes.len() == count => Ok((outcomes, index)),
+            // A group built here is always a valid batch: this is a bug, said as such.
+            (outcome, _) => Err(BranchError::Internal(format!(
+                "group commit of {count} proposals answered {outcome:?}"
+            ))),
+        }
+    }
+
+    /// Proposes `proposal` on its own, now (with retries and forwarding, bounded). `group`: it
+    /// is a batch this branch's committer made, so a follower forwards its items for the
+    /// leader's committer to merge ([`Branch::forward_group`]) rather than the batch itself.
+    async fn submit_now(
+        &self,
+        proposal: Proposal,
+        group: bool,
+    ) -> Result<(Outcome, u64), BranchError> {
         let deadline = Instant::now() + REQUEST_DEADLINE;
         let mut last_failure = String::from("no leader");
         for attempt in 0..ATTEMPTS_MAX {
@@ -243,7 +305,7 @@ impl Branch {
                 }
             };
             match self.leader_address(&leader) {
-                Some(addr) => match self.forward(&addr, &proposal, deadline).await {
+                Some(addr) => match self.forward(&addr, &proposal, group, deadline).await {
                     Ok(result) => return Ok(result),
                     Err(why) => {
                         tracing::debug!(branch = self.id, attempt, "forward to {}: {why}", addr);
@@ -327,13 +389,23 @@ impl Branch {
         Err(BranchError::OutcomeUnknown(last_failure))
     }
 
-    /// Sends `proposal` to the leader at `addr`, which proposes it only if it still leads.
+    /// Sends `proposal` to the leader at `addr`, which proposes it only if it still leads. A
+    /// `group` batch goes as its items ([`Branch::forward_group`]).
     async fn forward(
         &self,
         addr: &str,
         proposal: &Proposal,
+        group: bool,
         deadline: Instant,
     ) -> Result<(Outcome, u64), String> {
+        if let (true, Command::Batch(items)) = (group, &proposal.command) {
+            match self.forward_group(addr, items, deadline).await {
+                Ok((outcomes, index)) => return Ok((Outcome::Batch(outcomes), index)),
+                // A leader from before `ForwardGroup`: the batch goes whole, as it used to.
+                Err(PeerError::Call(status)) if status.code() == tonic::Code::Unimplemented => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
         let mut client = self.peers.client(addr).map_err(|e| e.to_string())?;
         let payload = encode(proposal).map_err(|e| e.to_string())?;
         let mut request = tonic::Request::new(payload);
@@ -343,6 +415,33 @@ impl Branch {
             Ok(reply) => decode(reply.get_ref()).map_err(|e| e.to_string()),
             Err(status) => Err(PeerError::Call(status).to_string()),
         }
+    }
+
+    /// Sends a group of proposals to the leader at `addr`, whose committer proposes them with
+    /// whatever else it has queued, if it still leads; returns each item's outcome and the
+    /// entry's index.
+    async fn forward_group(
+        &self,
+        addr: &str,
+        items: &[Proposal],
+        deadline: Instant,
+    ) -> Result<(Vec<Outcome>, u64), PeerError> {
+        let mut client = self.peers.client(addr)?;
+        let mut request = tonic::Request::new(encode(&items)?);
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        request.set_timeout(remaining);
+        let reply = within(remaining, client.forward_group(request))
+            .await
+            .map_err(PeerError::Call)?;
+        let (outcomes, index): (Vec<Outcome>, u64) = decode(reply.get_ref())?;
+        if outcomes.len() != items.len() {
+            return Err(PeerError::Call(tonic::Status::internal(format!(
+                "the leader answered {} outcomes for {} proposals",
+                outcomes.len(),
+                items.len()
+            ))));
+        }
+        Ok((outcomes, index))
     }
 
     /// Waits until this branch knows a leader, at most until `deadline`.
@@ -467,76 +566,79 @@ impl Branch {
     }
 }
 
-/// The group committer: takes the first waiting proposal, then every other one already queued
-/// (up to [`BATCH_ITEMS_MAX`]), and proposes them as one `Batch` entry under a request id of
-/// the branch's own; each item's outcome goes back to its caller. A single proposal goes as it
-/// is. Up to [`GROUP_COMMITS_IN_FLIGHT`] entries are in flight at once. Ends when every
-/// `Branch` handle with the queue is gone.
+/// The group committer: takes the first waiting submission, then every other one already
+/// queued (up to [`BATCH_ITEMS_MAX`] items in all), and proposes their items as one `Batch`
+/// entry under a request id of the branch's own; each submission gets its items' outcomes. A
+/// single proposal goes as it is. At most [`LEADER_COMMITS_IN_FLIGHT`] entries (on a
+/// follower [`FOLLOWER_COMMITS_IN_FLIGHT`] forwarded groups) are in flight at once. Ends when
+/// every `Branch` handle with the queue is gone, or at [`Branch::shutdown`].
 async fn group_commit(
     branch: Branch,
     mut pending: mpsc::Receiver<Pending>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let in_flight = Arc::new(tokio::sync::Semaphore::new(GROUP_COMMITS_IN_FLIGHT));
     let mut commits = tokio::task::JoinSet::new();
-    loop {
-        // Finished commits: nothing to collect but their slots.
-        while commits.try_join_next().is_some() {}
+    // A submission taken from the queue that did not fit in the group being built.
+    let mut carried: Option<Pending> = None;
+    'committing: loop {
         // Wait for room first, so that proposals pile up while entries are in flight.
-        let permit = tokio::select! {
-            permit = in_flight.clone().acquire_owned() => permit,
-            _ = stop.wait_for(|stop| *stop) => break,
+        let in_flight_max = if branch.leads() {
+            LEADER_COMMITS_IN_FLIGHT
+        } else {
+            FOLLOWER_COMMITS_IN_FLIGHT
         };
-        let Ok(permit) = permit else { break };
-        let first = tokio::select! {
-            first = pending.recv() => first,
-            _ = stop.wait_for(|stop| *stop) => break,
+        while commits.len() >= in_flight_max {
+            tokio::select! {
+                _ = commits.join_next() => {}
+                _ = stop.wait_for(|stop| *stop) => break 'committing,
+            }
+        }
+        let first = match carried.take() {
+            Some(first) => first,
+            None => tokio::select! {
+                first = pending.recv() => match first {
+                    Some(first) => first,
+                    None => break,
+                },
+                _ = stop.wait_for(|stop| *stop) => break,
+            },
         };
-        let Some(first) = first else { break };
+        let mut items = first.items.len();
         let mut group = vec![first];
-        while group.len() < BATCH_ITEMS_MAX {
+        while items < BATCH_ITEMS_MAX {
             match pending.try_recv() {
-                Ok(next) => group.push(next),
+                Ok(next) if items + next.items.len() <= BATCH_ITEMS_MAX => {
+                    items += next.items.len();
+                    group.push(next);
+                }
+                Ok(next) => {
+                    carried = Some(next);
+                    break;
+                }
                 Err(_) => break,
             }
         }
-        let branch = branch.clone();
-        commits.spawn(async move {
-            commit_group(&branch, group).await;
-            drop(permit);
-        });
+        commits.spawn(commit_group(branch.clone(), group));
     }
     // Stopping: commits in flight are abandoned (their callers hear "shutting down").
     commits.shutdown().await;
 }
 
-async fn commit_group(branch: &Branch, mut group: Vec<Pending>) {
-    if group.len() == 1 {
-        if let Some(Pending { proposal, reply }) = group.pop() {
-            // The caller may have given up: nobody to tell then.
-            let _ = reply.send(branch.submit_now(proposal).await);
-        }
-        return;
+async fn commit_group(branch: Branch, mut group: Vec<Pending>) {
+    let mut items = Vec::with_capacity(group.iter().map(|p| p.items.len()).sum());
+    let mut counts = Vec::with_capacity(group.len());
+    for pending in &mut group {
+        counts.push(pending.items.len());
+        items.append(&mut pending.items);
     }
-    let items: Vec<Proposal> = group.iter().map(|p| p.proposal.clone()).collect();
-    let batch = Proposal {
-        request_id: branch.next_request_id(),
-        command: Command::Batch(items),
-    };
-    match branch.submit_now(batch).await {
-        Ok((Outcome::Batch(outcomes), index)) if outcomes.len() == group.len() => {
-            for (pending, outcome) in group.into_iter().zip(outcomes) {
-                let _ = pending.reply.send(Ok((outcome, index)));
-            }
-        }
-        Ok((outcome, _)) => {
-            // A group built here is always a valid batch: this is a bug, said as such.
-            let why = format!(
-                "group commit of {} proposals answered {outcome:?}",
-                group.len()
-            );
-            for pending in group {
-                let _ = pending.reply.send(Err(BranchError::Internal(why.clone())));
+    // The callers may have given up: nobody to tell then.
+    match branch.submit_items(items).await {
+        Ok((outcomes, index)) => {
+            let mut outcomes = outcomes.into_iter();
+            for (pending, count) in group.into_iter().zip(counts) {
+                let _ = pending
+                    .reply
+                    .send(Ok((outcomes.by_ref().take(count).collect(), index)));
             }
         }
         Err(error) => {

@@ -29,7 +29,7 @@ use tonic_reflection::server::v1alpha;
 use crate::accounts::AccountsService;
 use crate::auth::{PeerAuth, Tokens};
 use crate::branch::{Branch, BranchError, REQUEST_DEADLINE};
-use crate::ledger::{Command, Outcome, Proposal, ORIGINAL_ACCOUNT};
+use crate::ledger::{Command, Outcome, Proposal, BATCH_ITEMS_MAX, ORIGINAL_ACCOUNT};
 use crate::metrics;
 use crate::proto::customer::branch_server::BranchServer;
 use crate::proto::customer::{Reply, Request as CustomerRequest};
@@ -281,6 +281,29 @@ pub struct PeerService {
     branch: Branch,
 }
 
+impl PeerService {
+    /// Queues `items` (checked: not batches) in this branch's group committer if it leads,
+    /// and waits for their outcomes and the entry's index. Not leading: FAILED_PRECONDITION,
+    /// nothing proposed.
+    async fn propose_group_here(
+        &self,
+        items: Vec<Proposal>,
+    ) -> Result<(Vec<Outcome>, u64), Status> {
+        if !self.branch.leads() {
+            return Err(Status::failed_precondition(format!(
+                "branch {} is not the leader",
+                self.branch.id
+            )));
+        }
+        match tokio::time::timeout(REQUEST_DEADLINE, self.branch.submit_group(items)).await {
+            Ok(answer) => answer.map_err(Status::from),
+            Err(_) => Err(Status::unavailable(
+                "write not committed before the deadline",
+            )),
+        }
+    }
+}
+
 fn bad_payload(e: serde_json::Error) -> Status {
     Status::invalid_argument(format!("payload does not decode: {e}"))
 }
@@ -323,6 +346,16 @@ impl crate::proto::peer::peer_server::Peer for PeerService {
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
         let proposal: Proposal = decode(request.get_ref()).map_err(bad_payload)?;
+        if !matches!(proposal.command, Command::Batch(_)) {
+            // One proposal: into this leader's group committer, with everything else queued.
+            let (mut outcomes, index) = self.propose_group_here(vec![proposal]).await?;
+            return match (outcomes.pop(), outcomes.is_empty()) {
+                (Some(outcome), true) => encoded(&(outcome, index)),
+                _ => Err(Status::internal(
+                    "the group committer answered a group for one proposal",
+                )),
+            };
+        }
         let written =
             tokio::time::timeout(REQUEST_DEADLINE, self.branch.raft.client_write(proposal)).await;
         match written {
@@ -335,6 +368,29 @@ impl crate::proto::peer::peer_server::Peer for PeerService {
                 "write not committed before the deadline",
             )),
         }
+    }
+
+    async fn forward_group(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let items: Vec<Proposal> = decode(request.get_ref()).map_err(bad_payload)?;
+        if items.is_empty() || items.len() > BATCH_ITEMS_MAX {
+            return Err(Status::invalid_argument(format!(
+                "a forwarded group holds 1 to {BATCH_ITEMS_MAX} proposals, not {}",
+                items.len()
+            )));
+        }
+        // A batch inside would make the ledger refuse the whole merged entry, everyone's.
+        if items
+            .iter()
+            .any(|item| matches!(item.command, Command::Batch(_)))
+        {
+            return Err(Status::invalid_argument(
+                "a forwarded group may not hold a batch",
+            ));
+        }
+        encoded(&self.propose_group_here(items).await?)
     }
 
     async fn read_index(

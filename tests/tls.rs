@@ -402,6 +402,13 @@ async fn a_peer_without_a_certificate_cannot_vote_or_append() {
                 rogue.forward(timed(append_payload.clone())).await.err(),
             ),
             (
+                "ForwardGroup",
+                rogue
+                    .forward_group(timed(append_payload.clone()))
+                    .await
+                    .err(),
+            ),
+            (
                 "ChangeMembership",
                 rogue
                     .change_membership(timed(append_payload.clone()))
