@@ -535,6 +535,16 @@ impl Branch {
         deadline: Instant,
     ) -> Result<(), BranchError> {
         let Some(index) = index else { return Ok(()) };
+        // Usually already applied (always on the leader): answered from the replica itself,
+        // which is what the read is served from, without openraft's waiter, which clones the
+        // whole metrics on every check.
+        let applied = self
+            .state_machine
+            .read(|state| state.last_applied.map(|id| id.index))
+            .flatten();
+        if applied >= Some(index) {
+            return Ok(());
+        }
         let timeout = deadline.saturating_duration_since(Instant::now());
         match self
             .raft
