@@ -182,12 +182,13 @@ enum Job {
 /// The database's only writer: a thread that takes jobs in order and commits each run of
 /// queued jobs (up to [`WRITE_JOBS_PER_COMMIT_MAX`]) as one redb transaction with one fsync.
 ///
-/// Why a thread: an append used to commit and fsync inside openraft's core task, so nothing
-/// else happened on the branch meanwhile, and replication to followers started only after the
-/// leader's own fsync. Now an append returns once its entries are queued and readable; the
-/// leader's fsync overlaps the followers' (openraft counts the leader's copy once
-/// `LogFlushed` reports it), and concurrent appends share fsyncs. Writes stay in order
-/// because there is one queue: a truncate or purge queued after an append is committed after it.
+/// Why a thread: an append used to commit and fsync inside openraft's core task, on a runtime
+/// worker, which the fsync then held from every other task of the branch. Now an append
+/// returns once its entries are queued and readable, the fsync blocks only this thread, and
+/// queued writes share fsyncs. (openraft 0.9's core still awaits `LogFlushed` before it goes
+/// on, replication of the entry included: the leader's fsync and a follower's follow one
+/// another, see `crate::branch`'s group committer.) Writes stay in order because there is one
+/// queue: a truncate or purge queued after an append is committed after it.
 ///
 /// Dropping it (with the last clone of the store) stops the thread and waits for it, so the
 /// database is closed by the time the store is gone, as it was without the thread: a restart
