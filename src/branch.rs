@@ -613,25 +613,44 @@ async fn group_commit(
                 _ = stop.wait_for(|stop| *stop) => break,
             },
         };
-        let mut items = first.items.len();
-        let mut group = vec![first];
-        while items < BATCH_ITEMS_MAX {
-            match pending.try_recv() {
-                Ok(next) if items + next.items.len() <= BATCH_ITEMS_MAX => {
-                    items += next.items.len();
-                    group.push(next);
-                }
-                Ok(next) => {
-                    carried = Some(next);
-                    break;
-                }
-                Err(_) => break,
-            }
+        let (group, rest) = gather(first, &mut pending);
+        carried = rest;
+        if !group.is_empty() {
+            commits.spawn(commit_group(branch.clone(), group));
         }
-        commits.spawn(commit_group(branch.clone(), group));
     }
     // Stopping: commits in flight are abandoned (their callers hear "shutting down").
     commits.shutdown().await;
+}
+
+/// The next group: `first`, then whatever is already queued, up to [`BATCH_ITEMS_MAX`] items
+/// in all; the submission that does not fit is returned, for the next group. Submissions whose
+/// caller stopped waiting (its deadline passed, its call was cancelled) are dropped without
+/// being proposed: no one would hear their outcome, and under overload they would only
+/// lengthen the queue; a customer told "outcome unknown" retries under the same request id.
+fn gather(
+    first: Pending,
+    pending: &mut mpsc::Receiver<Pending>,
+) -> (Vec<Pending>, Option<Pending>) {
+    let mut items = first.items.len();
+    let mut group = vec![first];
+    let mut carried = None;
+    while items < BATCH_ITEMS_MAX {
+        match pending.try_recv() {
+            Ok(next) if next.reply.is_closed() => {}
+            Ok(next) if items + next.items.len() <= BATCH_ITEMS_MAX => {
+                items += next.items.len();
+                group.push(next);
+            }
+            Ok(next) => {
+                carried = Some(next);
+                break;
+            }
+            Err(_) => break,
+        }
+    }
+    group.retain(|p| !p.reply.is_closed());
+    (group, carried)
 }
 
 async fn commit_group(branch: Branch, mut group: Vec<Pending>) {
@@ -795,10 +814,12 @@ impl VoteGuard {
 
 #[cfg(test)]
 mod tests {
-    use super::{BranchError, ReadRound, ReadRounds, VoteGuard};
+    use super::{gather, BranchError, GroupReply, Pending, ReadRound, ReadRounds, VoteGuard};
+    use crate::ledger::{Command, Proposal, RequestId, BATCH_ITEMS_MAX};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
     use std::time::Duration;
+    use tokio::sync::{mpsc, oneshot};
     use tokio::time::Instant;
 
     /// A round that counts itself and answers its own number, after a while.
@@ -839,6 +860,64 @@ mod tests {
             );
         }
         assert_eq!(rounds.load(Ordering::SeqCst), 2, "51 reads took 2 rounds");
+    }
+
+    fn deposit(sequence: u64) -> Proposal {
+        Proposal {
+            request_id: RequestId {
+                origin: 1,
+                sequence,
+            },
+            command: Command::Deposit {
+                account: 1,
+                amount_minor_units: 1,
+            },
+        }
+    }
+
+    /// A submission of `size` deposits; its receiver, which `gather` sees closed once dropped.
+    fn submission(first: u64, size: u64) -> (Pending, oneshot::Receiver<GroupReply>) {
+        let (reply, waiting) = oneshot::channel();
+        let items = (first..first + size).map(deposit).collect();
+        (Pending { items, reply }, waiting)
+    }
+
+    fn firsts(group: &[Pending]) -> Vec<u64> {
+        group
+            .iter()
+            .map(|p| p.items[0].request_id.sequence)
+            .collect()
+    }
+
+    #[test]
+    fn a_group_takes_what_is_queued_up_to_the_batch_limit_and_skips_abandoned_calls() {
+        let (queue, mut pending) = mpsc::channel(16);
+        let (first, _first) = submission(0, 1);
+        let (abandoned, gone) = submission(10, 1);
+        let (forwarded, _forwarded) = submission(20, 5);
+        let (too_big, _too_big) = submission(30, BATCH_ITEMS_MAX as u64 - 5);
+        let (later, _later) = submission(40, 1);
+        for queued in [abandoned, forwarded, too_big, later] {
+            queue
+                .try_send(queued)
+                .map_err(|_| "queue full")
+                .expect("room");
+        }
+        drop(gone);
+        let (group, carried) = gather(first, &mut pending);
+        // 1 + 5 items fit; the next would pass the limit and waits for the next group.
+        assert_eq!(firsts(&group), [0, 20]);
+        let carried = carried.expect("the submission that did not fit");
+        assert_eq!(carried.items[0].request_id.sequence, 30);
+        let (group, carried) = gather(carried, &mut pending);
+        assert_eq!(firsts(&group), [30, 40]);
+        assert!(carried.is_none());
+
+        // A caller that gave up before its group was gathered is not proposed at all.
+        let (alone, gone) = submission(50, 1);
+        drop(gone);
+        let (group, carried) = gather(alone, &mut pending);
+        assert!(group.is_empty() && carried.is_none());
     }
 
     #[test]
