@@ -282,25 +282,29 @@ pub struct PeerService {
 }
 
 impl PeerService {
-    /// Queues `items` (checked: not batches) in this branch's group committer if it leads,
-    /// and waits for their outcomes and the entry's index. Not leading: FAILED_PRECONDITION,
-    /// nothing proposed.
-    async fn propose_group_here(
-        &self,
-        items: Vec<Proposal>,
-    ) -> Result<(Vec<Outcome>, u64), Status> {
-        if !self.branch.leads() {
-            return Err(Status::failed_precondition(format!(
+    /// FAILED_PRECONDITION unless this branch leads: a forwarded write is proposed only by
+    /// the leader, and otherwise not at all, so the sender may retry elsewhere.
+    fn ensure_leading(&self) -> Result<(), Status> {
+        if self.branch.leads() {
+            Ok(())
+        } else {
+            Err(Status::failed_precondition(format!(
                 "branch {} is not the leader",
                 self.branch.id
-            )));
+            )))
         }
-        match tokio::time::timeout(REQUEST_DEADLINE, self.branch.submit_group(items)).await {
-            Ok(answer) => answer.map_err(Status::from),
-            Err(_) => Err(Status::unavailable(
-                "write not committed before the deadline",
-            )),
-        }
+    }
+}
+
+/// `submitted`'s answer, within [`REQUEST_DEADLINE`].
+async fn within_deadline<T>(
+    submitted: impl Future<Output = Result<T, BranchError>>,
+) -> Result<T, Status> {
+    match tokio::time::timeout(REQUEST_DEADLINE, submitted).await {
+        Ok(answer) => answer.map_err(Status::from),
+        Err(_) => Err(Status::unavailable(
+            "write not committed before the deadline",
+        )),
     }
 }
 
@@ -348,13 +352,8 @@ impl crate::proto::peer::peer_server::Peer for PeerService {
         let proposal: Proposal = decode(request.get_ref()).map_err(bad_payload)?;
         if !matches!(proposal.command, Command::Batch(_)) {
             // One proposal: into this leader's group committer, with everything else queued.
-            let (mut outcomes, index) = self.propose_group_here(vec![proposal]).await?;
-            return match (outcomes.pop(), outcomes.is_empty()) {
-                (Some(outcome), true) => encoded(&(outcome, index)),
-                _ => Err(Status::internal(
-                    "the group committer answered a group for one proposal",
-                )),
-            };
+            self.ensure_leading()?;
+            return encoded(&within_deadline(self.branch.submit_proposal(proposal)).await?);
         }
         let written =
             tokio::time::timeout(REQUEST_DEADLINE, self.branch.raft.client_write(proposal)).await;
@@ -390,7 +389,8 @@ impl crate::proto::peer::peer_server::Peer for PeerService {
                 "a forwarded group may not hold a batch",
             ));
         }
-        encoded(&self.propose_group_here(items).await?)
+        self.ensure_leading()?;
+        encoded(&within_deadline(self.branch.submit_group(items)).await?)
     }
 
     async fn read_index(

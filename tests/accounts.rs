@@ -7,11 +7,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bank::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Write};
-use bank::cluster::LocalCluster;
 use bank::ledger::{RequestId, BATCH_ITEMS_MAX};
 use bank::proto::v1 as pb;
 use bank::proto::v1::accounts_client::AccountsClient;
-use common::start_cluster;
+use common::{leader_of, start_cluster};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
@@ -32,18 +31,6 @@ fn timed<T>(message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.set_timeout(Duration::from_secs(15));
     request
-}
-
-async fn leader_of(cluster: &LocalCluster) -> u64 {
-    let (_, any) = cluster.branches().next().expect("a branch");
-    any.branch
-        .raft
-        .wait(Some(Duration::from_secs(10)))
-        .metrics(|m| m.current_leader.is_some(), "a leader")
-        .await
-        .expect("a leader within 10 s")
-        .current_leader
-        .expect("a leader")
 }
 
 async fn balances(client: &Client, accounts: &[u64], level: ReadLevel) -> Vec<Option<i64>> {

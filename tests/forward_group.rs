@@ -12,7 +12,7 @@ use bank::ledger::{Command, Outcome, Proposal, RequestId, BATCH_ITEMS_MAX, ORIGI
 use bank::proto::peer::peer_client::PeerClient;
 use bank::proto::peer::RaftPayload;
 use bank::replication::network::{decode, encode};
-use common::start_cluster;
+use common::{leader_of, start_cluster};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
 
@@ -58,18 +58,6 @@ fn withdraw(sequence: u64, amount: u64) -> Proposal {
             amount_minor_units: amount,
         },
     )
-}
-
-async fn leader_of(cluster: &LocalCluster) -> u64 {
-    let (_, any) = cluster.branches().next().expect("a branch");
-    any.branch
-        .raft
-        .wait(Some(Duration::from_secs(10)))
-        .metrics(|m| m.current_leader.is_some(), "a leader")
-        .await
-        .expect("a leader within 10 s")
-        .current_leader
-        .expect("a leader")
 }
 
 fn applied_index(cluster: &LocalCluster, id: u64) -> u64 {

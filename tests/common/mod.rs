@@ -22,6 +22,19 @@ pub async fn start_cluster(count: u64, initial_balance: u64) -> LocalCluster {
         .expect("cluster starts")
 }
 
+/// The cluster's leader, once there is one (at most 10 s).
+pub async fn leader_of(cluster: &LocalCluster) -> u64 {
+    let (_, any) = cluster.branches().next().expect("a branch");
+    any.branch
+        .raft
+        .wait(Some(Duration::from_secs(10)))
+        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .await
+        .expect("a leader within 10 s")
+        .current_leader
+        .expect("a leader")
+}
+
 pub async fn client(addr: SocketAddr) -> BranchClient<Channel> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .expect("valid address")
