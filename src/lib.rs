@@ -46,24 +46,15 @@
 // traits; boxing them at every storage call would only hide that.
 #![allow(clippy::result_large_err)]
 
-pub mod accounts;
-pub mod auth;
-pub mod bench;
-pub mod branch;
+pub mod bootstrap;
 pub mod check;
 pub mod client;
-pub mod cluster;
-pub mod customer;
-pub mod health;
 pub mod ledger;
-pub mod metrics;
-pub mod replication;
-pub mod scenario;
-pub mod service;
+pub mod node;
+pub mod raft;
+pub mod server;
 #[cfg(feature = "simulation")]
 pub mod sim;
-pub mod standalone;
-pub mod status;
 pub mod tls;
 pub mod workload;
 

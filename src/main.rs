@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 
-use bank::cluster::{bind_loopback, LocalCluster, Storage};
-use bank::customer::{run_customers, wait_until_serving, Branches};
+use bank::bootstrap::local::{bind_loopback, LocalCluster, Storage};
 use bank::ledger::ORIGINAL_ACCOUNT;
 use bank::proto::customer::branch_client::BranchClient;
-use bank::scenario::{render_output, write_output, Scenario};
+use bank::workload::course::{run_customers, wait_until_serving, Branches};
+use bank::workload::scenario::{render_output, write_output, Scenario};
 
 /// How long `bank client` waits for `bank server`'s branches to answer.
 const SERVER_WAIT: Duration = Duration::from_secs(30);
@@ -58,9 +58,11 @@ fn init_logging(format: LogFormat) {
 }
 
 /// Starts the metrics endpoint if `--metrics` was given.
-async fn start_metrics(addr: Option<SocketAddr>) -> Result<Option<bank::metrics::Exporter>> {
+async fn start_metrics(
+    addr: Option<SocketAddr>,
+) -> Result<Option<bank::server::metrics::Exporter>> {
     let Some(addr) = addr else { return Ok(None) };
-    let exporter = bank::metrics::Exporter::start(addr)
+    let exporter = bank::server::metrics::Exporter::start(addr)
         .await
         .with_context(|| format!("--metrics: cannot listen on {addr}"))?;
     eprintln!("bank: metrics at http://{}/metrics", exporter.local_addr());
@@ -145,7 +147,7 @@ enum Command {
         tokens: Option<PathBuf>,
         /// Customer calls (both APIs) this branch answers at once; past it a call is refused
         /// at once with RESOURCE_EXHAUSTED ("retry later") instead of queueing.
-        #[arg(long, value_name = "N", default_value_t = bank::service::CUSTOMER_REQUESTS_MAX_DEFAULT,
+        #[arg(long, value_name = "N", default_value_t = bank::server::CUSTOMER_REQUESTS_MAX_DEFAULT,
               value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
         requests_max: usize,
     },
@@ -335,7 +337,7 @@ fn main() -> ExitCode {
                 tokens,
                 requests_max,
             } => {
-                bank::service::set_customer_requests_max(requests_max);
+                bank::server::set_customer_requests_max(requests_max);
                 let security = BranchSecurity {
                     tls: bank::tls::TlsFiles::from_options(tls_cert, tls_key, tls_ca)?,
                     tokens,
@@ -412,7 +414,7 @@ async fn branch(
         .map(bank::tls::load_branch)
         .transpose()?;
     let tokens = match &security.tokens {
-        Some(path) => Some(std::sync::Arc::new(bank::auth::Tokens::load(path)?)),
+        Some(path) => Some(std::sync::Arc::new(bank::server::auth::Tokens::load(path)?)),
         None => None,
     };
     if tokens.is_some() && tls.is_none() {
@@ -439,7 +441,7 @@ async fn branch(
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
-    let running = bank::standalone::start(bank::standalone::BranchConfig {
+    let running = bank::bootstrap::standalone::start(bank::bootstrap::standalone::BranchConfig {
         id,
         listener,
         peers: peer_map,
@@ -682,7 +684,7 @@ async fn query_balance(addr: SocketAddr) -> Result<i64> {
         money: 0,
         writeset: vec![],
     });
-    request.set_timeout(bank::customer::CALL_DEADLINE);
+    request.set_timeout(bank::workload::course::CALL_DEADLINE);
     let reply = client
         .msg_delivery(request)
         .await
@@ -951,13 +953,13 @@ async fn account(
 
 async fn status(branch: &str, json: bool, tls: &TlsArgs) -> Result<()> {
     let tls = tls.load()?;
-    let status = bank::status::cluster_status_with(branch, tls.as_ref())
+    let status = bank::client::status::cluster_status_with(branch, tls.as_ref())
         .await
         .map_err(|e| tls_hint(e, tls.is_some()))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&status)?);
     } else {
-        print!("{}", bank::status::render_table(&status));
+        print!("{}", bank::client::status::render_table(&status));
     }
     Ok(())
 }
@@ -984,7 +986,7 @@ struct BenchArgs {
     count: Option<u64>,
     /// Percentages of deposit, withdraw, transfer and query.
     #[arg(long, default_value = "deposit=25,withdraw=25,transfer=25,query=25")]
-    mix: bank::bench::Mix,
+    mix: bank::workload::bench::Mix,
     /// Writes per request, sent as one batch (queries then read this many accounts).
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -1019,7 +1021,7 @@ enum BenchRead {
 }
 
 async fn bench(args: BenchArgs) -> Result<()> {
-    use bank::bench::{BenchConfig, Length};
+    use bank::workload::bench::{BenchConfig, Length};
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
@@ -1107,7 +1109,7 @@ async fn bench(args: BenchArgs) -> Result<()> {
             }
         })
     };
-    let result = bank::bench::run_bench(&addresses, &config, progress).await;
+    let result = bank::workload::bench::run_bench(&addresses, &config, progress).await;
     ticker.abort();
     bar.finish_and_clear();
     if let Some(cluster) = cluster {

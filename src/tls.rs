@@ -7,10 +7,10 @@
 //!   cluster's CA fails the handshake;
 //! - the peer service (`bank.peer.v1.Peer`: votes, log entries, snapshots, membership, status)
 //!   then refuses every call on a connection that presented no verified certificate
-//!   ([`crate::auth::PeerAuth`], UNAUTHENTICATED). So a process without a certificate from the
+//!   ([`crate::server::auth::PeerAuth`], UNAUTHENTICATED). So a process without a certificate from the
 //!   cluster's CA cannot join, vote or inject log entries, while customers still reach the
 //!   customer APIs with server-authenticated TLS only.
-//! - branch-to-branch channels ([`crate::replication::network::Peers`]) connect over `https`,
+//! - branch-to-branch channels ([`crate::raft::network::Peers`]) connect over `https`,
 //!   trust only the cluster's CA and present the branch's certificate (mutual TLS).
 //!
 //! [`generate`] (`bank certs`) makes a test CA and one certificate for every branch, valid for

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use bank::proto::peer::peer_client::PeerClient;
 use bank::proto::peer::{StatusReply, StatusRequest};
-use bank::replication::durable::DurableStore;
+use bank::raft::durable::DurableStore;
 use common::{call, client};
 use openraft::storage::RaftLogStorage;
 use tokio::time::Instant;
@@ -444,29 +444,29 @@ async fn chaos_kill_and_pause_branches_the_history_passes_the_checker() {
     }
     let addresses: Vec<String> = (1..=3).map(|id| cluster.addr(id).to_string()).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let workload = bank::workload::BankWorkload {
+    let workload = bank::workload::jepsen::BankWorkload {
         operations_per_client: None,
         seed,
         ..Default::default()
     };
     let runner = {
         let (addresses, stop) = (addresses.clone(), stop.clone());
-        tokio::spawn(
-            async move { bank::workload::run_bank_workload(&addresses, &workload, stop).await },
-        )
+        tokio::spawn(async move {
+            bank::workload::jepsen::run_bank_workload(&addresses, &workload, stop).await
+        })
     };
 
-    let mut random = bank::workload::Random::new(seed);
+    let mut random = bank::workload::jepsen::Random::new(seed);
     let mut actions = Vec::new();
     for _ in 0..NEMESIS_STEPS {
-        tokio::time::sleep(bank::workload::pause(
+        tokio::time::sleep(bank::workload::jepsen::pause(
             &mut random,
             Duration::from_millis(300),
             Duration::from_millis(900),
         ))
         .await;
         let victim = 1 + random.below(3) as usize;
-        let outage = bank::workload::pause(
+        let outage = bank::workload::jepsen::pause(
             &mut random,
             Duration::from_millis(200),
             Duration::from_millis(1_500),

@@ -5,9 +5,9 @@ mod common;
 
 use std::path::Path;
 
-use bank::cluster::{bind_loopback, ClusterError, LocalCluster, Storage};
+use bank::bootstrap::local::{bind_loopback, ClusterError, LocalCluster, Storage};
 use bank::ledger::ORIGINAL_ACCOUNT;
-use bank::replication::durable::DurableStore;
+use bank::raft::durable::DurableStore;
 use common::{call, client};
 use openraft::storage::RaftLogStorage;
 use tokio::task::JoinSet;

@@ -7,11 +7,11 @@ mod common;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bank::cluster::LocalCluster;
+use bank::bootstrap::local::LocalCluster;
 use bank::ledger::{Command, Outcome, Proposal, RequestId, BATCH_ITEMS_MAX, ORIGINAL_ACCOUNT};
 use bank::proto::peer::peer_client::PeerClient;
 use bank::proto::peer::RaftPayload;
-use bank::replication::network::{decode, encode};
+use bank::raft::network::{decode, encode};
 use common::{leader_of, start_cluster};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;

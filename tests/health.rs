@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bank::standalone::{start, BranchConfig, RunningBranch};
+use bank::bootstrap::standalone::{start, BranchConfig, RunningBranch};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tonic::transport::Channel;

@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bank::metrics::Exporter;
+use bank::server::metrics::Exporter;
 use common::{call, client, start_cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

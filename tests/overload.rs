@@ -36,7 +36,7 @@ async fn connections(addr: std::net::SocketAddr) -> Vec<tonic::transport::Channe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excess_requests_are_shed_cleanly_and_the_branch_stays_responsive() {
-    bank::service::set_customer_requests_max(REQUESTS_MAX);
+    bank::server::set_customer_requests_max(REQUESTS_MAX);
     let initial: i32 = 1_000;
     let cluster = common::start_cluster(3, initial as u64).await;
     let addr = cluster.addresses()[&2];
@@ -92,7 +92,7 @@ async fn the_accounts_api_sheds_excess_requests_under_the_same_bound() {
     use bank::proto::v1 as pb;
     use pb::accounts_client::AccountsClient;
 
-    bank::service::set_customer_requests_max(REQUESTS_MAX);
+    bank::server::set_customer_requests_max(REQUESTS_MAX);
     let cluster = common::start_cluster(3, 0).await;
     let addr = cluster.addresses()[&2];
     let clients: Vec<_> = connections(addr)

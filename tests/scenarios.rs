@@ -4,10 +4,10 @@
 
 mod common;
 
-use bank::cluster::{bind_loopback, LocalCluster, Storage};
-use bank::customer::{run_customers, Branches};
+use bank::bootstrap::local::{bind_loopback, LocalCluster, Storage};
 use bank::ledger::ORIGINAL_ACCOUNT;
-use bank::scenario::{render_output, Scenario};
+use bank::workload::course::{run_customers, Branches};
+use bank::workload::scenario::{render_output, Scenario};
 use serde_json::{json, Value};
 
 /// Runs `input` (a path under shared/reference) and returns the output JSON, after checking

@@ -1,4 +1,4 @@
-//! TLS and tokens on real branches (`bank::standalone`, as `bank branch` runs them) on
+//! TLS and tokens on real branches (`bank::bootstrap::standalone`, as `bank branch` runs them) on
 //! `127.0.0.1:0` ports, with certificates made by `bank::tls::generate` (`bank certs`):
 //! customers over TLS, mutual TLS between branches, a rogue peer refused, tokens restricted to
 //! accounts, and the CLI's checks.
@@ -10,16 +10,16 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bank::auth::Tokens;
+use bank::bootstrap::standalone::{start, BranchConfig, RunningBranch};
 use bank::client::{Client, ClientConfig, ClientError, ReadLevel, Token, Write};
 use bank::ledger::{Command as LedgerCommand, Proposal, RequestId, ORIGINAL_ACCOUNT};
 use bank::proto::customer::branch_client::BranchClient;
 use bank::proto::customer::Request as CustomerRequest;
 use bank::proto::peer::peer_client::PeerClient;
 use bank::proto::peer::{ReadIndexRequest, StatusRequest};
-use bank::replication::network::encode;
-use bank::replication::{NodeId, TypeConfig};
-use bank::standalone::{start, BranchConfig, RunningBranch};
+use bank::raft::network::encode;
+use bank::raft::{NodeId, TypeConfig};
+use bank::server::auth::Tokens;
 use bank::tls::{CertFiles, TlsFiles};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
@@ -257,20 +257,21 @@ async fn a_tls_cluster_serves_customers_and_refuses_plaintext() {
         Some((&cluster.certs.branch_cert, &cluster.certs.branch_key)),
     )
     .expect("operator TLS");
-    let status = bank::status::cluster_status_with(&cluster.addr(1).to_string(), Some(&operator))
-        .await
-        .expect("status with the cluster's certificate");
+    let status =
+        bank::client::status::cluster_status_with(&cluster.addr(1).to_string(), Some(&operator))
+            .await
+            .expect("status with the cluster's certificate");
     assert_eq!(status.branches.len(), 3);
     assert!(status.branches.iter().all(|b| b.reachable), "{status:?}");
     // ... and without it, nothing.
-    let refused = bank::status::cluster_status_with(
+    let refused = bank::client::status::cluster_status_with(
         &cluster.addr(1).to_string(),
         Some(&cluster.customer_tls()),
     )
     .await
     .expect_err("status without a cluster certificate");
     assert!(
-        matches!(refused, bank::status::StatusError::Refused { .. }),
+        matches!(refused, bank::client::status::StatusError::Refused { .. }),
         "{refused}"
     );
     assert!(refused.to_string().contains("--tls-cert"), "{refused}");
@@ -433,7 +434,9 @@ async fn a_peer_without_a_certificate_cannot_vote_or_append() {
     // The refused calls changed nothing (a vote in a higher term would have raised every
     // term; the entry would have added money).
     assert_eq!(cluster.raft_state(), before, "the cluster changed");
-    let exposition = bank::metrics::global().render().expect("metrics render");
+    let exposition = bank::server::metrics::global()
+        .render()
+        .expect("metrics render");
     assert!(
         exposition
             .lines()
@@ -581,7 +584,9 @@ async fn tokens_restrict_customers_to_their_accounts() {
         balances,
         vec![Some(105), Some(100), Some(INITIAL as i64 + 10)]
     );
-    let exposition = bank::metrics::global().render().expect("metrics render");
+    let exposition = bank::server::metrics::global()
+        .render()
+        .expect("metrics render");
     assert!(
         exposition.contains("permission_denied") && exposition.contains("unauthenticated"),
         "refusals are counted"

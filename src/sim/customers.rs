@@ -32,8 +32,8 @@ use crate::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Write
 use crate::ledger::{AccountId, RequestId, ORIGINAL_ACCOUNT};
 use crate::proto::customer::branch_client::BranchClient;
 use crate::proto::customer::Request as CustomerRequest;
-use crate::replication::network::Peers;
-use crate::replication::NodeId;
+use crate::raft::network::Peers;
+use crate::raft::NodeId;
 
 /// An original customer's deadline on one call: past it the outcome is unknown (`info`).
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -145,7 +145,7 @@ pub async fn bank_customer(
             let channel = peers.channel(&addr)?;
             Ok((addr, channel))
         })
-        .collect::<Result<Vec<_>, crate::replication::network::PeerError>>()?;
+        .collect::<Result<Vec<_>, crate::raft::network::PeerError>>()?;
     let client = Client::from_channels(channels, client_config(), origin)?;
     // Let the cluster elect a leader and open the accounts first.
     tokio::time::sleep(FAULTS_START - Duration::from_millis(500)).await;

@@ -24,8 +24,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::customers::{Fate, WeakRead};
 use crate::client::ReadLevel;
 use crate::ledger::{Command, Ledger, Proposal, RequestId};
-use crate::replication::store::SimRecord;
-use crate::replication::NodeId;
+use crate::raft::store::SimRecord;
+use crate::raft::NodeId;
 
 /// Violations of exactly-once application; `converged` is the branches' common ledger.
 pub fn check(

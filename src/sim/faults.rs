@@ -18,7 +18,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 
 use super::{branch_host, BRANCHES, FAULTS_END, FAULTS_START};
-use crate::replication::NodeId;
+use crate::raft::NodeId;
 
 /// One kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -3,7 +3,7 @@
 //! A run ([`run`]) builds a turmoil `Sim` with three branch hosts and one to three customer
 //! hosts, all on the calling thread with simulated time. From the seed it draws:
 //! - turmoil's own generator (message latency, message loss);
-//! - openraft's election timeouts ([`crate::replication::runtime::seed_thread_rng`]);
+//! - openraft's election timeouts ([`crate::raft::runtime::seed_thread_rng`]);
 //! - each branch incarnation's request-id origin ([`Branch::with_origin`]) and each customer's
 //!   client origin ([`Client::from_channels`](crate::client::Client::from_channels));
 //! - the snapshot policy: a snapshot every 10 to 40 log entries, 0 to 8 entries kept behind it;
@@ -55,14 +55,14 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::branch::Branch;
 use crate::check::Event as CheckEvent;
 use crate::ledger::{AccountId, Command, ORIGINAL_ACCOUNT, ORIGINAL_BALANCE_MAX};
-use crate::replication::network::{PeerNetworkFactory, Peers, Transport};
-use crate::replication::runtime::{seed_thread_rng, unseed_thread_rng};
-use crate::replication::store::{LogStore, SimRecord, StateMachineData, StateMachineStore};
-use crate::replication::{raft_config, BasicNode, NodeId, Raft};
-use crate::service;
+use crate::node::Branch;
+use crate::raft::network::{PeerNetworkFactory, Peers, Transport};
+use crate::raft::runtime::{seed_thread_rng, unseed_thread_rng};
+use crate::raft::store::{LogStore, SimRecord, StateMachineData, StateMachineStore};
+use crate::raft::{raft_config, BasicNode, NodeId, Raft};
+use crate::server;
 use customers::{Customer, Records};
 
 /// The port every simulated branch serves on.
@@ -381,7 +381,7 @@ fn run_seeded(config: &SimConfig) -> Report {
                     tokio::spawn(bootstrap(branch.clone(), addresses, accounts));
                 }
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
-                service::serve_incoming(
+                server::serve_incoming(
                     branch,
                     transport::incoming(listener),
                     std::future::pending(),

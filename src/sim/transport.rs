@@ -1,5 +1,5 @@
 //! gRPC over turmoil's simulated TCP: a client connector for tonic `Channel`s and a server-side
-//! stream type for [`crate::service::serve_incoming`].
+//! stream type for [`crate::server::serve_incoming`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -82,7 +82,7 @@ impl AsyncWrite for SimStream {
     }
 }
 
-/// The connections accepted on `listener`, for [`crate::service::serve_incoming`].
+/// The connections accepted on `listener`, for [`crate::server::serve_incoming`].
 pub fn incoming(
     listener: turmoil::net::TcpListener,
 ) -> impl tokio_stream::Stream<Item = io::Result<SimStream>> {

@@ -4,7 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bank::cluster::{bind_loopback, LocalCluster, Storage};
+use bank::bootstrap::local::{bind_loopback, LocalCluster, Storage};
 use bank::proto::customer::branch_client::BranchClient;
 use bank::proto::customer::{Reply, Request};
 use tonic::transport::Channel;

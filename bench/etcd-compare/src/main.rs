@@ -1,4 +1,4 @@
-//! `bank-etcd-compare`: the same load, from the same generator (`bank::bench::drive`), against
+//! `bank-etcd-compare`: the same load, from the same generator (`bank::workload::jepsen::bench::drive`), against
 //! a bank cluster and an etcd cluster, in alternating runs; prints each run, the medians and
 //! the ratios. Writes are bank deposits vs etcd puts of an 8-byte value; reads are linearizable
 //! balance reads vs etcd's (linearizable by default) gets. Each client has its own account /
@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bank::bench::{drive, DriveReport, Length};
+use bank::workload::jepsen::bench::{drive, DriveReport, Length};
 use bank::client::{Client, ClientConfig, Outcome, ReadLevel};
 use clap::{Parser, ValueEnum};
 

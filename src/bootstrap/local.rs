@@ -27,13 +27,13 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::branch::{Branch, BranchError};
 use crate::ledger::{Command, Outcome, ORIGINAL_ACCOUNT, ORIGINAL_BALANCE_MAX};
-use crate::replication::durable::{ClusterIdentity, DurableError, DurableStore};
-use crate::replication::network::{PeerNetworkFactory, Peers};
-use crate::replication::store::{LogStore, StateMachineData, StateMachineStore};
-use crate::replication::{raft_config, BasicNode, NodeId, Raft, VOTERS_MAX};
-use crate::service;
+use crate::node::{Branch, BranchError};
+use crate::raft::durable::{ClusterIdentity, DurableError, DurableStore};
+use crate::raft::network::{PeerNetworkFactory, Peers};
+use crate::raft::store::{LogStore, StateMachineData, StateMachineStore};
+use crate::raft::{raft_config, BasicNode, NodeId, Raft, VOTERS_MAX};
+use crate::server;
 
 /// Bound on each bootstrap step and on waiting for branches to converge.
 pub const BOOTSTRAP_DEADLINE: Duration = Duration::from_secs(30);
@@ -372,7 +372,7 @@ impl LocalCluster {
                 // An error means the sender is gone: stop as well.
                 let _ = stop.wait_for(|stop| *stop).await;
             };
-            (id, service::serve(server_branch, listener, signal).await)
+            (id, server::serve(server_branch, listener, signal).await)
         });
         self.branches.insert(id, LocalBranch { addr, branch });
     }

@@ -21,8 +21,8 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::proto::customer::branch_client::BranchClient;
 use crate::proto::customer::Request;
-use crate::replication::network::within;
-use crate::scenario::{Customer, CustomerReplies, EventReply, Interface, Scenario};
+use crate::raft::network::within;
+use crate::workload::scenario::{Customer, CustomerReplies, EventReply, Interface, Scenario};
 
 /// Deadline of one customer call.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(15);

@@ -13,10 +13,12 @@
 //! The client remembers the highest log index any of its writes committed at, and passes it
 //! with [`ReadLevel::ReadYourWrites`] reads, so those see its own writes at any branch.
 //!
-//! A branch started with TLS and tokens (see [`crate::auth`], [`crate::tls`]) is reached with
+//! A branch started with TLS and tokens (see [`crate::server::auth`], [`crate::tls`]) is reached with
 //! [`ClientConfig::tls`] (the cluster's CA) and [`ClientConfig::token`] (sent as
 //! `authorization: Bearer <token>` on every call). A refusal (UNAUTHENTICATED,
 //! PERMISSION_DENIED) is not retried: it is [`ClientError::Refused`].
+
+pub mod status;
 
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};

@@ -19,7 +19,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::proto::peer::peer_client::PeerClient;
 use crate::proto::peer::{StatusReply, StatusRequest};
-use crate::replication::NodeId;
+use crate::raft::NodeId;
 
 /// Bound on one status call, connection included.
 pub const STATUS_DEADLINE: Duration = Duration::from_secs(3);

@@ -1,5 +1,5 @@
 //! Whether a branch is fit to serve, published on `grpc.health.v1.Health`, and its Raft state
-//! mirrored into [`crate::metrics`].
+//! mirrored into [`crate::server::metrics`].
 //!
 //! A branch reports SERVING (for the server as a whole, `""`, and for each service it serves)
 //! only when it is in the cluster's membership (voter or learner) and knows a leader: then a
@@ -16,9 +16,9 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
-use crate::branch::Branch;
-use crate::metrics::{self, RaftMetrics};
-use crate::replication::NodeId;
+use crate::node::Branch;
+use crate::raft::NodeId;
+use crate::server::metrics::{self, RaftMetrics};
 
 /// Bound on waiting for the watcher task to stop.
 const STOP_DEADLINE: Duration = Duration::from_secs(1);

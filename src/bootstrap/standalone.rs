@@ -31,14 +31,14 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::branch::{Branch, BranchError, REQUEST_DEADLINE};
-use crate::cluster::{check_identity, create_branch, voters_and_learners, ClusterError};
+use crate::bootstrap::local::{check_identity, create_branch, voters_and_learners, ClusterError};
 use crate::ledger::{Command, Outcome, ORIGINAL_ACCOUNT, ORIGINAL_BALANCE_MAX};
+use crate::node::{Branch, BranchError, REQUEST_DEADLINE};
 use crate::proto::peer::{StatusReply, StatusRequest};
-use crate::replication::durable::{ClusterIdentity, DurableStore, RejoinState};
-use crate::replication::network::{decode, encode, Peers};
-use crate::replication::{raft_config, BasicNode, NodeId};
-use crate::service;
+use crate::raft::durable::{ClusterIdentity, DurableStore, RejoinState};
+use crate::raft::network::{decode, encode, Peers};
+use crate::raft::{raft_config, BasicNode, NodeId};
+use crate::server;
 
 /// How long the lowest-id branch of a new cluster waits for every peer to come up.
 pub const PEERS_DEADLINE: Duration = Duration::from_secs(60);
@@ -61,8 +61,8 @@ pub struct BranchConfig {
     pub rejoin: bool,
     /// TLS for customers and mutual TLS with the peers ([`crate::tls`]); `None`: plaintext.
     pub tls: Option<crate::tls::BranchTls>,
-    /// Bearer tokens the customer APIs require ([`crate::auth`]); `None`: open.
-    pub tokens: Option<std::sync::Arc<crate::auth::Tokens>>,
+    /// Bearer tokens the customer APIs require ([`crate::server::auth`]); `None`: open.
+    pub tokens: Option<std::sync::Arc<crate::server::auth::Tokens>>,
 }
 
 /// A running branch; [`RunningBranch::shutdown`] stops it.
@@ -131,7 +131,7 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
         ),
         None => (Peers::new(addresses.clone()), None),
     };
-    let security = service::Security {
+    let security = server::Security {
         tls: server_tls,
         tokens,
     };
@@ -186,7 +186,7 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
             // An error means the sender is gone: stop as well.
             let _ = stop.wait_for(|stop| *stop).await;
         };
-        service::serve_with(server_branch, listener, security, signal).await
+        server::serve_with(server_branch, listener, security, signal).await
     });
     let mut running = RunningBranch {
         branch,
@@ -366,9 +366,7 @@ async fn change_membership_via_peers(
             let mut request = tonic::Request::new(payload.clone());
             let timeout = REQUEST_DEADLINE.min(deadline.saturating_duration_since(Instant::now()));
             request.set_timeout(timeout);
-            match crate::replication::network::within(timeout, client.change_membership(request))
-                .await
-            {
+            match crate::raft::network::within(timeout, client.change_membership(request)).await {
                 Ok(reply) => {
                     return decode::<u64>(reply.get_ref()).map_err(|e| ClusterError::Branch {
                         id: 0,

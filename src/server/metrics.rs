@@ -7,7 +7,7 @@
 //! - `bank_requests_total{branch, interface, outcome}` and
 //!   `bank_request_duration_seconds{branch, interface}`: every call a branch answers.
 //!   `interface` is the customer's operation on the original API (`deposit`, `withdraw`,
-//!   `query`, or `invalid`), recorded by [`crate::service`] with [`Metrics::record_request`];
+//!   `query`, or `invalid`), recorded by [`crate::server`] with [`Metrics::record_request`];
 //!   for any other gRPC service wrapped in [`observed`] it is the method in snake case
 //!   (`forward`, `append_entries`, `read_index`, ...). `outcome` is `success` / `fail` for a
 //!   customer's answered operation (`fail`: refused by the ledger, e.g. insufficient funds),
@@ -15,7 +15,7 @@
 //! - `bank_raft_*{branch}` gauges (term, leader, last log / committed (on the leader) /
 //!   applied / snapshot / purged index,
 //!   leader or not, member or not) and `bank_health_serving{branch}`, mirrored from openraft's
-//!   metrics by [`crate::health`]'s watcher on every change.
+//!   metrics by [`crate::server::health`]'s watcher on every change.
 //! - `bank_ledger_invariant_checks_total{branch}`: ledger applies whose invariants were checked
 //!   (every applied command; see `Ledger::apply_proposal`).
 //!
@@ -36,7 +36,7 @@ use prometheus_client::registry::Registry;
 use tonic::codegen::{http, BoxFuture, Service};
 use tonic::server::NamedService;
 
-use crate::replication::{BasicNode, NodeId};
+use crate::raft::{BasicNode, NodeId};
 
 /// The content type of [`Metrics::render`]'s output (OpenMetrics text, which Prometheus reads).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -22,7 +22,7 @@ use serde::Serialize;
 use crate::check::{Event, Observation, Op, OpResult};
 use crate::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Write};
 use crate::ledger::BATCH_ITEMS_MAX;
-use crate::workload::Random;
+use crate::workload::jepsen::Random;
 
 /// Opening balance of every benchmark account: large, so withdrawals rarely fail.
 pub const OPENING_BALANCE: u64 = 1_000_000_000;

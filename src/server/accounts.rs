@@ -5,18 +5,18 @@
 //! customer's [`RequestId`] and go through [`Branch::submit_proposal`] (which forwards to the
 //! leader and retries with the same id); ledger [`Outcome`]s become `WriteResult`s. Business
 //! outcomes are replies; malformed input is `INVALID_ARGUMENT`; availability problems come
-//! from [`BranchError`] through the one `From<BranchError> for Status` in [`crate::service`].
+//! from [`BranchError`] through the one `From<BranchError> for Status` in [`crate::server`].
 
 use std::sync::Arc;
 
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
-use crate::auth::Tokens;
-use crate::branch::{Branch, REQUEST_DEADLINE};
 use crate::ledger::{Command, Outcome, Proposal, RequestId, BATCH_ITEMS_MAX};
+use crate::node::{Branch, REQUEST_DEADLINE};
 use crate::proto::v1 as pb;
 use crate::proto::v1::accounts_server::AccountsServer;
+use crate::server::auth::Tokens;
 
 /// At most this many accounts in one `GetBalances` (one bound for every list in this API).
 pub const ACCOUNTS_PER_READ_MAX: usize = BATCH_ITEMS_MAX;
@@ -30,7 +30,7 @@ const MESSAGE_SIZE_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Serves `bank.v1.Accounts` on one branch.
 pub struct AccountsService {
     branch: Branch,
-    /// Bearer tokens every call needs ([`crate::auth`]); `None`: open.
+    /// Bearer tokens every call needs ([`crate::server::auth`]); `None`: open.
     tokens: Option<Arc<Tokens>>,
     /// One permit per call in flight, shared with the branch's original customer API: at the
     /// bound, a call is refused at once with RESOURCE_EXHAUSTED rather than queued.
@@ -38,13 +38,13 @@ pub struct AccountsService {
 }
 
 impl AccountsService {
-    /// With its own bound of [`crate::service::customer_requests_max`] calls in flight.
+    /// With its own bound of [`crate::server::customer_requests_max`] calls in flight.
     pub fn new(branch: Branch) -> Self {
         AccountsService {
             branch,
             tokens: None,
             in_flight: Arc::new(tokio::sync::Semaphore::new(
-                crate::service::customer_requests_max(),
+                crate::server::customer_requests_max(),
             )),
         }
     }
@@ -67,7 +67,7 @@ impl AccountsService {
         &self,
         request: &Request<T>,
     ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
-        crate::auth::authorize(
+        crate::server::auth::authorize(
             self.tokens.as_deref(),
             request,
             request.get_ref().accounts(),
@@ -75,7 +75,7 @@ impl AccountsService {
         self.in_flight
             .clone()
             .try_acquire_owned()
-            .map_err(|_| crate::service::overloaded(self.branch.id))
+            .map_err(|_| crate::server::overloaded(self.branch.id))
     }
 
     /// The tonic server wrapping this service, with its message size bound.

@@ -187,7 +187,7 @@ enum Job {
 /// returns once its entries are queued and readable, the fsync blocks only this thread, and
 /// queued writes share fsyncs. (openraft 0.9's core still awaits `LogFlushed` before it goes
 /// on, replication of the entry included: the leader's fsync and a follower's follow one
-/// another, see `crate::branch`'s group committer.) Writes stay in order because there is one
+/// another, see `crate::node`'s group committer.) Writes stay in order because there is one
 /// queue: a truncate or purge queued after an append is committed after it.
 ///
 /// Dropping it (with the last clone of the store) stops the thread and waits for it, so the
@@ -860,7 +860,7 @@ mod tests {
     use openraft::testing::{StoreBuilder, Suite};
 
     use super::*;
-    use crate::replication::store::StateMachineStore;
+    use crate::raft::store::StateMachineStore;
 
     struct DurableStoreBuilder;
 

@@ -10,7 +10,7 @@
 //! - [`network`]: the peer network, openraft's RPCs over the `bank.peer.v1.Peer` gRPC service,
 //!   with one cached tonic `Channel` per peer.
 //!
-//! Nothing here knows about the customer API; the [`branch`](crate::branch) module uses this
+//! Nothing here knows about the customer API; the [`branch`](crate::node) module uses this
 //! to propose writes and to serve linearizable reads.
 
 pub mod durable;

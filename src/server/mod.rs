@@ -5,13 +5,18 @@
 //!   forwarded to the leader, and read indexes for follower reads.
 //!
 //! [`serve`] runs both on one listener until a shutdown signal, then drains in-flight calls;
-//! with them `grpc.health.v1.Health` ([`crate::health`]) and server reflection (v1, v1alpha).
-//! Every call is recorded in [`crate::metrics`] (refused ones too, under their status:
+//! with them `grpc.health.v1.Health` ([`crate::server::health`]) and server reflection (v1, v1alpha).
+//! Every call is recorded in [`crate::server::metrics`] (refused ones too, under their status:
 //! `unauthenticated`, `permission_denied`).
 //!
 //! [`serve_with`] adds [`Security`]: TLS on the listener ([`crate::tls`]), the peer service
 //! closed to connections without a cluster certificate, and customer bearer tokens
-//! ([`crate::auth`]).
+//! ([`crate::server::auth`]).
+
+pub mod accounts;
+pub mod auth;
+pub mod health;
+pub mod metrics;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -26,11 +31,8 @@ use tonic::{Request, Response, Status};
 use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
 use tonic_reflection::server::v1alpha;
 
-use crate::accounts::AccountsService;
-use crate::auth::{PeerAuth, Tokens};
-use crate::branch::{Branch, BranchError, REQUEST_DEADLINE};
 use crate::ledger::{Command, Outcome, Proposal, BATCH_ITEMS_MAX, ORIGINAL_ACCOUNT};
-use crate::metrics;
+use crate::node::{Branch, BranchError, REQUEST_DEADLINE};
 use crate::proto::customer::branch_server::BranchServer;
 use crate::proto::customer::{Reply, Request as CustomerRequest};
 use crate::proto::peer::peer_server::PeerServer;
@@ -38,8 +40,10 @@ use crate::proto::peer::{
     Member, RaftPayload, ReadIndexReply, ReadIndexRequest, StatusReply, StatusRequest,
 };
 use crate::proto::v1::accounts_server::AccountsServer;
-use crate::replication::network::{decode, encode};
-use crate::replication::{BasicNode, NodeId};
+use crate::raft::network::{decode, encode};
+use crate::raft::{BasicNode, NodeId};
+use crate::server::accounts::AccountsService;
+use crate::server::auth::{PeerAuth, Tokens};
 
 /// Server-side bound on any one call; inner waits are shorter ([`REQUEST_DEADLINE`]).
 const CALL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -184,7 +188,7 @@ impl crate::proto::customer::branch_server::Branch for CustomerService {
         let started = std::time::Instant::now();
         // It acts on the one original account: a token must allow that account.
         if let Err(status) =
-            crate::auth::authorize(self.tokens.as_deref(), &request, [ORIGINAL_ACCOUNT])
+            crate::server::auth::authorize(self.tokens.as_deref(), &request, [ORIGINAL_ACCOUNT])
         {
             metrics::global().record_request(
                 self.branch.id,
@@ -569,12 +573,12 @@ where
         in_flight: in_flight.clone(),
     })
     .max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES);
-    let accounts = crate::accounts::AccountsService::new(branch.clone())
+    let accounts = crate::server::accounts::AccountsService::new(branch.clone())
         .with_tokens(tokens)
         .with_in_flight(in_flight)
         .into_server();
     let id = branch.id;
-    let (health, health_watch) = crate::health::start(
+    let (health, health_watch) = crate::server::health::start(
         &branch,
         &[
             <BranchServer<CustomerService> as NamedService>::NAME,

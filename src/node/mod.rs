@@ -26,9 +26,9 @@ use tokio::time::Instant;
 
 use crate::ledger::{AccountId, Command, Outcome, Proposal, RequestId, BATCH_ITEMS_MAX};
 use crate::proto::peer::ReadIndexRequest;
-use crate::replication::network::{decode, encode, within, PeerError, Peers};
-use crate::replication::store::StateMachineStore;
-use crate::replication::{BasicNode, NodeId, Raft};
+use crate::raft::network::{decode, encode, within, PeerError, Peers};
+use crate::raft::store::StateMachineStore;
+use crate::raft::{BasicNode, NodeId, Raft};
 
 /// How long one customer request may wait for a leader, replication and apply.
 pub const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
@@ -42,7 +42,7 @@ const RETRY_PAUSE_MIN: Duration = Duration::from_millis(20);
 const RETRY_PAUSE_MAX: Duration = Duration::from_millis(500);
 
 /// Why a branch could not serve a request. Mapped to gRPC statuses in one place,
-/// [`crate::service`].
+/// [`crate::server`].
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum BranchError {
     #[error("no leader could be reached within {0:?}; the cluster may be electing or lack a quorum, try again")]
