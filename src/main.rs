@@ -337,10 +337,10 @@ fn main() -> ExitCode {
                 tokens,
                 requests_max,
             } => {
-                bank::server::set_customer_requests_max(requests_max);
                 let security = BranchSecurity {
                     tls: bank::tls::TlsFiles::from_options(tls_cert, tls_key, tls_ca)?,
                     tokens,
+                    requests_max,
                 };
                 branch(id, listen, peers, data_dir, balance, rejoin, security).await
             }
@@ -394,6 +394,7 @@ fn parse_peer(text: &str) -> Result<(u64, String), String> {
 struct BranchSecurity {
     tls: Option<bank::tls::TlsFiles>,
     tokens: Option<PathBuf>,
+    requests_max: usize,
 }
 
 async fn branch(
@@ -450,6 +451,7 @@ async fn branch(
         rejoin,
         tls: tls.clone(),
         tokens: tokens.clone(),
+        requests_max: security.requests_max,
     })
     .await?;
     eprintln!(

@@ -433,9 +433,10 @@ async fn request_ids_are_applied_once_across_a_leader_change() {
     // Stop the leader once a few deposits are applied there: the rest are in flight or unsent.
     let leader_branch = cluster.branch(leader).expect("leader").branch.clone();
     leader_branch
-        .raft
-        .wait(Some(Duration::from_secs(10)))
-        .applied_index_at_least(Some(opened.log_index + WRITES / 4), "deposits under way")
+        .wait_applied(
+            Some(opened.log_index + WRITES / 4),
+            tokio::time::Instant::now() + Duration::from_secs(10),
+        )
         .await
         .expect("deposits are applied");
     cluster.stop_branch(leader).await.expect("leader stops");

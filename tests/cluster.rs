@@ -159,9 +159,8 @@ async fn learner_reads_are_not_stale_right_after_a_write() {
         .branch(1)
         .expect("branch 1")
         .branch
-        .raft
-        .current_leader()
-        .await
+        .view()
+        .leader
         .expect("a leader after start");
     let mut writer = client(cluster.addresses()[&leader]).await;
     let mut reader = client(cluster.addresses()[&6]).await;

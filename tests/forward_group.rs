@@ -11,7 +11,7 @@ use bank::bootstrap::local::LocalCluster;
 use bank::ledger::{Command, Outcome, Proposal, RequestId, BATCH_ITEMS_MAX, ORIGINAL_ACCOUNT};
 use bank::proto::peer::peer_client::PeerClient;
 use bank::proto::peer::RaftPayload;
-use bank::raft::network::{decode, encode};
+use bank::raft::codec::{decode, encode};
 use common::{leader_of, start_cluster};
 use tokio::task::JoinSet;
 use tonic::transport::Channel;
@@ -62,8 +62,7 @@ fn withdraw(sequence: u64, amount: u64) -> Proposal {
 
 fn applied_index(cluster: &LocalCluster, id: u64) -> u64 {
     let branch = cluster.branch(id).expect("branch");
-    let applied = branch.branch.raft.metrics().borrow().last_applied;
-    applied.map(|log_id| log_id.index).unwrap_or_default()
+    branch.branch.view().applied_index.unwrap_or_default()
 }
 
 async fn balance(cluster: &LocalCluster, id: u64) -> Option<i64> {

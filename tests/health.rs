@@ -84,6 +84,7 @@ fn config(
         rejoin: false,
         tls: None,
         tokens: None,
+        requests_max: bank::server::CUSTOMER_REQUESTS_MAX_DEFAULT,
     }
 }
 

@@ -36,9 +36,8 @@ async fn connections(addr: std::net::SocketAddr) -> Vec<tonic::transport::Channe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn excess_requests_are_shed_cleanly_and_the_branch_stays_responsive() {
-    bank::server::set_customer_requests_max(REQUESTS_MAX);
     let initial: i32 = 1_000;
-    let cluster = common::start_cluster(3, initial as u64).await;
+    let cluster = common::start_cluster_with_requests_max(3, initial as u64, REQUESTS_MAX).await;
     let addr = cluster.addresses()[&2];
 
     let clients: Vec<_> = connections(addr)
@@ -92,8 +91,7 @@ async fn the_accounts_api_sheds_excess_requests_under_the_same_bound() {
     use bank::proto::v1 as pb;
     use pb::accounts_client::AccountsClient;
 
-    bank::server::set_customer_requests_max(REQUESTS_MAX);
-    let cluster = common::start_cluster(3, 0).await;
+    let cluster = common::start_cluster_with_requests_max(3, 0, REQUESTS_MAX).await;
     let addr = cluster.addresses()[&2];
     let clients: Vec<_> = connections(addr)
         .await

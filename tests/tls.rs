@@ -17,7 +17,7 @@ use bank::proto::customer::branch_client::BranchClient;
 use bank::proto::customer::Request as CustomerRequest;
 use bank::proto::peer::peer_client::PeerClient;
 use bank::proto::peer::{ReadIndexRequest, StatusRequest};
-use bank::raft::network::encode;
+use bank::raft::codec::encode;
 use bank::raft::{NodeId, TypeConfig};
 use bank::server::auth::Tokens;
 use bank::tls::{CertFiles, TlsFiles};
@@ -80,6 +80,7 @@ impl TlsCluster {
                 rejoin: false,
                 tls: Some(tls.clone()),
                 tokens: tokens.clone(),
+                requests_max: bank::server::CUSTOMER_REQUESTS_MAX_DEFAULT,
             };
             branches.push(start(config).await.expect("branch starts"));
         }
@@ -142,17 +143,13 @@ impl TlsCluster {
         self.branches
             .iter()
             .map(|running| {
-                let metrics = running.branch.raft.metrics().borrow().clone();
+                let view = running.branch.view();
                 let balance = running
                     .branch
                     .local_balances(&[ORIGINAL_ACCOUNT])
                     .expect("balances")
                     .0[0];
-                (
-                    metrics.vote.leader_id().term,
-                    metrics.last_log_index,
-                    balance,
-                )
+                (view.vote_term, view.last_log_index, balance)
             })
             .collect()
     }

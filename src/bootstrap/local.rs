@@ -20,86 +20,25 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, RaftError};
-use openraft::ChangeMembers;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::ledger::{Command, Outcome, ORIGINAL_ACCOUNT, ORIGINAL_BALANCE_MAX};
-use crate::node::{Branch, BranchError};
-use crate::raft::durable::{ClusterIdentity, DurableError, DurableStore};
-use crate::raft::network::{PeerNetworkFactory, Peers};
-use crate::raft::store::{LogStore, StateMachineData, StateMachineStore};
-use crate::raft::{raft_config, BasicNode, NodeId, Raft, VOTERS_MAX};
-use crate::server;
+pub use super::ClusterError;
+use super::{check_identity, check_initial_balance, open_shared_account};
+use crate::node::{voters_and_learners, Branch, BranchBuilder, MembershipChange, Storage as Store};
+use crate::raft::durable::{ClusterIdentity, DurableStore};
+use crate::raft::network::Peers;
+use crate::raft::state_machine::StateMachineData;
+use crate::raft::NodeId;
+use crate::server::{self, ServerConfig};
 
 /// Bound on each bootstrap step and on waiting for branches to converge.
 pub const BOOTSTRAP_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Bound on waiting for the servers to drain at shutdown.
 const SHUTDOWN_DEADLINE: Duration = Duration::from_secs(5);
-
-#[derive(Debug, thiserror::Error)]
-pub enum ClusterError {
-    #[error("no branches to start")]
-    Empty,
-    #[error("cannot listen on {addr}: {source} (is another bank server running? try another --base-port)")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("branch {id}: {what}")]
-    Branch { id: NodeId, what: String },
-    #[error("the cluster did not {step} within {deadline:?}")]
-    Timeout {
-        step: &'static str,
-        deadline: Duration,
-    },
-    #[error(transparent)]
-    Request(#[from] BranchError),
-    #[error(transparent)]
-    Storage(#[from] DurableError),
-    #[error(
-        "{path} belongs to {found}, not to {expected}: use another --data-dir for this scenario"
-    )]
-    Mismatch {
-        path: PathBuf,
-        found: String,
-        expected: String,
-    },
-    #[error("in {dir}, branches {with_state:?} have Raft state but branches {without_state:?} have none. A branch that lost its data cannot safely vote again as if new; restore its data, or remove the whole directory to start a new cluster")]
-    PartialState {
-        dir: PathBuf,
-        with_state: Vec<NodeId>,
-        without_state: Vec<NodeId>,
-    },
-    #[error("this branch has no state, but branches {with_state:?} do: its data was lost, or it never belonged to this cluster. It must not rejoin as if new (it could vote twice in a term); restore its data directory, or start it with --rejoin to rebuild it from its peers")]
-    LostState { with_state: Vec<NodeId> },
-    #[error("{path} has Raft state: --rejoin is only for a branch that lost its data (an empty data directory); start it without --rejoin")]
-    RejoinWithState { path: PathBuf },
-    #[error("branches {missing:?} did not answer within {deadline:?}: a rejoining branch needs every other branch up, to learn the highest term any of them has seen")]
-    RejoinPeersMissing {
-        missing: Vec<NodeId>,
-        deadline: Duration,
-    },
-    #[error("no other branch has state: there is no cluster to rejoin; start without --rejoin to create a new cluster")]
-    NothingToRejoin,
-    #[error("no branch made the membership change {changes} within {deadline:?} (is a majority of voters up?): {refusals}")]
-    MembershipChange {
-        changes: String,
-        deadline: Duration,
-        refusals: String,
-    },
-    #[error("branches {missing:?} did not answer within {deadline:?}: start every branch of a new cluster, with the same --peer list")]
-    PeersMissing {
-        missing: Vec<NodeId>,
-        deadline: Duration,
-    },
-    #[error("the initial balance {0} is above the original API's int32 limit")]
-    BalanceTooLarge(u64),
-}
 
 /// One running branch of a local cluster.
 pub struct LocalBranch {
@@ -113,89 +52,23 @@ pub struct LocalCluster {
     shutdown: watch::Sender<bool>,
     servers: JoinSet<(NodeId, Result<(), tonic::transport::Error>)>,
     peers: Peers,
-    config: std::sync::Arc<openraft::Config>,
+    server_config: ServerConfig,
 }
 
-/// Splits branches (id -> address) into the voters — the first [`VOTERS_MAX`] ids, ascending —
-/// and the learners.
-pub(crate) fn voters_and_learners(
-    addresses: impl IntoIterator<Item = (NodeId, String)>,
-) -> (BTreeMap<NodeId, BasicNode>, BTreeMap<NodeId, BasicNode>) {
-    let mut nodes: BTreeMap<NodeId, BasicNode> = addresses
-        .into_iter()
-        .map(|(id, addr)| (id, BasicNode::new(addr)))
-        .collect();
-    let learner_ids: Vec<NodeId> = nodes.keys().skip(VOTERS_MAX).copied().collect();
-    let learners = learner_ids
-        .into_iter()
-        .filter_map(|id| nodes.remove_entry(&id))
-        .collect();
-    (nodes, learners)
-}
-
-/// Creates branch `id`'s Raft node, in memory or on `durable`.
-pub(crate) async fn create_branch(
+/// Creates branch `id`, in memory or on `durable`.
+async fn create_branch(
     id: NodeId,
-    config: std::sync::Arc<openraft::Config>,
     peers: Peers,
     durable: Option<DurableStore>,
 ) -> Result<Branch, ClusterError> {
-    let network = PeerNetworkFactory {
-        peers: peers.clone(),
+    let storage = match durable {
+        Some(store) => Store::Durable(store),
+        None => Store::Memory,
     };
-    let created = match durable {
-        None => {
-            let state_machine = StateMachineStore::default();
-            Raft::new(
-                id,
-                config,
-                network,
-                LogStore::default(),
-                state_machine.clone(),
-            )
-            .await
-            .map(|raft| (raft, state_machine))
-        }
-        Some(store) => {
-            let state_machine = StateMachineStore::restore(store.clone())?;
-            Raft::new(
-                id,
-                config,
-                network,
-                store.log_store(),
-                state_machine.clone(),
-            )
-            .await
-            .map(|raft| (raft, state_machine))
-        }
-    };
-    let (raft, state_machine) = created.map_err(|e| ClusterError::Branch {
-        id,
-        what: e.to_string(),
-    })?;
-    Ok(Branch::new(id, raft, state_machine, peers))
-}
-
-/// Records `expected` in a new store, or checks that the store was made for it.
-pub(crate) fn check_identity(
-    store: &DurableStore,
-    expected: &ClusterIdentity,
-) -> Result<(), ClusterError> {
-    match store.identity()? {
-        Some(found) if found != *expected => Err(ClusterError::Mismatch {
-            path: store.path().to_path_buf(),
-            found: format!(
-                "branch {} of branches {:?} starting at {}",
-                found.branch_id, found.branch_ids, found.initial_balance_minor_units
-            ),
-            expected: format!(
-                "branch {} of branches {:?} starting at {}",
-                expected.branch_id, expected.branch_ids, expected.initial_balance_minor_units
-            ),
-        }),
-        Some(_) => Ok(()),
-        None => Ok(store.set_identity(expected)?),
-    }
+    Ok(BranchBuilder::new(id, peers)
+        .storage(storage)
+        .build()
+        .await?)
 }
 
 /// Opens every branch's store under `dir` and decides whether this start creates the cluster
@@ -291,17 +164,20 @@ impl LocalCluster {
         initial_balance: u64,
         storage: Storage,
     ) -> Result<LocalCluster, ClusterError> {
+        Self::start_with(listeners, initial_balance, storage, ServerConfig::default()).await
+    }
+
+    /// [`LocalCluster::start`], every branch serving with `server_config`.
+    pub async fn start_with(
+        listeners: Vec<(NodeId, TcpListener)>,
+        initial_balance: u64,
+        storage: Storage,
+        server_config: ServerConfig,
+    ) -> Result<LocalCluster, ClusterError> {
         if listeners.is_empty() {
             return Err(ClusterError::Empty);
         }
-        if initial_balance > ORIGINAL_BALANCE_MAX {
-            return Err(ClusterError::BalanceTooLarge(initial_balance));
-        }
-        let config = raft_config("bank").map_err(|e| ClusterError::Branch {
-            id: 0,
-            what: e.to_string(),
-        })?;
-        let config = std::sync::Arc::new(config);
+        check_initial_balance(initial_balance)?;
         let mut addresses = BTreeMap::new();
         for (id, listener) in &listeners {
             let addr = listener.local_addr().map_err(|e| ClusterError::Branch {
@@ -335,13 +211,13 @@ impl LocalCluster {
             shutdown,
             servers: JoinSet::new(),
             peers: peers.clone(),
-            config: config.clone(),
+            server_config,
         };
         let mut stores = stores;
         for (id, listener) in listeners {
             let addr = addresses[&id];
             let durable = stores.as_mut().and_then(|s| s.remove(&id));
-            let branch = match create_branch(id, config.clone(), peers.clone(), durable).await {
+            let branch = match create_branch(id, peers.clone(), durable).await {
                 Ok(branch) => branch,
                 Err(e) => {
                     cluster.shutdown().await;
@@ -367,12 +243,16 @@ impl LocalCluster {
     fn serve(&mut self, id: NodeId, addr: SocketAddr, branch: Branch, listener: TcpListener) {
         let mut stop = self.shutdown.subscribe();
         let server_branch = branch.clone();
+        let config = self.server_config.clone();
         self.servers.spawn(async move {
             let signal = async move {
                 // An error means the sender is gone: stop as well.
                 let _ = stop.wait_for(|stop| *stop).await;
             };
-            (id, server::serve(server_branch, listener, signal).await)
+            (
+                id,
+                server::serve(server_branch, listener, config, signal).await,
+            )
         });
         self.branches.insert(id, LocalBranch { addr, branch });
     }
@@ -396,9 +276,9 @@ impl LocalCluster {
             id,
             what: format!("listener has no address: {e}"),
         })?;
-        let branch = create_branch(id, self.config.clone(), self.peers.clone(), durable).await?;
+        let branch = create_branch(id, self.peers.clone(), durable).await?;
         self.serve(id, addr, branch, listener);
-        let learner = BTreeMap::from([(id, BasicNode::new(addr.to_string()))]);
+        let learner = BTreeMap::from([(id, addr.to_string())]);
         let index = self.add_learners(learner).await?;
         let deadline = Instant::now() + BOOTSTRAP_DEADLINE;
         if let Some(local) = self.branches.get(&id) {
@@ -415,30 +295,13 @@ impl LocalCluster {
         );
         let first = self.first().branch.clone();
         first
-            .raft
-            .initialize(voters)
+            .initialize(&voters)
             .await
             .map_err(|e| ClusterError::Branch {
                 id: first.id,
                 what: format!("initialise: {e}"),
             })?;
-
-        let genesis = Command::Open {
-            account: ORIGINAL_ACCOUNT,
-            balance_minor_units: initial_balance,
-            overdraft_limit_minor_units: 0,
-            balance_max_minor_units: ORIGINAL_BALANCE_MAX,
-        };
-        let (outcome, index) = first.submit(genesis).await?;
-        match outcome {
-            Outcome::Opened { .. } => {}
-            other => {
-                return Err(ClusterError::Branch {
-                    id: first.id,
-                    what: format!("opening the shared account gave {other:?}"),
-                })
-            }
-        }
+        let index = open_shared_account(&first, initial_balance, false).await?;
         // Learners join after the genesis entry commits: a membership change is refused until
         // the initial one is committed, and the genesis commit implies it.
         let index = if learners.is_empty() {
@@ -454,61 +317,11 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// Adds `learners` in one membership change, on whichever branch leads.
+    /// Adds `learners` (id -> address) in one membership change, through the leader.
     /// Returns the log index of the membership change.
-    async fn add_learners(
-        &self,
-        learners: BTreeMap<NodeId, BasicNode>,
-    ) -> Result<u64, ClusterError> {
-        let deadline = Instant::now() + BOOTSTRAP_DEADLINE;
-        const ATTEMPTS_MAX: u32 = 10;
-        for _attempt in 0..ATTEMPTS_MAX {
-            let leader = self.wait_for_leader(deadline).await?;
-            match leader
-                .raft
-                .change_membership(ChangeMembers::AddNodes(learners.clone()), true)
-                .await
-            {
-                Ok(response) => return Ok(response.log_id.index),
-                Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
-                    tracing::info!("leader changed while adding learners; retrying");
-                }
-                Err(e) => {
-                    return Err(ClusterError::Branch {
-                        id: leader.id,
-                        what: format!("adding learners: {e}"),
-                    })
-                }
-            }
-        }
-        Err(ClusterError::Timeout {
-            step: "add its learners",
-            deadline: BOOTSTRAP_DEADLINE,
-        })
-    }
-
-    /// Waits until the first branch knows a leader that is part of this cluster.
-    async fn wait_for_leader(&self, deadline: Instant) -> Result<&Branch, ClusterError> {
-        let timeout = deadline.saturating_duration_since(Instant::now());
-        let metrics = self
-            .first()
-            .branch
-            .raft
-            .wait(Some(timeout))
-            .metrics(|m| m.current_leader.is_some(), "a leader")
-            .await
-            .map_err(|_| ClusterError::Timeout {
-                step: "elect a leader",
-                deadline: BOOTSTRAP_DEADLINE,
-            })?;
-        metrics
-            .current_leader
-            .and_then(|id| self.branches.get(&id))
-            .map(|local| &local.branch)
-            .ok_or(ClusterError::Timeout {
-                step: "elect a leader",
-                deadline: BOOTSTRAP_DEADLINE,
-            })
+    async fn add_learners(&self, learners: BTreeMap<NodeId, String>) -> Result<u64, ClusterError> {
+        let change = MembershipChange::AddLearners(learners);
+        Ok(self.first().branch.change_membership(&change, true).await?)
     }
 
     fn first(&self) -> &LocalBranch {
@@ -548,15 +361,7 @@ impl LocalCluster {
         self.settle().await?;
         let mut states = Vec::with_capacity(self.branches.len());
         for (&id, local) in &self.branches {
-            let state = local
-                .branch
-                .state_machine
-                .read(|state| state.clone())
-                .ok_or(ClusterError::Branch {
-                    id,
-                    what: "state machine lock poisoned".to_string(),
-                })?;
-            states.push((id, state));
+            states.push((id, local.branch.applied_state()?));
         }
         Ok(states)
     }

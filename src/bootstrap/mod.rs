@@ -1,5 +1,138 @@
-//! Starting branches: a whole cluster in one process ([`local`]) and one branch per process
-//! ([`standalone`]), created, resumed, refused or rejoined from what their disks and peers say.
+//! Starting branches: the one place a cluster is created, resumed, refused or rejoined.
+//!
+//! - [`local`]: a whole cluster in one process, on loopback (`bank run`, `bank server`, tests).
+//! - [`standalone`]: one branch per process (`bank branch`), deciding from its own disk and
+//!   its peers' answers; [`rejoin`]: a branch that lost its data rebuilding from its peers.
+//! - Here: what both share — the genesis entry that opens the shared account (written once,
+//!   here), the identity a data directory is stamped with, and the errors of starting.
 
 pub mod local;
+pub mod rejoin;
 pub mod standalone;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::ledger::{Command, Outcome, ORIGINAL_ACCOUNT, ORIGINAL_BALANCE_MAX};
+use crate::node::{Branch, BranchError, BuildError, MembershipRefused};
+use crate::raft::durable::{ClusterIdentity, DurableError, DurableStore};
+use crate::raft::NodeId;
+
+/// Why a branch or a cluster could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("no branches to start")]
+    Empty,
+    #[error("cannot listen on {addr}: {source} (is another bank server running? try another --base-port)")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("branch {id}: {what}")]
+    Branch { id: NodeId, what: String },
+    #[error("the cluster did not {step} within {deadline:?}")]
+    Timeout {
+        step: &'static str,
+        deadline: Duration,
+    },
+    #[error(transparent)]
+    Request(#[from] BranchError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("{0}")]
+    Membership(#[from] MembershipRefused),
+    #[error(transparent)]
+    Storage(#[from] DurableError),
+    #[error(
+        "{path} belongs to {found}, not to {expected}: use another --data-dir for this scenario"
+    )]
+    Mismatch {
+        path: PathBuf,
+        found: String,
+        expected: String,
+    },
+    #[error("in {dir}, branches {with_state:?} have Raft state but branches {without_state:?} have none. A branch that lost its data cannot safely vote again as if new; restore its data, or remove the whole directory to start a new cluster")]
+    PartialState {
+        dir: PathBuf,
+        with_state: Vec<NodeId>,
+        without_state: Vec<NodeId>,
+    },
+    #[error("this branch has no state, but branches {with_state:?} do: its data was lost, or it never belonged to this cluster. It must not rejoin as if new (it could vote twice in a term); restore its data directory, or start it with --rejoin to rebuild it from its peers")]
+    LostState { with_state: Vec<NodeId> },
+    #[error("{path} has Raft state: --rejoin is only for a branch that lost its data (an empty data directory); start it without --rejoin")]
+    RejoinWithState { path: PathBuf },
+    #[error("branches {missing:?} did not answer within {deadline:?}: a rejoining branch needs every other branch up, to learn the highest term any of them has seen")]
+    RejoinPeersMissing {
+        missing: Vec<NodeId>,
+        deadline: Duration,
+    },
+    #[error("no other branch has state: there is no cluster to rejoin; start without --rejoin to create a new cluster")]
+    NothingToRejoin,
+    #[error("branches {missing:?} did not answer within {deadline:?}: start every branch of a new cluster, with the same --peer list")]
+    PeersMissing {
+        missing: Vec<NodeId>,
+        deadline: Duration,
+    },
+    #[error("the initial balance {0} is above the original API's int32 limit")]
+    BalanceTooLarge(u64),
+}
+
+/// The genesis command: opens the shared account of the course's API with the scenario's
+/// initial balance. A log entry like any other, so every branch, learners included, applies it.
+pub fn genesis(initial_balance: u64) -> Command {
+    Command::Open {
+        account: ORIGINAL_ACCOUNT,
+        balance_minor_units: initial_balance,
+        overdraft_limit_minor_units: 0,
+        balance_max_minor_units: ORIGINAL_BALANCE_MAX,
+    }
+}
+
+/// Proposes the genesis entry through `branch` (forwarded to the leader if needed) and returns
+/// its log index. An account already open counts (a retried bootstrap) when `reopen_ok`.
+pub async fn open_shared_account(
+    branch: &Branch,
+    initial_balance: u64,
+    reopen_ok: bool,
+) -> Result<u64, ClusterError> {
+    let (outcome, index) = branch.submit(genesis(initial_balance)).await?;
+    match outcome {
+        Outcome::Opened { .. } => Ok(index),
+        Outcome::AccountExists { .. } if reopen_ok => Ok(index),
+        other => Err(ClusterError::Branch {
+            id: branch.id,
+            what: format!("opening the shared account gave {other:?}"),
+        }),
+    }
+}
+
+/// Records `expected` in a new store, or checks that the store was made for it.
+pub(crate) fn check_identity(
+    store: &DurableStore,
+    expected: &ClusterIdentity,
+) -> Result<(), ClusterError> {
+    match store.identity()? {
+        Some(found) if found != *expected => Err(ClusterError::Mismatch {
+            path: store.path().to_path_buf(),
+            found: format!(
+                "branch {} of branches {:?} starting at {}",
+                found.branch_id, found.branch_ids, found.initial_balance_minor_units
+            ),
+            expected: format!(
+                "branch {} of branches {:?} starting at {}",
+                expected.branch_id, expected.branch_ids, expected.initial_balance_minor_units
+            ),
+        }),
+        Some(_) => Ok(()),
+        None => Ok(store.set_identity(expected)?),
+    }
+}
+
+/// Refuses an initial balance the original API's int32 cannot carry.
+pub(crate) fn check_initial_balance(initial_balance: u64) -> Result<(), ClusterError> {
+    if initial_balance > ORIGINAL_BALANCE_MAX {
+        return Err(ClusterError::BalanceTooLarge(initial_balance));
+    }
+    Ok(())
+}

@@ -13,10 +13,12 @@
 //! Nothing here knows about the customer API; the [`branch`](crate::node) module uses this
 //! to propose writes and to serve linearizable reads.
 
+pub mod codec;
 pub mod durable;
+pub mod log_store;
 pub mod network;
 pub mod runtime;
-pub mod store;
+pub mod state_machine;
 
 use std::io::Cursor;
 use std::time::Duration;

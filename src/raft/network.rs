@@ -1,13 +1,15 @@
 //! The peer network: openraft's RPCs over the `bank.peer.v1.Peer` gRPC service.
 //!
-//! Each Raft message is openraft's own serde type, carried as JSON in a `RaftPayload`; the reply
-//! carries the receiver's whole `Result`, so a Raft-level refusal (a higher vote, say) comes back
-//! as openraft's `RemoteError` and a transport failure as `Unreachable`/`Network`.
+//! Each Raft message is openraft's own serde type, carried in a `RaftPayload` ([`super::codec`]);
+//! the reply carries the receiver's whole `Result`, so a Raft-level refusal (a higher vote, say)
+//! comes back as openraft's `RemoteError` and a transport failure as `Unreachable`/`Network`.
 //!
 //! [`Peers`] caches one lazily-connected tonic `Channel` per peer (channels multiplex many
 //! calls over one HTTP/2 connection and reconnect by themselves); every call has a deadline.
 //! With TLS ([`Peers::with_tls`]) every channel is `https`, trusts only the cluster's CA and
-//! presents the branch's certificate: mutual TLS (see [`crate::tls`]).
+//! presents the branch's certificate: mutual TLS (see [`crate::tls`]). How a channel reaches
+//! its host is a [`Connector`]: real TCP, or whatever a caller injects (the simulator's
+//! simulated network).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
@@ -27,9 +29,9 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
+use super::codec::{decode, encode};
 use super::{BasicNode, NodeId, TypeConfig, PEER_RPC_TIMEOUT};
 use crate::proto::peer::peer_client::PeerClient;
-use crate::proto::peer::RaftPayload;
 
 /// HTTP/2 pings on every peer connection, and how long an unanswered one may take.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
@@ -38,15 +40,19 @@ const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long to wait for a TCP connection to a peer before calling it unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// How a branch reaches its peers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Transport {
-    /// Real TCP sockets: production and the process tests.
-    #[default]
-    Tcp,
-    /// turmoil's simulated network (`crate::sim`): the same gRPC over simulated TCP streams.
-    #[cfg(feature = "simulation")]
-    Simulated,
+/// Turns an endpoint into a lazily connected channel: how a branch reaches its peers.
+pub trait Connector: std::fmt::Debug + Send + Sync + 'static {
+    fn connect_lazy(&self, endpoint: Endpoint) -> Channel;
+}
+
+/// Real TCP sockets: production and the process tests.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Tcp;
+
+impl Connector for Tcp {
+    fn connect_lazy(&self, endpoint: Endpoint) -> Channel {
+        endpoint.connect_lazy()
+    }
 }
 
 /// An error reaching a peer: the address is malformed, or the call failed on the wire.
@@ -61,8 +67,31 @@ pub enum PeerError {
     Tls { addr: String, why: String },
     #[error("peer call failed: {0}")]
     Call(#[from] tonic::Status),
+    #[error("peer call failed: no answer within {0:?}")]
+    Timeout(Duration),
     #[error("peer sent a reply that does not decode: {0}")]
     Decode(#[from] serde_json::Error),
+    #[error("the leader answered {answered} outcomes for {proposals} proposals")]
+    OutcomeCount { answered: usize, proposals: usize },
+}
+
+impl From<CallError> for PeerError {
+    fn from(error: CallError) -> PeerError {
+        match error {
+            CallError::Status(status) => PeerError::Call(status),
+            CallError::Timeout(timeout) => PeerError::Timeout(timeout),
+        }
+    }
+}
+
+impl PeerError {
+    /// The gRPC status code the peer answered with, if it answered at all.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            PeerError::Call(status) => Some(status.code()),
+            _ => None,
+        }
+    }
 }
 
 /// One cached gRPC channel per peer address, and the current address of each peer. Cheap to
@@ -71,13 +100,19 @@ pub enum PeerError {
 /// Raft's membership records each node's address as it was when the node joined; the address
 /// book overrides it, so a cluster restarted from disk on new ports (as `bank run` and the
 /// tests do) still reaches its peers.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     addresses: Arc<BTreeMap<NodeId, String>>,
-    transport: Transport,
+    connector: Arc<dyn Connector>,
     /// Mutual TLS to every peer; `None`: plaintext.
     tls: Option<ClientTlsConfig>,
+}
+
+impl Default for Peers {
+    fn default() -> Self {
+        Peers::new(BTreeMap::new())
+    }
 }
 
 impl Peers {
@@ -85,7 +120,7 @@ impl Peers {
         Peers {
             channels: Arc::default(),
             addresses: Arc::new(addresses),
-            transport: Transport::Tcp,
+            connector: Arc::new(Tcp),
             tls: None,
         }
     }
@@ -98,9 +133,9 @@ impl Peers {
         self
     }
 
-    /// The same address book, reached over `transport`.
-    pub fn with_transport(mut self, transport: Transport) -> Self {
-        self.transport = transport;
+    /// The same address book, reached through `connector`.
+    pub fn with_connector(mut self, connector: Arc<dyn Connector>) -> Self {
+        self.connector = connector;
         self.channels = Arc::default();
         self
     }
@@ -148,11 +183,7 @@ impl Peers {
             .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
-        let channel = match self.transport {
-            Transport::Tcp => endpoint.connect_lazy(),
-            #[cfg(feature = "simulation")]
-            Transport::Simulated => crate::sim::transport::connect_lazy(endpoint),
-        };
+        let channel = self.connector.connect_lazy(endpoint);
         channels.insert(addr.to_string(), channel.clone());
         Ok(channel)
     }
@@ -160,18 +191,6 @@ impl Peers {
     pub fn client(&self, addr: &str) -> Result<PeerClient<Channel>, PeerError> {
         Ok(PeerClient::new(self.channel(addr)?))
     }
-}
-
-/// Encodes a value for a `RaftPayload`.
-pub fn encode<T: Serialize>(value: &T) -> Result<RaftPayload, serde_json::Error> {
-    Ok(RaftPayload {
-        json: serde_json::to_vec(value)?,
-    })
-}
-
-/// Decodes a `RaftPayload`.
-pub fn decode<T: DeserializeOwned>(payload: &RaftPayload) -> Result<T, serde_json::Error> {
-    serde_json::from_slice(&payload.json)
 }
 
 /// Builds a [`PeerNetwork`] per target for openraft.
@@ -233,13 +252,19 @@ impl PeerNetwork {
             Rpc::Vote => within(timeout, client.vote(request)).await,
             Rpc::InstallSnapshot => within(timeout, client.install_snapshot(request)).await,
         };
-        let reply = reply.map_err(|status| match status.code() {
+        let reply = reply.map_err(|error| match error {
             // Unknown is how tonic reports a broken connection ("transport error"); as
             // Unreachable, openraft backs off before retrying instead of spinning.
-            tonic::Code::Unavailable | tonic::Code::Unknown => {
+            CallError::Status(status)
+                if matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::Unknown
+                ) =>
+            {
                 RPCError::Unreachable(Unreachable::new(&StatusError(status)))
             }
-            _ => RPCError::Network(NetworkError::new(&StatusError(status))),
+            CallError::Status(status) => RPCError::Network(NetworkError::new(&StatusError(status))),
+            timeout @ CallError::Timeout(_) => RPCError::Network(NetworkError::new(&timeout)),
         })?;
         let result: Result<Resp, RaftError<NodeId, E>> =
             decode(reply.get_ref()).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
@@ -251,15 +276,37 @@ impl PeerNetwork {
 /// server (`grpc-timeout`); a peer that accepted the connection but never answers (paused,
 /// wedged, or a port held open mid-handshake) would otherwise hold the caller until TCP or the
 /// HTTP/2 keep-alive gives up.
-pub(crate) async fn within<T>(
+pub async fn within<T>(
     timeout: Duration,
     call: impl Future<Output = Result<T, tonic::Status>>,
-) -> Result<T, tonic::Status> {
+) -> Result<T, CallError> {
     match tokio::time::timeout(timeout, call).await {
-        Ok(result) => result,
-        Err(_) => Err(tonic::Status::deadline_exceeded(format!(
-            "no answer within {timeout:?}"
-        ))),
+        Ok(result) => result.map_err(CallError::Status),
+        Err(_) => Err(CallError::Timeout(timeout)),
+    }
+}
+
+/// How a call bounded by [`within`] failed: the peer answered with an error, or not in time.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{}", .0.message())]
+    Status(tonic::Status),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl CallError {
+    /// The gRPC code of the failure (`DeadlineExceeded` for no answer in time).
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            CallError::Status(status) => status.code(),
+            CallError::Timeout(_) => tonic::Code::DeadlineExceeded,
+        }
+    }
+
+    /// What went wrong, for people.
+    pub fn message(&self) -> String {
+        self.to_string()
     }
 }
 

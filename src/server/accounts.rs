@@ -5,12 +5,15 @@
 //! customer's [`RequestId`] and go through [`Branch::submit_proposal`] (which forwards to the
 //! leader and retries with the same id); ledger [`Outcome`]s become `WriteResult`s. Business
 //! outcomes are replies; malformed input is `INVALID_ARGUMENT`; availability problems come
-//! from [`BranchError`] through the one `From<BranchError> for Status` in [`crate::server`].
+//! from the branch's errors, all through the one mapping in [`super::error`].
 
 use std::sync::Arc;
 
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
+
+use super::admission::Admission;
+use super::error::ServiceError;
 
 use crate::ledger::{Command, Outcome, Proposal, RequestId, BATCH_ITEMS_MAX};
 use crate::node::{Branch, REQUEST_DEADLINE};
@@ -32,31 +35,20 @@ pub struct AccountsService {
     branch: Branch,
     /// Bearer tokens every call needs ([`crate::server::auth`]); `None`: open.
     tokens: Option<Arc<Tokens>>,
-    /// One permit per call in flight, shared with the branch's original customer API: at the
+    /// The bound on calls in flight, shared with the branch's original customer API: at the
     /// bound, a call is refused at once with RESOURCE_EXHAUSTED rather than queued.
-    in_flight: Arc<tokio::sync::Semaphore>,
+    admission: Admission,
 }
 
 impl AccountsService {
-    /// With its own bound of [`crate::server::customer_requests_max`] calls in flight.
-    pub fn new(branch: Branch) -> Self {
+    /// Serves `branch` under `admission`, requiring a bearer token allowed every account a
+    /// call touches when `tokens` are configured.
+    pub fn new(branch: Branch, admission: Admission, tokens: Option<Arc<Tokens>>) -> Self {
         AccountsService {
             branch,
-            tokens: None,
-            in_flight: Arc::new(tokio::sync::Semaphore::new(
-                crate::server::customer_requests_max(),
-            )),
+            tokens,
+            admission,
         }
-    }
-
-    /// Shares `in_flight` (one permit per call) with the branch's other customer service.
-    pub fn with_in_flight(self, in_flight: Arc<tokio::sync::Semaphore>) -> Self {
-        AccountsService { in_flight, ..self }
-    }
-
-    /// Requires a bearer token allowed every account a call touches.
-    pub fn with_tokens(self, tokens: Option<Arc<Tokens>>) -> Self {
-        AccountsService { tokens, ..self }
     }
 
     /// UNAUTHENTICATED / PERMISSION_DENIED unless the request's token may touch every account
@@ -66,16 +58,13 @@ impl AccountsService {
     fn admit<T: Touches>(
         &self,
         request: &Request<T>,
-    ) -> Result<tokio::sync::OwnedSemaphorePermit, Status> {
+    ) -> Result<tokio::sync::OwnedSemaphorePermit, ServiceError> {
         crate::server::auth::authorize(
             self.tokens.as_deref(),
             request,
             request.get_ref().accounts(),
         )?;
-        self.in_flight
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| crate::server::overloaded(self.branch.id))
+        self.admission.admit()
     }
 
     /// The tonic server wrapping this service, with its message size bound.
@@ -83,12 +72,12 @@ impl AccountsService {
         AccountsServer::new(self).max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES)
     }
 
-    async fn write(&self, proposal: Proposal) -> Result<Response<pb::WriteReply>, Status> {
+    async fn write(&self, proposal: Proposal) -> Result<pb::WriteReply, ServiceError> {
         let (outcome, log_index) = self.branch.submit_proposal(proposal).await?;
-        Ok(Response::new(pb::WriteReply {
+        Ok(pb::WriteReply {
             result: Some(write_result(&outcome)?),
             log_index,
-        }))
+        })
     }
 }
 
@@ -144,12 +133,11 @@ impl Touches for pb::GetBalancesRequest {
 }
 
 /// A customer's request id: present, with a non-zero origin.
-fn request_id(id: Option<&pb::RequestId>) -> Result<RequestId, Status> {
-    let id = id.ok_or_else(|| {
-        Status::invalid_argument("request_id is missing: every write needs {origin, sequence}")
-    })?;
+fn request_id(id: Option<&pb::RequestId>) -> Result<RequestId, ServiceError> {
+    let id =
+        id.ok_or_else(|| invalid("request_id is missing: every write needs {origin, sequence}"))?;
     if id.origin == 0 {
-        return Err(Status::invalid_argument(
+        return Err(invalid(
             "request_id.origin is 0: choose a random non-zero origin per client incarnation",
         ));
     }
@@ -159,7 +147,7 @@ fn request_id(id: Option<&pb::RequestId>) -> Result<RequestId, Status> {
     })
 }
 
-fn open_proposal(r: &pb::OpenAccountRequest) -> Result<Proposal, Status> {
+fn open_proposal(r: &pb::OpenAccountRequest) -> Result<Proposal, ServiceError> {
     Ok(Proposal {
         request_id: request_id(r.request_id.as_ref())?,
         command: Command::Open {
@@ -171,7 +159,7 @@ fn open_proposal(r: &pb::OpenAccountRequest) -> Result<Proposal, Status> {
     })
 }
 
-fn deposit_proposal(r: &pb::DepositRequest) -> Result<Proposal, Status> {
+fn deposit_proposal(r: &pb::DepositRequest) -> Result<Proposal, ServiceError> {
     Ok(Proposal {
         request_id: request_id(r.request_id.as_ref())?,
         command: Command::Deposit {
@@ -181,7 +169,7 @@ fn deposit_proposal(r: &pb::DepositRequest) -> Result<Proposal, Status> {
     })
 }
 
-fn withdraw_proposal(r: &pb::WithdrawRequest) -> Result<Proposal, Status> {
+fn withdraw_proposal(r: &pb::WithdrawRequest) -> Result<Proposal, ServiceError> {
     Ok(Proposal {
         request_id: request_id(r.request_id.as_ref())?,
         command: Command::Withdraw {
@@ -191,7 +179,7 @@ fn withdraw_proposal(r: &pb::WithdrawRequest) -> Result<Proposal, Status> {
     })
 }
 
-fn transfer_proposal(r: &pb::TransferRequest) -> Result<Proposal, Status> {
+fn transfer_proposal(r: &pb::TransferRequest) -> Result<Proposal, ServiceError> {
     Ok(Proposal {
         request_id: request_id(r.request_id.as_ref())?,
         command: Command::Transfer {
@@ -204,10 +192,10 @@ fn transfer_proposal(r: &pb::TransferRequest) -> Result<Proposal, Status> {
 
 /// A whole batch as one proposal, validated: 1..=[`BATCH_ITEMS_MAX`] items, each a write with
 /// its own request id, none reusing the batch's id.
-fn batch_proposal(r: &pb::SubmitBatchRequest) -> Result<Proposal, Status> {
+fn batch_proposal(r: &pb::SubmitBatchRequest) -> Result<Proposal, ServiceError> {
     let batch_id = request_id(r.request_id.as_ref())?;
     if r.items.is_empty() || r.items.len() > BATCH_ITEMS_MAX {
-        return Err(Status::invalid_argument(format!(
+        return Err(invalid(format!(
             "a batch holds 1 to {BATCH_ITEMS_MAX} items, got {}",
             r.items.len()
         )));
@@ -220,13 +208,11 @@ fn batch_proposal(r: &pb::SubmitBatchRequest) -> Result<Proposal, Status> {
             Some(Write::Deposit(r)) => deposit_proposal(r),
             Some(Write::Withdraw(r)) => withdraw_proposal(r),
             Some(Write::Transfer(r)) => transfer_proposal(r),
-            None => Err(Status::invalid_argument("the item has no write")),
+            None => Err(invalid("the item has no write")),
         }
-        .map_err(|status| {
-            Status::invalid_argument(format!("batch item {position}: {}", status.message()))
-        })?;
+        .map_err(|error| invalid(format!("batch item {position}: {error}")))?;
         if proposal.request_id == batch_id {
-            return Err(Status::invalid_argument(format!(
+            return Err(invalid(format!(
                 "batch item {position} reuses the batch's own request id"
             )));
         }
@@ -253,7 +239,7 @@ fn with_balance(outcome: pb::Outcome, balance_minor_units: i64) -> pb::WriteResu
 }
 
 /// One write's ledger outcome on the wire. Batch-level outcomes are not write results.
-fn write_result(outcome: &Outcome) -> Result<pb::WriteResult, Status> {
+fn write_result(outcome: &Outcome) -> Result<pb::WriteResult, ServiceError> {
     use pb::Outcome as O;
     Ok(match *outcome {
         Outcome::Opened {
@@ -288,21 +274,17 @@ fn write_result(outcome: &Outcome) -> Result<pb::WriteResult, Status> {
         Outcome::InvalidAmount => result(O::InvalidAmount),
         Outcome::RequestIdReused => result(O::RequestIdReused),
         Outcome::RequestIdExpired => result(O::RequestIdExpired),
-        Outcome::InvalidBatch => {
-            return Err(Status::invalid_argument(
-                "the ledger refused the batch as malformed",
-            ))
-        }
+        Outcome::InvalidBatch => return Err(invalid("the ledger refused the batch as malformed")),
         Outcome::Batch(_) | Outcome::NoCommand => {
-            return Err(Status::internal(format!(
-                "unexpected ledger outcome {outcome:?} for a single write"
+            return Err(ServiceError::UnexpectedOutcome(format!(
+                "{outcome:?} for a single write"
             )))
         }
     })
 }
 
 /// A batch's ledger outcome on the wire.
-fn batch_reply(outcome: &Outcome, log_index: u64) -> Result<pb::SubmitBatchReply, Status> {
+fn batch_reply(outcome: &Outcome, log_index: u64) -> Result<pb::SubmitBatchReply, ServiceError> {
     let (batch_outcome, results) = match outcome {
         Outcome::Batch(outcomes) => (
             pb::Outcome::Ok,
@@ -314,14 +296,10 @@ fn batch_reply(outcome: &Outcome, log_index: u64) -> Result<pb::SubmitBatchReply
         // The batch's own id was used for something else, or is forgotten: nothing applied.
         Outcome::RequestIdReused => (pb::Outcome::RequestIdReused, Vec::new()),
         Outcome::RequestIdExpired => (pb::Outcome::RequestIdExpired, Vec::new()),
-        Outcome::InvalidBatch => {
-            return Err(Status::invalid_argument(
-                "the ledger refused the batch as malformed",
-            ))
-        }
+        Outcome::InvalidBatch => return Err(invalid("the ledger refused the batch as malformed")),
         other => {
-            return Err(Status::internal(format!(
-                "unexpected ledger outcome {other:?} for a batch"
+            return Err(ServiceError::UnexpectedOutcome(format!(
+                "{other:?} for a batch"
             )))
         }
     };
@@ -332,65 +310,95 @@ fn batch_reply(outcome: &Outcome, log_index: u64) -> Result<pb::SubmitBatchReply
     })
 }
 
+/// A call's answer, as tonic wants it: the one mapping of errors in [`super::error`].
+fn answer<T>(answer: Result<T, ServiceError>) -> Result<Response<T>, Status> {
+    answer.map(Response::new).map_err(Status::from)
+}
+
+fn invalid(why: impl Into<String>) -> ServiceError {
+    ServiceError::InvalidRequest(why.into())
+}
+
 #[tonic::async_trait]
 impl pb::accounts_server::Accounts for AccountsService {
     async fn open_account(
         &self,
         request: Request<pb::OpenAccountRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
-        let _permit = self.admit(&request)?;
-        self.write(open_proposal(request.get_ref())?).await
+        answer(self.write_call(&request, open_proposal).await)
     }
 
     async fn deposit(
         &self,
         request: Request<pb::DepositRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
-        let _permit = self.admit(&request)?;
-        self.write(deposit_proposal(request.get_ref())?).await
+        answer(self.write_call(&request, deposit_proposal).await)
     }
 
     async fn withdraw(
         &self,
         request: Request<pb::WithdrawRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
-        let _permit = self.admit(&request)?;
-        self.write(withdraw_proposal(request.get_ref())?).await
+        answer(self.write_call(&request, withdraw_proposal).await)
     }
 
     async fn transfer(
         &self,
         request: Request<pb::TransferRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
-        let _permit = self.admit(&request)?;
-        self.write(transfer_proposal(request.get_ref())?).await
+        answer(self.write_call(&request, transfer_proposal).await)
     }
 
     async fn submit_batch(
         &self,
         request: Request<pb::SubmitBatchRequest>,
     ) -> Result<Response<pb::SubmitBatchReply>, Status> {
-        let _permit = self.admit(&request)?;
-        let proposal = batch_proposal(request.get_ref())?;
-        let (outcome, log_index) = self.branch.submit_proposal(proposal).await?;
-        Ok(Response::new(batch_reply(&outcome, log_index)?))
+        answer(self.submit_batch_call(&request).await)
     }
 
     async fn get_balances(
         &self,
         request: Request<pb::GetBalancesRequest>,
     ) -> Result<Response<pb::GetBalancesReply>, Status> {
+        answer(self.get_balances_call(request).await)
+    }
+}
+
+impl AccountsService {
+    /// One write: admitted, validated into a proposal, proposed.
+    async fn write_call<T: Touches>(
+        &self,
+        request: &Request<T>,
+        proposal: impl FnOnce(&T) -> Result<Proposal, ServiceError>,
+    ) -> Result<pb::WriteReply, ServiceError> {
+        let _permit = self.admit(request)?;
+        self.write(proposal(request.get_ref())?).await
+    }
+
+    async fn submit_batch_call(
+        &self,
+        request: &Request<pb::SubmitBatchRequest>,
+    ) -> Result<pb::SubmitBatchReply, ServiceError> {
+        let _permit = self.admit(request)?;
+        let proposal = batch_proposal(request.get_ref())?;
+        let (outcome, log_index) = self.branch.submit_proposal(proposal).await?;
+        batch_reply(&outcome, log_index)
+    }
+
+    async fn get_balances_call(
+        &self,
+        request: Request<pb::GetBalancesRequest>,
+    ) -> Result<pb::GetBalancesReply, ServiceError> {
         let _permit = self.admit(&request)?;
         let request = request.into_inner();
         if request.accounts.is_empty() || request.accounts.len() > ACCOUNTS_PER_READ_MAX {
-            return Err(Status::invalid_argument(format!(
+            return Err(invalid(format!(
                 "GetBalances takes 1 to {ACCOUNTS_PER_READ_MAX} accounts, got {}",
                 request.accounts.len()
             )));
         }
-        let level = pb::ReadLevel::try_from(request.read_level).map_err(|_| {
-            Status::invalid_argument(format!("unknown read level {}", request.read_level))
-        })?;
+        let level = pb::ReadLevel::try_from(request.read_level)
+            .map_err(|_| invalid(format!("unknown read level {}", request.read_level)))?;
         let deadline = Instant::now() + REQUEST_DEADLINE;
         match level {
             pb::ReadLevel::Linearizable => {
@@ -411,10 +419,10 @@ impl pb::accounts_server::Accounts for AccountsService {
             .zip(balances)
             .map(|(&account, balance)| pb::AccountBalance { account, balance })
             .collect();
-        Ok(Response::new(pb::GetBalancesReply {
+        Ok(pb::GetBalancesReply {
             balances,
             applied_index: applied_index.unwrap_or(0),
-        }))
+        })
     }
 }
 
@@ -436,8 +444,8 @@ mod tests {
         }
     }
 
-    fn code<T>(result: Result<T, Status>) -> Option<tonic::Code> {
-        result.err().map(|s| s.code())
+    fn code<T>(result: Result<T, ServiceError>) -> Option<tonic::Code> {
+        result.err().map(|e| e.code())
     }
 
     /// What a token must allow: both sides of a transfer, every item of a batch (an item

@@ -34,6 +34,8 @@ use std::path::{Path, PathBuf};
 
 use tonic::{Request, Status};
 
+use super::error::{AuthError, ServiceError};
+
 /// Bounds on a token's length, in characters.
 pub const TOKEN_LENGTH_MIN: usize = 16;
 pub const TOKEN_LENGTH_MAX: usize = 256;
@@ -65,10 +67,7 @@ impl tonic::service::Interceptor for PeerAuth {
                     remote = ?request.remote_addr(),
                     "refused a peer call without a cluster certificate"
                 );
-                Err(Status::unauthenticated(
-                    "the peer service needs a client certificate signed by the cluster's CA \
-                     (--tls-cert and --tls-key)",
-                ))
+                Err(ServiceError::from(AuthError::NoCertificate).into())
             }
         }
     }
@@ -90,7 +89,7 @@ pub struct Grant {
 
 impl Grant {
     /// PERMISSION_DENIED unless every account in `accounts` is allowed.
-    pub fn allow(&self, accounts: impl IntoIterator<Item = u64>) -> Result<(), Status> {
+    pub fn allow(&self, accounts: impl IntoIterator<Item = u64>) -> Result<(), AuthError> {
         let Access::Accounts(allowed) = &self.access else {
             return Ok(());
         };
@@ -102,11 +101,10 @@ impl Grant {
             return Ok(());
         }
         let forbidden: Vec<String> = forbidden.iter().map(u64::to_string).collect();
-        Err(Status::permission_denied(format!(
-            "token {:?} may not touch account {}; nothing was done",
-            self.name,
-            forbidden.join(", ")
-        )))
+        Err(AuthError::Forbidden {
+            name: self.name.clone(),
+            accounts: forbidden.join(", "),
+        })
     }
 }
 
@@ -231,23 +229,19 @@ impl Tokens {
 
     /// The grant of the request's bearer token: UNAUTHENTICATED if there is none, it is
     /// malformed, or it is unknown.
-    pub fn authenticate<T>(&self, request: &Request<T>) -> Result<&Grant, Status> {
-        let header = request.metadata().get("authorization").ok_or_else(|| {
-            Status::unauthenticated(
-                "this branch needs a bearer token: send `authorization: Bearer <token>` \
-                 (bank: --token or BANK_TOKEN)",
-            )
-        })?;
+    pub fn authenticate<T>(&self, request: &Request<T>) -> Result<&Grant, AuthError> {
+        let header = request
+            .metadata()
+            .get("authorization")
+            .ok_or(AuthError::NoToken)?;
         let token = header
             .to_str()
             .ok()
             .and_then(|value| value.strip_prefix("Bearer "))
-            .ok_or_else(|| {
-                Status::unauthenticated("the authorization metadata is not `Bearer <token>`")
-            })?;
+            .ok_or(AuthError::MalformedToken)?;
         self.by_digest
             .get(&digest(token.trim().as_bytes()))
-            .ok_or_else(|| Status::unauthenticated("unknown bearer token"))
+            .ok_or(AuthError::UnknownToken)
     }
 
     /// Authenticates the request and checks that its token may touch every one of `accounts`.
@@ -255,7 +249,7 @@ impl Tokens {
         &self,
         request: &Request<T>,
         accounts: impl IntoIterator<Item = u64>,
-    ) -> Result<(), Status> {
+    ) -> Result<(), AuthError> {
         self.authenticate(request)?.allow(accounts)
     }
 }
@@ -265,7 +259,7 @@ pub fn authorize<T>(
     tokens: Option<&Tokens>,
     request: &Request<T>,
     accounts: impl IntoIterator<Item = u64>,
-) -> Result<(), Status> {
+) -> Result<(), AuthError> {
     match tokens {
         Some(tokens) => tokens.authorize(request, accounts),
         None => Ok(()),
@@ -290,8 +284,8 @@ mod tests {
         request
     }
 
-    fn code(result: Result<(), Status>) -> Option<tonic::Code> {
-        result.err().map(|status| status.code())
+    fn code(result: Result<(), AuthError>) -> Option<tonic::Code> {
+        result.err().map(|error| ServiceError::from(error).code())
     }
 
     #[test]

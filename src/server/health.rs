@@ -5,8 +5,8 @@
 //! only when it is in the cluster's membership (voter or learner) and knows a leader: then a
 //! customer's request can be committed or read through it. Otherwise NOT_SERVING: it is
 //! starting, not yet added, removed, or cut off from a quorum (it then loses its leader once
-//! its election timer fires). One task per branch, owned by [`HealthWatch`], follows openraft's
-//! metrics (a `tokio::sync::watch`) and updates both on every change.
+//! its election timer fires). One task per branch, owned by [`HealthWatch`], follows the
+//! branch's Raft state ([`crate::node::RaftWatch`]) and updates both on every change.
 
 use std::time::Duration;
 
@@ -16,25 +16,12 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
 use tonic_health::ServingStatus;
 
+use super::metrics;
 use crate::node::Branch;
 use crate::raft::NodeId;
-use crate::server::metrics::{self, RaftMetrics};
 
 /// Bound on waiting for the watcher task to stop.
 const STOP_DEADLINE: Duration = Duration::from_secs(1);
-
-/// Whether `id` is a member of the membership in `raft` (voter or learner).
-pub fn is_member(id: NodeId, raft: &RaftMetrics) -> bool {
-    raft.membership_config
-        .membership()
-        .nodes()
-        .any(|(node, _)| *node == id)
-}
-
-/// Whether branch `id` should report SERVING: a member that knows a leader.
-pub fn is_serving(id: NodeId, raft: &RaftMetrics) -> bool {
-    is_member(id, raft) && raft.current_leader.is_some()
-}
 
 /// The watcher task of one branch; [`HealthWatch::stop`] ends it.
 pub struct HealthWatch {
@@ -69,25 +56,24 @@ pub async fn start(
     )
 }
 
-/// Follows `branch`'s Raft metrics until `stopped` or until its Raft node shuts down.
+/// Follows `branch`'s Raft state until `stopped` or until its Raft node shuts down.
 async fn watch_branch(
     branch: Branch,
     reporter: HealthReporter,
     names: Vec<&'static str>,
     mut stopped: watch::Receiver<bool>,
 ) {
-    let mut raft = branch.raft.metrics();
+    let mut raft = branch.watch();
     let mut serving = false;
     let mut checks_recorded = 0;
     loop {
         let (member, now_serving) = {
-            let current = raft.borrow_and_update();
-            let member = is_member(branch.id, &current);
-            let now_serving = member && current.current_leader.is_some();
-            metrics::global().record_raft(branch.id, &current, member, now_serving);
+            let current = raft.current();
+            let (member, now_serving) = (current.is_member(), current.is_serving());
+            metrics::global().record_raft(&current, now_serving);
             (member, now_serving)
         };
-        let checks = branch.state_machine.applies_checked();
+        let checks = branch.applies_checked();
         metrics::global().add_invariant_checks(branch.id, checks.saturating_sub(checks_recorded));
         checks_recorded = checks_recorded.max(checks);
         if now_serving != serving {

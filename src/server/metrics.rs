@@ -14,7 +14,7 @@
 //!   otherwise the gRPC status code in snake case (`ok`, `unavailable`, `invalid_argument`, ...).
 //! - `bank_raft_*{branch}` gauges (term, leader, last log / committed (on the leader) /
 //!   applied / snapshot / purged index,
-//!   leader or not, member or not) and `bank_health_serving{branch}`, mirrored from openraft's
+//!   leader or not, member or not) and `bank_health_serving{branch}`, mirrored from the branch's Raft
 //!   metrics by [`crate::server::health`]'s watcher on every change.
 //! - `bank_ledger_invariant_checks_total{branch}`: ledger applies whose invariants were checked
 //!   (every applied command; see `Ledger::apply_proposal`).
@@ -36,7 +36,8 @@ use prometheus_client::registry::Registry;
 use tonic::codegen::{http, BoxFuture, Service};
 use tonic::server::NamedService;
 
-use crate::raft::{BasicNode, NodeId};
+use crate::node::RaftView;
+use crate::raft::NodeId;
 
 /// The content type of [`Metrics::render`]'s output (OpenMetrics text, which Prometheus reads).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -90,36 +91,6 @@ pub fn global() -> &'static Metrics {
     METRICS.get_or_init(Metrics::new)
 }
 
-/// On the leader, the highest log index a majority of voters hold: what openraft's
-/// replication metrics say each voter has matched (the leader's own entry is its flushed log),
-/// sorted, and the majority-th from the top. `None` on any other branch.
-fn committed_index(raft: &RaftMetrics) -> Option<u64> {
-    let replication = raft.replication.as_ref()?;
-    let mut matched: Vec<Option<u64>> = raft
-        .membership_config
-        .membership()
-        .voter_ids()
-        .map(|voter| {
-            replication
-                .get(&voter)
-                .and_then(|m| m.map(|id| id.index))
-                .or(if voter == raft.id {
-                    raft.last_log_index
-                } else {
-                    None
-                })
-        })
-        .collect();
-    if matched.is_empty() {
-        return None;
-    }
-    matched.sort_unstable_by(|a, b| b.cmp(a));
-    matched[matched.len() / 2]
-}
-
-/// What openraft reports about one branch, as [`Metrics::record_raft`] needs it.
-pub type RaftMetrics = openraft::RaftMetrics<NodeId, BasicNode>;
-
 impl Metrics {
     fn new() -> Metrics {
         let mut registry = Registry::with_prefix("bank");
@@ -162,7 +133,7 @@ impl Metrics {
         let raft_committed_index = gauge(
             "raft_committed_index",
             "On the leader, the last log index stored on a majority of voters (committed); -1 on \
-             other branches (openraft 0.9 does not report a follower's commit index) or if none",
+             other branches (the Raft library does not report a follower's commit index) or if none",
         );
         let raft_snapshot_index = gauge(
             "raft_snapshot_index",
@@ -224,8 +195,9 @@ impl Metrics {
             .observe(latency.as_secs_f64());
     }
 
-    /// Mirrors openraft's view of `branch` into the Raft gauges.
-    pub fn record_raft(&self, branch: NodeId, raft: &RaftMetrics, member: bool, serving: bool) {
+    /// Mirrors a branch's Raft state into the Raft gauges.
+    pub fn record_raft(&self, raft: &RaftView, serving: bool) {
+        let branch = raft.id;
         let labels = BranchLabels { branch };
         let set = |family: &Gauges, value: i64| {
             family.get_or_create(&labels).set(value);
@@ -239,28 +211,16 @@ impl Metrics {
         );
         set(
             &self.raft_leader,
-            raft.current_leader
+            raft.leader
                 .map_or(0, |id| i64::try_from(id).unwrap_or(i64::MAX)),
         );
-        set(
-            &self.raft_is_leader,
-            i64::from(raft.current_leader == Some(branch)),
-        );
-        set(&self.raft_member, i64::from(member));
+        set(&self.raft_is_leader, i64::from(raft.leads()));
+        set(&self.raft_member, i64::from(raft.is_member()));
         set(&self.raft_last_log_index, index(raft.last_log_index));
-        set(
-            &self.raft_applied_index,
-            index(raft.last_applied.map(|id| id.index)),
-        );
-        set(&self.raft_committed_index, index(committed_index(raft)));
-        set(
-            &self.raft_snapshot_index,
-            index(raft.snapshot.map(|id| id.index)),
-        );
-        set(
-            &self.raft_purged_index,
-            index(raft.purged.map(|id| id.index)),
-        );
+        set(&self.raft_applied_index, index(raft.applied_index));
+        set(&self.raft_committed_index, index(raft.committed_index));
+        set(&self.raft_snapshot_index, index(raft.snapshot_index));
+        set(&self.raft_purged_index, index(raft.purged_index));
         set(&self.health_serving, i64::from(serving));
     }
 

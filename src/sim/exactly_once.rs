@@ -22,9 +22,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::customers::{Fate, WeakRead};
+use super::record::SimRecord;
 use crate::client::ReadLevel;
 use crate::ledger::{Command, Ledger, Proposal, RequestId};
-use crate::raft::store::SimRecord;
 use crate::raft::NodeId;
 
 /// Violations of exactly-once application; `converged` is the branches' common ledger.

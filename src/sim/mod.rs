@@ -3,7 +3,7 @@
 //! A run ([`run`]) builds a turmoil `Sim` with three branch hosts and one to three customer
 //! hosts, all on the calling thread with simulated time. From the seed it draws:
 //! - turmoil's own generator (message latency, message loss);
-//! - openraft's election timeouts ([`crate::raft::runtime::seed_thread_rng`]);
+//! - Raft's election timeouts ([`crate::raft::runtime::seed_thread_rng`]);
 //! - each branch incarnation's request-id origin ([`Branch::with_origin`]) and each customer's
 //!   client origin ([`Client::from_channels`](crate::client::Client::from_channels));
 //! - the snapshot policy: a snapshot every 10 to 40 log entries, 0 to 8 entries kept behind it;
@@ -42,6 +42,7 @@ pub mod customers;
 pub mod exactly_once;
 pub mod faults;
 pub mod history;
+pub mod record;
 pub mod transport;
 
 use std::cell::{Cell, RefCell};
@@ -56,14 +57,16 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
 use crate::check::Event as CheckEvent;
-use crate::ledger::{AccountId, Command, ORIGINAL_ACCOUNT, ORIGINAL_BALANCE_MAX};
-use crate::node::Branch;
-use crate::raft::network::{PeerNetworkFactory, Peers, Transport};
+use crate::ledger::{AccountId, Command, ORIGINAL_ACCOUNT};
+use crate::node::{Branch, BranchBuilder, Storage};
+use crate::raft::log_store::LogStore;
+use crate::raft::network::Peers;
 use crate::raft::runtime::{seed_thread_rng, unseed_thread_rng};
-use crate::raft::store::{LogStore, SimRecord, StateMachineData, StateMachineStore};
-use crate::raft::{raft_config, BasicNode, NodeId, Raft};
-use crate::server;
+use crate::raft::state_machine::{StateMachineData, StateMachineStore};
+use crate::raft::NodeId;
+use crate::server::{self, ServerConfig};
 use customers::{Customer, Records};
+use record::SimRecord;
 
 /// The port every simulated branch serves on.
 const PORT: u16 = 50051;
@@ -217,7 +220,7 @@ impl HostState {
         });
         HostState {
             log: LogStore::default(),
-            disk: StateMachineStore::simulated(record.clone()),
+            disk: StateMachineStore::observed(record.clone()),
             record,
             current: Rc::default(),
             incarnations: Rc::default(),
@@ -287,103 +290,137 @@ fn align_task_ids() {
     }
 }
 
-fn run_seeded(config: &SimConfig) -> Report {
-    let seed = config.seed;
-    let mut rng = StdRng::seed_from_u64(mix(seed, 2));
-    let latency_max = Duration::from_millis(rng.gen_range(2..=50));
-    let mut sim = turmoil::Builder::new()
-        .simulation_duration(SIMULATION_MAX)
-        .tick_duration(Duration::from_millis(1))
-        .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(latency_max)
-        .repair_rate(0.3)
-        .rng_seed(mix(seed, 3))
-        .build();
+/// What a seed draws before the run: the network, the faults, the customers, the accounts and
+/// the snapshot policy.
+struct Plan {
+    seed: u64,
+    broken: Broken,
+    latency_max: Duration,
+    schedule: faults::Schedule,
+    /// One entry per customer: whether it uses the original API (one in four does).
+    original: Vec<bool>,
+    accounts: Accounts,
+    snapshot_every: u64,
+    logs_kept: u64,
+    addresses: BTreeMap<NodeId, String>,
+}
 
-    let schedule = faults::Schedule::draw(&mut rng, latency_max);
-    let customer_count = rng.gen_range(1..=3usize);
-    // One customer in four uses the original API.
-    let original: Vec<bool> = (0..customer_count)
-        .map(|_| rng.gen_range(0..4) == 0)
-        .collect();
-    let accounts = Accounts {
-        original: rng.gen_range(0..=200),
-        bank: (1..=rng.gen_range(2..=5u64))
-            .map(|account| (account, rng.gen_range(0..=100)))
-            .collect(),
-    };
-    let snapshot_every = rng.gen_range(10..=40u64);
-    let logs_kept = rng.gen_range(0..=8u64);
-
-    let addresses: BTreeMap<NodeId, String> =
-        (1..=BRANCHES).map(|id| (id, branch_addr(id))).collect();
-    // Each incarnation of a branch and each customer gets its own `Peers`: a channel is bound to
-    // the host (runtime) that made it, and a restarted process starts with no channels.
-    let peers = || Peers::new(addresses.clone()).with_transport(Transport::Simulated);
-    let mut raft_config = match raft_config("bank-sim") {
-        Ok(config) => config,
-        Err(e) => {
-            return failed(seed, format!("raft config: {e}"));
+impl Plan {
+    fn draw(config: &SimConfig) -> Plan {
+        let seed = config.seed;
+        let mut rng = StdRng::seed_from_u64(mix(seed, 2));
+        let latency_max = Duration::from_millis(rng.gen_range(2..=50));
+        let schedule = faults::Schedule::draw(&mut rng, latency_max);
+        let customer_count = rng.gen_range(1..=3usize);
+        let original = (0..customer_count)
+            .map(|_| rng.gen_range(0..4) == 0)
+            .collect();
+        let accounts = Accounts {
+            original: rng.gen_range(0..=200),
+            bank: (1..=rng.gen_range(2..=5u64))
+                .map(|account| (account, rng.gen_range(0..=100)))
+                .collect(),
+        };
+        let snapshot_every = rng.gen_range(10..=40u64);
+        let logs_kept = rng.gen_range(0..=8u64);
+        Plan {
+            seed,
+            broken: config.broken,
+            latency_max,
+            schedule,
+            original,
+            accounts,
+            snapshot_every,
+            logs_kept,
+            addresses: (1..=BRANCHES).map(|id| (id, branch_addr(id))).collect(),
         }
-    };
-    raft_config.snapshot_policy = openraft::SnapshotPolicy::LogsSinceLast(snapshot_every);
-    raft_config.max_in_snapshot_log_to_keep = logs_kept;
-    let raft_config = Arc::new(raft_config);
+    }
 
+    /// Each incarnation of a branch and each customer gets its own `Peers`: a channel is bound
+    /// to the host (runtime) that made it, and a restarted process starts with no channels.
+    fn peers(&self) -> Peers {
+        Peers::new(self.addresses.clone()).with_connector(Arc::new(transport::SimConnector))
+    }
+
+    fn simulation(&self) -> turmoil::Sim<'static> {
+        turmoil::Builder::new()
+            .simulation_duration(SIMULATION_MAX)
+            .tick_duration(Duration::from_millis(1))
+            .min_message_latency(Duration::from_millis(1))
+            .max_message_latency(self.latency_max)
+            .repair_rate(0.3)
+            .rng_seed(mix(self.seed, 3))
+            .build()
+    }
+
+    fn describe(&self) -> String {
+        let kinds: Vec<&str> = self
+            .original
+            .iter()
+            .map(|&o| if o { "original" } else { "bank" })
+            .collect();
+        format!(
+            "schedule: customers {kinds:?}, accounts {:?} (original {}), snapshot every {} keeping {}, latency 1..{}ms\n{}",
+            self.accounts.bank,
+            self.accounts.original,
+            self.snapshot_every,
+            self.logs_kept,
+            self.latency_max.as_millis(),
+            self.schedule
+        )
+    }
+}
+
+fn run_seeded(config: &SimConfig) -> Report {
+    let plan = Arc::new(Plan::draw(config));
+    let mut sim = plan.simulation();
+    let hosts = start_branches(&mut sim, &plan);
+    let records = start_customers(&mut sim, &plan);
+    let converged: Convergence = Rc::default();
+    sim.client(
+        "judge",
+        wait_for_convergence(
+            hosts.clone(),
+            plan.original.len(),
+            records.done.clone(),
+            converged.clone(),
+        ),
+    );
+    let (applied, mut violations, simulated) = drive(sim, &plan.schedule, &hosts);
+    let judged = judge(&plan, &hosts, &records, converged);
+    violations.extend(judged.violations);
+    Report {
+        seed: plan.seed,
+        schedule: plan.describe(),
+        applied,
+        history: judged.history,
+        final_states: judged.final_states,
+        stats: judged.stats,
+        violations,
+        simulated,
+    }
+}
+
+/// Starts every branch's host: each (re)start of a host is a new incarnation of the branch,
+/// built on the log and snapshot its host state kept.
+fn start_branches(
+    sim: &mut turmoil::Sim<'static>,
+    plan: &Arc<Plan>,
+) -> BTreeMap<NodeId, HostState> {
     let hosts: BTreeMap<NodeId, HostState> = (1..=BRANCHES)
-        .map(|id| (id, HostState::new(config.broken)))
+        .map(|id| (id, HostState::new(plan.broken)))
         .collect();
     for (&id, state) in &hosts {
-        let (state, raft_config, addresses, accounts) = (
-            state.clone(),
-            raft_config.clone(),
-            addresses.clone(),
-            accounts.clone(),
-        );
-        let broken = config.broken;
+        let (state, plan) = (state.clone(), plan.clone());
         sim.host(branch_host(id), move || {
-            let (state, raft_config, addresses, accounts) = (
-                state.clone(),
-                raft_config.clone(),
-                addresses.clone(),
-                accounts.clone(),
-            );
+            let (state, plan) = (state.clone(), plan.clone());
             async move {
-                let peers = Peers::new(addresses.clone()).with_transport(Transport::Simulated);
-                let incarnation = state.incarnations.get();
-                state.incarnations.set(incarnation + 1);
-                if broken == Broken::UnsyncedAcks && incarnation > 0 {
-                    // What a crash takes from a disk that acknowledged before syncing.
-                    let lost = 1 + (mix(seed, (id << 32) | incarnation) % 8) as usize;
-                    state.log.forget_tail(lost);
-                }
-                let network = PeerNetworkFactory {
-                    peers: peers.clone(),
-                };
-                // The applied state is memory: lost on a crash, rebuilt from the kept snapshot
-                // and log.
-                let state_machine = state.disk.restarted()?;
-                let raft = Raft::new(
-                    id,
-                    raft_config,
-                    network,
-                    state.log.clone(),
-                    state_machine.clone(),
-                )
-                .await?;
-                let origin = mix(seed, (id << 32) | incarnation);
-                let mut branch = Branch::with_origin(id, raft, state_machine, peers, origin);
-                if broken == Broken::LocalReads {
-                    branch = branch.with_unsafe_local_reads();
-                }
-                *state.current.borrow_mut() = Some(branch.clone());
-                if id == 1 && incarnation == 0 {
-                    tokio::spawn(bootstrap(branch.clone(), addresses, accounts));
-                }
+                let branch = start_incarnation(id, &state, &plan).await?;
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
                 server::serve_incoming(
                     branch,
                     transport::incoming(listener),
+                    ServerConfig::default(),
                     std::future::pending(),
                 )
                 .await?;
@@ -391,43 +428,94 @@ fn run_seeded(config: &SimConfig) -> Report {
             }
         });
     }
+    hosts
+}
 
+/// The next incarnation of branch `id` on what its host kept; the first one of branch 1 also
+/// bootstraps the cluster.
+async fn start_incarnation(
+    id: NodeId,
+    state: &HostState,
+    plan: &Plan,
+) -> Result<Branch, Box<dyn std::error::Error>> {
+    let seed = plan.seed;
+    let incarnation = state.incarnations.get();
+    state.incarnations.set(incarnation + 1);
+    if plan.broken == Broken::UnsyncedAcks && incarnation > 0 {
+        // What a crash takes from a disk that acknowledged before syncing.
+        let lost = 1 + (mix(seed, (id << 32) | incarnation) % 8) as usize;
+        state.log.forget_tail(lost);
+    }
+    // The applied state is memory: lost on a crash, rebuilt from the kept snapshot and log.
+    let state_machine = state.disk.restarted()?;
+    let mut builder = BranchBuilder::new(id, plan.peers())
+        .cluster_name("bank-sim")
+        .snapshots(plan.snapshot_every, plan.logs_kept)
+        .storage(Storage::Kept {
+            log: state.log.clone(),
+            state_machine,
+        })
+        .origin(mix(seed, (id << 32) | incarnation));
+    if plan.broken == Broken::LocalReads {
+        builder = builder.unsafe_local_reads();
+    }
+    let branch = builder.build().await?;
+    *state.current.borrow_mut() = Some(branch.clone());
+    if id == 1 && incarnation == 0 {
+        tokio::spawn(bootstrap(
+            branch.clone(),
+            plan.addresses.clone(),
+            plan.accounts.clone(),
+        ));
+    }
+    Ok(branch)
+}
+
+/// Starts the customers: bank customers move money between the bank accounts and read every
+/// account, the original one included (conservation is checked on reads of all accounts);
+/// original customers use the course's API.
+fn start_customers(sim: &mut turmoil::Sim<'static>, plan: &Plan) -> Records {
     let records = Records::default();
+    let seed = plan.seed;
     let bank_accounts: Vec<AccountId> = std::iter::once(ORIGINAL_ACCOUNT)
-        .chain(accounts.bank.keys().copied())
+        .chain(plan.accounts.bank.keys().copied())
         .collect();
-    for (index, &original) in original.iter().enumerate() {
+    for (index, &original) in plan.original.iter().enumerate() {
         let customer = Customer {
             index,
-            customers: customer_count,
+            customers: plan.original.len(),
             rng: StdRng::seed_from_u64(mix(seed, 100 + index as u64)),
             records: records.clone(),
         };
         let name = format!("customer{index}");
         if original {
-            sim.client(name, customers::original_customer(customer, peers()));
+            sim.client(name, customers::original_customer(customer, plan.peers()));
         } else {
             let origin = mix(seed, 200 + index as u64);
-            // Bank customers move money between the bank accounts and read every account,
-            // the original one included (conservation is checked on reads of all accounts).
-            let movable: Vec<AccountId> = accounts.bank.keys().copied().collect();
+            let movable: Vec<AccountId> = plan.accounts.bank.keys().copied().collect();
             sim.client(
                 name,
-                customers::bank_customer(customer, movable, bank_accounts.clone(), origin, peers()),
+                customers::bank_customer(
+                    customer,
+                    movable,
+                    bank_accounts.clone(),
+                    origin,
+                    plan.peers(),
+                ),
             );
         }
     }
-    let converged: Convergence = Rc::default();
-    sim.client(
-        "judge",
-        wait_for_convergence(
-            hosts.clone(),
-            customer_count,
-            records.done.clone(),
-            converged.clone(),
-        ),
-    );
+    records
+}
 
+/// Steps the simulation to its end, applying the schedule's faults on time and healing
+/// everything at [`FAULTS_END`]. Returns the faults as applied, any simulation error, and the
+/// simulated time.
+fn drive(
+    mut sim: turmoil::Sim<'static>,
+    schedule: &faults::Schedule,
+    hosts: &BTreeMap<NodeId, HostState>,
+) -> (Vec<String>, Vec<String>, Duration) {
     let mut applied = Vec::new();
     let mut violations = Vec::new();
     let mut pending = schedule.actions();
@@ -442,7 +530,7 @@ fn run_seeded(config: &SimConfig) -> Report {
             let running: Vec<NodeId> = (1..=BRANCHES)
                 .filter(|&id| sim.is_host_running(branch_host(id)))
                 .collect();
-            let leader = current_leader(&hosts, &running);
+            let leader = current_leader(hosts, &running);
             applied.push(format!(
                 "{:>6}ms {}",
                 elapsed.as_millis(),
@@ -454,7 +542,7 @@ fn run_seeded(config: &SimConfig) -> Report {
             applied.push(format!(
                 "{:>6}ms {}",
                 elapsed.as_millis(),
-                faults::heal(&mut sim, &schedule)
+                faults::heal(&mut sim, schedule)
             ));
         }
         match sim.step() {
@@ -466,9 +554,26 @@ fn run_seeded(config: &SimConfig) -> Report {
             }
         }
     }
-    let simulated = sim.elapsed();
-    drop(sim);
+    (applied, violations, sim.elapsed())
+}
 
+/// What the judge found after a run.
+struct Judged {
+    history: Vec<CheckEvent>,
+    final_states: Vec<(NodeId, Option<u64>, u64)>,
+    stats: Stats,
+    violations: Vec<String>,
+}
+
+/// Judges a finished run: the history (with each branch's final state) through
+/// [`crate::check`], the original customers' calls, exactly-once application, convergence.
+fn judge(
+    plan: &Plan,
+    hosts: &BTreeMap<NodeId, HostState>,
+    records: &Records,
+    converged: Convergence,
+) -> Judged {
+    let accounts = &plan.accounts;
     let original_calls = records.original.borrow().clone();
     let mut history: Vec<CheckEvent> = vec![CheckEvent::Init {
         balances: std::iter::once((ORIGINAL_ACCOUNT, accounts.original))
@@ -479,7 +584,7 @@ fn run_seeded(config: &SimConfig) -> Report {
     history.extend(records.events.borrow().iter().cloned());
     let writes = records.writes.borrow().clone();
     let weak_reads = records.weak_reads.borrow().clone();
-    violations.extend(records.unexpected.borrow().iter().cloned());
+    let mut violations: Vec<String> = records.unexpected.borrow().iter().cloned().collect();
     let mut stats = Stats {
         writes_answered: writes
             .iter()
@@ -556,25 +661,11 @@ fn run_seeded(config: &SimConfig) -> Report {
     if let Err(violation) = crate::check::check(&checked) {
         violations.push(format!("bank::check: {violation}"));
     }
-    let kinds: Vec<&str> = original
-        .iter()
-        .map(|&o| if o { "original" } else { "bank" })
-        .collect();
-    Report {
-        seed,
-        schedule: format!(
-            "schedule: customers {kinds:?}, accounts {:?} (original {}), snapshot every {snapshot_every} keeping {logs_kept}, latency 1..{}ms\n{}",
-            accounts.bank,
-            accounts.original,
-            latency_max.as_millis(),
-            schedule
-        ),
-        applied,
+    Judged {
         history,
         final_states,
         stats,
         violations,
-        simulated,
     }
 }
 
@@ -589,19 +680,6 @@ fn history_accounts(history: &[CheckEvent]) -> Vec<AccountId> {
         .unwrap_or_default()
 }
 
-fn failed(seed: u64, why: String) -> Report {
-    Report {
-        seed,
-        schedule: String::new(),
-        applied: Vec::new(),
-        history: Vec::new(),
-        final_states: Vec::new(),
-        stats: Stats::default(),
-        violations: vec![why],
-        simulated: Duration::ZERO,
-    }
-}
-
 /// The running branch that leads in the highest term, as the branches' own metrics say.
 fn current_leader(hosts: &BTreeMap<NodeId, HostState>, running: &[NodeId]) -> Option<NodeId> {
     hosts
@@ -609,41 +687,29 @@ fn current_leader(hosts: &BTreeMap<NodeId, HostState>, running: &[NodeId]) -> Op
         .filter(|(id, _)| running.contains(id))
         .filter_map(|(_, state)| {
             let branch = state.current.borrow().clone()?;
-            let metrics = branch.raft.metrics().borrow().clone();
-            let term = metrics.vote.leader_id().term;
-            (metrics.current_leader == Some(branch.id)).then_some((term, branch.id))
+            let view = branch.view();
+            view.leads().then_some((view.vote_term, branch.id))
         })
         .max()
         .map(|(_, id)| id)
 }
 
-/// Initialises the cluster from branch 1 and opens the accounts.
+/// Initialises the cluster from branch 1 and opens the accounts: the shared account by the
+/// bootstrap's own genesis entry, then the bank customers' accounts.
 async fn bootstrap(branch: Branch, addresses: BTreeMap<NodeId, String>, accounts: Accounts) {
-    let voters: BTreeMap<NodeId, BasicNode> = addresses
-        .into_iter()
-        .map(|(id, addr)| (id, BasicNode::new(addr)))
-        .collect();
-    if let Err(e) = branch.raft.initialize(voters).await {
+    if let Err(e) = branch.initialize(&addresses).await {
         tracing::warn!("simulated bootstrap: initialise: {e}");
         return;
     }
-    let opening = |account: AccountId, balance: i64, balance_max: u64| Command::Open {
-        account,
-        balance_minor_units: u64::try_from(balance).unwrap_or(0),
-        overdraft_limit_minor_units: 0,
-        balance_max_minor_units: balance_max,
-    };
-    let opens = std::iter::once(opening(
-        ORIGINAL_ACCOUNT,
-        accounts.original,
-        ORIGINAL_BALANCE_MAX,
-    ))
-    .chain(
-        accounts
-            .bank
-            .iter()
-            .map(|(&account, &balance)| opening(account, balance, i64::MAX as u64)),
-    );
+    let genesis = crate::bootstrap::genesis(u64::try_from(accounts.original).unwrap_or(0));
+    let opens = std::iter::once(genesis).chain(accounts.bank.iter().map(|(&account, &balance)| {
+        Command::Open {
+            account,
+            balance_minor_units: u64::try_from(balance).unwrap_or(0),
+            overdraft_limit_minor_units: 0,
+            balance_max_minor_units: i64::MAX as u64,
+        }
+    }));
     for open in opens {
         if let Err(e) = branch.submit(open).await {
             tracing::warn!("simulated bootstrap: open an account: {e}");
@@ -668,8 +734,8 @@ async fn wait_for_convergence(
             .iter()
             .filter_map(|(&id, state)| {
                 let branch = state.current.borrow().clone()?;
-                let purged = branch.raft.metrics().borrow().purged.map(|p| p.index);
-                Some((id, branch.state_machine.read(|s| s.clone())?, purged))
+                let purged = branch.view().purged_index;
+                Some((id, branch.applied_state().ok()?, purged))
             })
             .collect();
         let agree = states.len() == hosts.len()

@@ -94,3 +94,15 @@ pub fn incoming(
         Some((accepted, listener))
     })
 }
+
+/// Reaches a branch's peers over turmoil's network: injected into its [`Peers`].
+///
+/// [`Peers`]: crate::raft::network::Peers
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SimConnector;
+
+impl crate::raft::network::Connector for SimConnector {
+    fn connect_lazy(&self, endpoint: Endpoint) -> Channel {
+        connect_lazy(endpoint)
+    }
+}

@@ -22,17 +22,32 @@ pub async fn start_cluster(count: u64, initial_balance: u64) -> LocalCluster {
         .expect("cluster starts")
 }
 
+/// [`start_cluster`], each branch answering at most `requests_max` customer calls at once.
+pub async fn start_cluster_with_requests_max(
+    count: u64,
+    initial_balance: u64,
+    requests_max: usize,
+) -> LocalCluster {
+    let ids: Vec<u64> = (1..=count).collect();
+    let listeners = bind_loopback(&ids, None)
+        .await
+        .expect("bind loopback listeners");
+    let config = bank::server::ServerConfig {
+        requests_max,
+        ..Default::default()
+    };
+    LocalCluster::start_with(listeners, initial_balance, Storage::Memory, config)
+        .await
+        .expect("cluster starts")
+}
+
 /// The cluster's leader, once there is one (at most 10 s).
 pub async fn leader_of(cluster: &LocalCluster) -> u64 {
     let (_, any) = cluster.branches().next().expect("a branch");
     any.branch
-        .raft
-        .wait(Some(Duration::from_secs(10)))
-        .metrics(|m| m.current_leader.is_some(), "a leader")
+        .wait_for_leader(tokio::time::Instant::now() + Duration::from_secs(10))
         .await
         .expect("a leader within 10 s")
-        .current_leader
-        .expect("a leader")
 }
 
 pub async fn client(addr: SocketAddr) -> BranchClient<Channel> {

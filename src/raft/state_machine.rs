@@ -1,166 +1,42 @@
-//! In-memory storage behind openraft's storage-v2 traits.
+//! The state machine behind openraft's storage-v2 trait: applies committed entries to the
+//! [`Ledger`] in log order, builds and installs snapshots (in memory, or as files of a
+//! [`DurableStore`]). A cheap-to-clone handle over shared state, so the branch reads the ledger
+//! while openraft drives it.
 //!
-//! [`LogStore`] keeps the Raft log, the vote and the committed log id; [`StateMachineStore`]
-//! wraps the [`Ledger`] and applies committed entries to it in log order. Both are cheap to
-//! clone handles over shared state, so the branch's services can read the ledger while
-//! openraft drives it.
-//!
-//! In memory means a restarted branch starts empty and catches up from its peers (by log or by
-//! snapshot). Durable storage keeps the same interfaces.
+//! An [`ApplyObserver`] may watch every apply and snapshot: the simulator (`crate::sim`)
+//! records through one, and its deliberately broken variants rewrite proposals through one. It
+//! is the only way in: nothing here knows the simulator.
 
-use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io::Cursor;
-use std::ops::RangeBounds;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
-use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
+use openraft::storage::{RaftStateMachine, Snapshot};
 use openraft::{
-    Entry, EntryPayload, RaftLogReader, RaftSnapshotBuilder, SnapshotMeta, StorageIOError,
-    StoredMembership, Vote,
+    Entry, EntryPayload, RaftSnapshotBuilder, SnapshotMeta, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 
 use super::durable::{DurableError, DurableStore, SnapshotRecord};
+use super::log_store::poisoned;
 use super::{BasicNode, LogId, NodeId, StorageError, TypeConfig};
-#[cfg(feature = "simulation")]
-use crate::ledger::{Command, Proposal, RequestId};
-use crate::ledger::{Ledger, Outcome};
+use crate::ledger::{Ledger, Outcome, Proposal};
 
-#[derive(Debug, Default)]
-struct LogData {
-    last_purged: Option<LogId>,
-    entries: BTreeMap<u64, Entry<TypeConfig>>,
-    vote: Option<Vote<NodeId>>,
-    committed: Option<LogId>,
-}
-
-/// The Raft log in memory. Clones share the same log.
-#[derive(Debug, Clone, Default)]
-pub struct LogStore {
-    inner: Arc<Mutex<LogData>>,
-}
-
-/// A poisoned lock means a thread panicked while holding it, e.g. on a broken ledger
-/// invariant; the data behind it can no longer be trusted, so storage reports an error and
-/// openraft stops this node instead of serving it.
-fn poisoned<T>(what: &str) -> impl FnOnce(T) -> StorageError + '_ {
-    move |_| StorageIOError::read(&std::io::Error::other(format!("{what} lock poisoned"))).into()
-}
-
-impl LogStore {
-    fn lock(&self) -> Result<MutexGuard<'_, LogData>, StorageError> {
-        self.inner.lock().map_err(poisoned("log"))
-    }
-
-    /// The simulator's broken disk: forgets the last `count` entries, as a disk that
-    /// acknowledged writes before they were synced would after a crash (the committed index
-    /// it recorded goes back with them). Only for the simulator's deliberately broken variant.
-    #[cfg(feature = "simulation")]
-    pub(crate) fn forget_tail(&self, count: usize) {
-        let Ok(mut log) = self.lock() else { return };
-        for _ in 0..count {
-            if log.entries.pop_last().is_none() {
-                break;
-            }
-        }
-        let last = log
-            .entries
-            .last_key_value()
-            .map(|(_, e)| e.log_id)
-            .or(log.last_purged);
-        if log.committed > last {
-            log.committed = last;
-        }
-    }
-}
-
-impl RaftLogReader<TypeConfig> for LogStore {
-    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
-        &mut self,
-        range: RB,
-    ) -> Result<Vec<Entry<TypeConfig>>, StorageError> {
-        let log = self.lock()?;
-        Ok(log.entries.range(range).map(|(_, e)| e.clone()).collect())
-    }
-}
-
-impl RaftLogStorage<TypeConfig> for LogStore {
-    type LogReader = Self;
-
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let log = self.lock()?;
-        let last = log
-            .entries
-            .last_key_value()
-            .map(|(_, e)| e.log_id)
-            .or(log.last_purged);
-        Ok(LogState {
-            last_purged_log_id: log.last_purged,
-            last_log_id: last,
-        })
-    }
-
-    async fn get_log_reader(&mut self) -> Self::LogReader {
-        self.clone()
-    }
-
-    async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError> {
-        self.lock()?.vote = Some(*vote);
-        Ok(())
-    }
-
-    async fn read_vote(&mut self) -> Result<Option<Vote<NodeId>>, StorageError> {
-        Ok(self.lock()?.vote)
-    }
-
-    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
-        self.lock()?.committed = committed;
-        Ok(())
-    }
-
-    async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.lock()?.committed)
-    }
-
-    async fn append<I>(
-        &mut self,
-        entries: I,
-        callback: LogFlushed<TypeConfig>,
-    ) -> Result<(), StorageError>
-    where
-        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
-        I::IntoIter: Send,
-    {
-        {
-            let mut log = self.lock()?;
-            for entry in entries {
-                log.entries.insert(entry.log_id.index, entry);
-            }
-        }
-        // In memory, an entry is "flushed" as soon as it is in the map.
-        callback.log_io_completed(Ok(()));
-        Ok(())
-    }
-
-    async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut log = self.lock()?;
-        log.entries.split_off(&log_id.index);
-        Ok(())
-    }
-
-    async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
-        let mut log = self.lock()?;
-        assert!(
-            log.last_purged.map(|p| p.index) <= Some(log_id.index),
-            "purge must move forward"
-        );
-        log.last_purged = Some(log_id);
-        let kept = log.entries.split_off(&(log_id.index + 1));
-        log.entries = kept;
-        Ok(())
-    }
+/// Watches a state machine: every proposal it applies, every snapshot it builds or installs,
+/// every restart from a snapshot. The hook through which the simulator records a branch across
+/// its crashes, and through which a deliberately broken variant (a ledger that ignores request
+/// ids) is built to show the simulator catches it.
+pub trait ApplyObserver: Debug + Send + Sync + 'static {
+    /// `proposal` is about to be applied at log `index`. Returns what the ledger must apply
+    /// instead, if anything (`None`: the proposal itself; only a broken variant replaces it).
+    fn applying(&self, index: u64, proposal: &Proposal) -> Option<Proposal>;
+    /// A snapshot was built.
+    fn snapshot_built(&self) {}
+    /// A snapshot from the leader was installed.
+    fn snapshot_installed(&self) {}
+    /// A restarted state machine began from its kept snapshot.
+    fn restarted_from_snapshot(&self) {}
 }
 
 /// What the state machine holds: the ledger plus what Raft needs to know about it.
@@ -199,82 +75,8 @@ pub struct StateMachineStore {
     /// Commands applied to the ledger, each followed by its invariant assertions (for
     /// `bank_ledger_invariant_checks_total`).
     applies_checked: Arc<AtomicU64>,
-    /// What the simulator watches and breaks; `None` outside it.
-    #[cfg(feature = "simulation")]
-    sim: Option<Arc<SimRecord>>,
-}
-
-/// What the simulator (`crate::sim`) records of one branch's state machine, across its crashes:
-/// every proposal applied, by log index (the exactly-once check replays them), and how many
-/// snapshots were built, installed and restarted from. With `ignore_request_ids`, the
-/// deliberately broken variant: the ledger is shown every proposal under a fresh request id of
-/// its own, so it cannot recognise a retry and applies it again.
-#[cfg(feature = "simulation")]
-#[derive(Debug, Default)]
-pub struct SimRecord {
-    pub ignore_request_ids: bool,
-    /// The proposals applied, by log index, as proposed (with their own request ids).
-    pub journal: Mutex<BTreeMap<u64, Proposal>>,
-    /// Different proposals applied at one index (by two incarnations of this branch).
-    pub conflicts: Mutex<Vec<String>>,
-    pub snapshots_built: AtomicU64,
-    pub snapshots_installed: AtomicU64,
-    pub restarts_from_snapshot: AtomicU64,
-}
-
-#[cfg(feature = "simulation")]
-impl SimRecord {
-    /// Records `proposal` applied at `index`; returns what the ledger must apply instead, if
-    /// anything (the broken variant's rewritten ids).
-    fn applying(&self, index: u64, proposal: &Proposal) -> Option<Proposal> {
-        if let Ok(mut journal) = self.journal.lock() {
-            match journal.get(&index) {
-                Some(earlier) if earlier != proposal => {
-                    if let Ok(mut conflicts) = self.conflicts.lock() {
-                        conflicts.push(format!(
-                            "index {index}: applied {earlier:?}, later {proposal:?}"
-                        ));
-                    }
-                }
-                Some(_) => {}
-                None => {
-                    journal.insert(index, proposal.clone());
-                }
-            }
-        }
-        self.ignore_request_ids
-            .then(|| without_request_ids(proposal, index))
-    }
-}
-
-/// `proposal` under request ids no one else uses, fresh at every log index (a batch's items
-/// included): a ledger fed these cannot tell a retry from a new request. Deterministic, so the
-/// broken replicas still agree with each other.
-#[cfg(feature = "simulation")]
-fn without_request_ids(proposal: &Proposal, index: u64) -> Proposal {
-    const ORIGIN: u64 = u64::MAX;
-    let stride = crate::ledger::BATCH_ITEMS_MAX as u64 + 1;
-    let id = |item: u64| RequestId {
-        origin: ORIGIN,
-        sequence: index.saturating_mul(stride).saturating_add(item),
-    };
-    let command = match &proposal.command {
-        Command::Batch(items) => Command::Batch(
-            items
-                .iter()
-                .zip(1..)
-                .map(|(item, n)| Proposal {
-                    request_id: id(n),
-                    command: item.command.clone(),
-                })
-                .collect(),
-        ),
-        other => other.clone(),
-    };
-    Proposal {
-        request_id: id(0),
-        command,
-    }
+    /// Who watches every apply and snapshot (the simulator); `None`: no one.
+    observer: Option<Arc<dyn ApplyObserver>>,
 }
 
 impl StateMachineStore {
@@ -362,19 +164,18 @@ impl StateMachineStore {
         self.snapshot.lock().map_err(poisoned("snapshot"))
     }
 
-    /// A simulated branch's first state machine, recording into `record`.
-    #[cfg(feature = "simulation")]
-    pub fn simulated(record: Arc<SimRecord>) -> StateMachineStore {
+    /// An in-memory state machine whose applies and snapshots `observer` watches.
+    pub fn observed(observer: Arc<dyn ApplyObserver>) -> StateMachineStore {
         StateMachineStore {
-            sim: Some(record),
+            observer: Some(observer),
             ..Default::default()
         }
     }
 
-    /// The state machine of this branch's next incarnation after a crash: the applied state
-    /// was memory and is lost; the snapshot was on "disk" and is kept, shared with this store,
-    /// and the new state starts from it (openraft then re-applies the committed log after it).
-    #[cfg(feature = "simulation")]
+    /// The state machine of this in-memory branch's next incarnation after a crash (the
+    /// simulator's restarts): the applied state was memory and is lost; the snapshot was on
+    /// "disk" and is kept, shared with this store, and the new state starts from it (openraft
+    /// then re-applies the committed log after it).
     pub fn restarted(&self) -> Result<StateMachineStore, StorageError> {
         let mut state = StateMachineData::default();
         let mut from_snapshot = false;
@@ -402,8 +203,8 @@ impl StateMachineStore {
             }
         }
         if from_snapshot {
-            if let Some(sim) = &self.sim {
-                sim.restarts_from_snapshot.fetch_add(1, Ordering::Relaxed);
+            if let Some(observer) = &self.observer {
+                observer.restarted_from_snapshot();
             }
         }
         Ok(StateMachineStore {
@@ -412,7 +213,7 @@ impl StateMachineStore {
             snapshot_count: self.snapshot_count.clone(),
             durable: None,
             applies_checked: Arc::default(),
-            sim: self.sim.clone(),
+            observer: self.observer.clone(),
         })
     }
 }
@@ -453,9 +254,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
                 (meta_of(&state), data)
             };
             let data = self.keep_snapshot(&meta, data)?;
-            #[cfg(feature = "simulation")]
-            if let Some(sim) = &self.sim {
-                sim.snapshots_built.fetch_add(1, Ordering::Relaxed);
+            if let Some(observer) = &self.observer {
+                observer.snapshot_built();
             }
             return Ok(Snapshot {
                 meta,
@@ -522,12 +322,10 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
             let outcome = match entry.payload {
                 EntryPayload::Blank => Outcome::NoCommand,
                 EntryPayload::Normal(ref proposal) => {
-                    #[cfg(feature = "simulation")]
                     let replaced = self
-                        .sim
+                        .observer
                         .as_ref()
-                        .and_then(|sim| sim.applying(entry.log_id.index, proposal));
-                    #[cfg(feature = "simulation")]
+                        .and_then(|observer| observer.applying(entry.log_id.index, proposal));
                     let proposal = replaced.as_ref().unwrap_or(proposal);
                     let outcome = state.ledger.apply_proposal(proposal);
                     self.applies_checked.fetch_add(1, Ordering::Relaxed);
@@ -569,9 +367,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         // On disk first: if this fails, the old state and snapshot stay in place together.
         drop(self.keep_snapshot(meta, data)?);
         *self.data.write().map_err(poisoned("state machine"))? = state;
-        #[cfg(feature = "simulation")]
-        if let Some(sim) = &self.sim {
-            sim.snapshots_installed.fetch_add(1, Ordering::Relaxed);
+        if let Some(observer) = &self.observer {
+            observer.snapshot_installed();
         }
         Ok(())
     }
@@ -605,6 +402,7 @@ mod tests {
     use openraft::testing::{StoreBuilder, Suite};
 
     use super::*;
+    use crate::raft::log_store::LogStore;
 
     struct MemoryStoreBuilder;
 

@@ -1,0 +1,147 @@
+//! Rejoining (`bank branch --rejoin`, only on an empty data directory): a branch that lost its
+//! data rebuilds from its peers without ever voting on what it no longer knows. It learns the
+//! highest term any peer has seen (its term floor), is removed and re-added as a learner,
+//! catches up, is promoted back if it was a voter, and votes and stands for election again
+//! only above its floor. See [`super::standalone`]'s documentation for the whole story.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::standalone::{ask_statuses, unanswered, PEERS_DEADLINE, SURVEY_PAUSE};
+use super::ClusterError;
+use crate::node::{
+    change_membership_via_peers, Branch, BranchError, MembershipChange, REQUEST_DEADLINE,
+};
+use crate::proto::peer::StatusReply;
+use crate::raft::durable::{DurableStore, RejoinState};
+use crate::raft::network::Peers;
+use crate::raft::NodeId;
+
+/// What a rejoining branch learns from its peers.
+pub(super) struct RejoinSurvey {
+    /// The highest term any other branch has seen.
+    pub(super) term_floor: u64,
+    /// Whether any other branch counts this one among the voters.
+    pub(super) voter: bool,
+}
+
+/// For a rejoining branch: asks every other branch for the highest term it has seen and the
+/// voters it knows. Every branch must answer (an unreachable one might hold the highest term),
+/// and at least one must have state (otherwise there is no cluster to rejoin).
+pub(super) async fn survey_for_rejoin(
+    book: &Peers,
+    peers: &BTreeMap<NodeId, String>,
+    id: NodeId,
+) -> Result<RejoinSurvey, ClusterError> {
+    let deadline = Instant::now() + PEERS_DEADLINE;
+    let mut answered: BTreeMap<NodeId, StatusReply> = BTreeMap::new();
+    loop {
+        ask_statuses(book, peers, &mut answered).await;
+        if answered.len() == peers.len() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(ClusterError::RejoinPeersMissing {
+                missing: unanswered(peers, &answered),
+                deadline: PEERS_DEADLINE,
+            });
+        }
+        tokio::time::sleep(SURVEY_PAUSE).await;
+    }
+    if !answered.values().any(|status| status.has_state) {
+        return Err(ClusterError::NothingToRejoin);
+    }
+    Ok(RejoinSurvey {
+        term_floor: answered.values().map(|s| s.term).max().unwrap_or(0),
+        voter: answered.values().any(|s| s.voters.contains(&id)),
+    })
+}
+
+/// How long a rejoining branch keeps trying to catch up before it gives up (it then stays safe:
+/// it refuses votes and does not stand for election until restarted).
+const REJOIN_DEADLINE: Duration = Duration::from_secs(30 * 60);
+
+/// Bound on one wait for the branch to apply the leader's read index while rejoining.
+const CATCH_UP_WAIT: Duration = Duration::from_secs(60);
+
+/// A branch finishing its rejoin.
+pub(super) struct Rejoining {
+    pub(super) branch: Branch,
+    pub(super) store: DurableStore,
+    pub(super) book: Peers,
+    pub(super) peers: BTreeMap<NodeId, String>,
+    /// This branch's own address, as the cluster records it.
+    pub(super) addr: String,
+}
+
+impl Rejoining {
+    /// Adds this branch back as a learner, waits until it has applied the leader's read index
+    /// (taken after it was added, so every entry committed before it lost its data is at or
+    /// below it), records that, promotes it back to voter if it was one, and lets it vote;
+    /// then turns elections on once its term has reached the floor, so that any term it stands
+    /// in is above it.
+    pub(super) async fn finish(self, mut state: RejoinState) {
+        let Self {
+            branch,
+            store,
+            book,
+            peers,
+            addr,
+        } = self;
+        let id = branch.id;
+        let deadline = Instant::now() + REJOIN_DEADLINE;
+        while !state.caught_up {
+            if Instant::now() >= deadline {
+                tracing::error!(
+                    branch = id,
+                    "did not catch up within {REJOIN_DEADLINE:?}; it refuses votes until restarted"
+                );
+                return;
+            }
+            let caught_up = async {
+                // Adding an existing member changes nothing: safe to repeat after a crash.
+                let learner = MembershipChange::AddLearners([(id, addr.clone())].into());
+                change_membership_via_peers(&book, &peers, &learner, true, PEERS_DEADLINE).await?;
+                let index = branch.read_index(Instant::now() + REQUEST_DEADLINE).await?;
+                branch
+                    .wait_applied(index, Instant::now() + CATCH_UP_WAIT)
+                    .await?;
+                if state.voter {
+                    let voter = MembershipChange::AddVoters([id].into());
+                    branch.change_membership(&voter, true).await?;
+                }
+                Ok::<(), ClusterError>(())
+            };
+            match caught_up.await {
+                Ok(()) => {
+                    let done = RejoinState {
+                        caught_up: true,
+                        ..state
+                    };
+                    match store.set_rejoin_state(&done) {
+                        Ok(()) => state = done,
+                        Err(e) => tracing::error!(branch = id, "recording the rejoin: {e}"),
+                    }
+                }
+                Err(ClusterError::Request(BranchError::ShuttingDown)) => return,
+                Err(e) => tracing::info!(branch = id, "rejoin: still catching up: {e}"),
+            }
+            if !state.caught_up {
+                tokio::time::sleep(SURVEY_PAUSE).await;
+            }
+        }
+        branch.vote_guard().set(false, state.term_floor);
+        tracing::info!(branch = id, "rejoined: caught up, voting again");
+        loop {
+            match branch.wait_for_term(state.term_floor, CATCH_UP_WAIT).await {
+                Ok(true) => break,
+                Ok(false) => continue,
+                Err(_) => return,
+            }
+        }
+        branch.set_elections(true);
+        tracing::info!(branch = id, "rejoined: standing for election again");
+    }
+}

@@ -1,0 +1,180 @@
+//! The branch-to-branch calls a branch answers, decoded, carried out and encoded here so that
+//! the peer service (`crate::server::peer`) deals only in payloads and [`BranchError`]s.
+
+use std::sync::Arc;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
+use openraft::ChangeMembers;
+use serde::Serialize;
+
+use super::{BadGroup, Branch, BranchError, Internal, Unavailable, REQUEST_DEADLINE};
+use crate::ledger::{Command, Proposal, BATCH_ITEMS_MAX};
+use crate::proto::peer::{Member, RaftPayload, StatusReply};
+use crate::raft::codec::{decode, encode};
+use crate::raft::{BasicNode, NodeId};
+
+type Answer = Result<RaftPayload, BranchError>;
+
+fn decoded<T: serde::de::DeserializeOwned>(payload: &RaftPayload) -> Result<T, BranchError> {
+    decode(payload).map_err(|e| BranchError::BadPayload(Arc::new(e)))
+}
+
+fn encoded<T: Serialize>(value: &T) -> Answer {
+    encode(value).map_err(|e| BranchError::Internal(Internal::Encode(Arc::new(e))))
+}
+
+/// `answer` within [`REQUEST_DEADLINE`]; past it, unavailable: `what` did not happen in time.
+async fn within_deadline<T>(
+    what: &'static str,
+    answer: impl std::future::Future<Output = Result<T, BranchError>>,
+) -> Result<T, BranchError> {
+    tokio::time::timeout(REQUEST_DEADLINE, answer)
+        .await
+        .unwrap_or(Err(BranchError::Unavailable(Unavailable::Deadline(what))))
+}
+
+impl Branch {
+    /// FAILED_PRECONDITION unless this branch leads: a forwarded write is proposed only by
+    /// the leader, and otherwise not at all, so the sender may retry elsewhere.
+    fn ensure_leading(&self) -> Result<(), BranchError> {
+        if self.leads() {
+            Ok(())
+        } else {
+            Err(BranchError::NotLeader(self.id))
+        }
+    }
+
+    /// openraft's AppendEntries, from the leader.
+    pub async fn answer_append_entries(&self, payload: &RaftPayload) -> Answer {
+        let rpc = decoded(payload)?;
+        encoded(&self.replica.raft.append_entries(rpc).await)
+    }
+
+    /// openraft's Vote, from a candidate; refused outright by the [`super::VoteGuard`].
+    pub async fn answer_vote(&self, payload: &RaftPayload) -> Answer {
+        let rpc: openraft::raft::VoteRequest<NodeId> = decoded(payload)?;
+        if let Some(why) = self.vote_guard().refuses(rpc.vote.leader_id().term) {
+            return Err(BranchError::VoteRefused(why));
+        }
+        encoded(&self.replica.raft.vote(rpc).await)
+    }
+
+    /// openraft's InstallSnapshot, from the leader.
+    pub async fn answer_install_snapshot(&self, payload: &RaftPayload) -> Answer {
+        let rpc = decoded(payload)?;
+        encoded(&self.replica.raft.install_snapshot(rpc).await)
+    }
+
+    /// A write a follower forwarded: one proposal goes into this leader's group committer,
+    /// with everything else queued; a batch is proposed as it is.
+    pub async fn answer_forward(&self, payload: &RaftPayload) -> Answer {
+        let proposal: Proposal = decoded(payload)?;
+        if !matches!(proposal.command, Command::Batch(_)) {
+            self.ensure_leading()?;
+            let written = within_deadline("write not committed", self.submit_proposal(proposal));
+            return encoded(&written.await?);
+        }
+        let raft = &self.replica.raft;
+        let written = tokio::time::timeout(REQUEST_DEADLINE, raft.client_write(proposal)).await;
+        match written {
+            Ok(Ok(response)) => encoded(&(response.data, response.log_id.index)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(BranchError::NotLeader(self.id))
+            }
+            Ok(Err(e)) => Err(BranchError::Unavailable(Unavailable::Write(Arc::new(e)))),
+            Err(_) => Err(BranchError::Unavailable(Unavailable::Deadline(
+                "write not committed",
+            ))),
+        }
+    }
+
+    /// A group of proposals a follower's committer forwarded, for this leader's committer to
+    /// merge with its own.
+    pub async fn answer_forward_group(&self, payload: &RaftPayload) -> Answer {
+        let items: Vec<Proposal> = decoded(payload)?;
+        if items.is_empty() || items.len() > BATCH_ITEMS_MAX {
+            return Err(BranchError::BadGroup(BadGroup::Size {
+                len: items.len(),
+                max: BATCH_ITEMS_MAX,
+            }));
+        }
+        // A batch inside would make the ledger refuse the whole merged entry, everyone's.
+        if items
+            .iter()
+            .any(|item| matches!(item.command, Command::Batch(_)))
+        {
+            return Err(BranchError::BadGroup(BadGroup::NestedBatch));
+        }
+        self.ensure_leading()?;
+        encoded(&within_deadline("write not committed", self.submit_group(items)).await?)
+    }
+
+    /// The leader's read index, for a follower's read.
+    pub async fn answer_read_index(&self) -> Result<Option<u64>, BranchError> {
+        let raft = &self.replica.raft;
+        match tokio::time::timeout(REQUEST_DEADLINE, raft.get_read_log_id()).await {
+            Ok(Ok((read_log_id, _))) => Ok(read_log_id.map(|id| id.index)),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {
+                Err(BranchError::NotLeader(self.id))
+            }
+            Ok(Err(e)) => Err(BranchError::Unavailable(Unavailable::ReadIndex(Arc::new(
+                e,
+            )))),
+            Err(_) => Err(BranchError::Unavailable(Unavailable::LeadershipUnconfirmed)),
+        }
+    }
+
+    /// A membership change another branch asked this one (the leader) to make.
+    pub async fn answer_change_membership(&self, payload: &RaftPayload) -> Answer {
+        let (changes, retain): (ChangeMembers<NodeId, BasicNode>, bool) = decoded(payload)?;
+        let raft = &self.replica.raft;
+        let changed =
+            tokio::time::timeout(REQUEST_DEADLINE, raft.change_membership(changes, retain)).await;
+        match changed {
+            Ok(Ok(response)) => encoded(&response.log_id.index),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
+                Err(BranchError::NotLeader(self.id))
+            }
+            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
+                Err(BranchError::Membership(Arc::new(e)))
+            }
+            Ok(Err(e)) => Err(BranchError::Unavailable(Unavailable::Membership(Arc::new(
+                e,
+            )))),
+            Err(_) => Err(BranchError::Unavailable(Unavailable::Deadline(
+                "membership change not committed",
+            ))),
+        }
+    }
+
+    /// This branch's status, as `bank status` and the bootstrap surveys read it.
+    pub fn status(&self) -> Result<StatusReply, BranchError> {
+        let view = self.view();
+        let (applied_index, digest) = self.read_state(|state| {
+            let applied = state.last_applied.map(|id| id.index);
+            (applied, state.ledger.state_digest())
+        })?;
+        let members = view
+            .members
+            .iter()
+            .map(|(&id, address)| Member {
+                id,
+                address: address.clone(),
+                voter: view.voters.contains(&id),
+            })
+            .collect();
+        Ok(StatusReply {
+            id: self.id,
+            has_state: view.has_state(),
+            leader: view.leader,
+            term: view.vote_term,
+            voters: view.voters.clone(),
+            rejoining: self.vote_guard().rejoining(),
+            role: view.role.label().to_string(),
+            applied_index,
+            last_log_index: view.last_log_index,
+            digest,
+            members,
+        })
+    }
+}

@@ -1,0 +1,169 @@
+//! What a branch reports of its Raft state, in the bank's words: a [`RaftView`] taken from
+//! openraft's metrics, and a [`RaftWatch`] that wakes on every change. Health, metrics, status
+//! and the simulator read these, never openraft's own types.
+
+use std::collections::BTreeMap;
+
+use super::{Branch, BranchError};
+use crate::raft::{BasicNode, NodeId};
+
+/// A branch's role in Raft.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Leader,
+    Follower,
+    Candidate,
+    Learner,
+    Shutdown,
+}
+
+impl Role {
+    /// The role as `bank status` prints it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Role::Leader => "leader",
+            Role::Follower => "follower",
+            Role::Candidate => "candidate",
+            Role::Learner => "learner",
+            Role::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// One branch's Raft state at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RaftView {
+    pub id: NodeId,
+    pub role: Role,
+    /// The highest term this branch has seen.
+    pub current_term: u64,
+    /// The term of the vote this branch holds (what a rejoin's term floor compares with).
+    pub vote_term: u64,
+    pub leader: Option<NodeId>,
+    /// Every member (voters and learners) and its current address.
+    pub members: BTreeMap<NodeId, String>,
+    pub voters: Vec<NodeId>,
+    pub last_log_index: Option<u64>,
+    pub applied_index: Option<u64>,
+    /// On the leader, the last log index stored on a majority of voters; `None` elsewhere
+    /// (openraft 0.9 does not report a follower's commit index).
+    pub committed_index: Option<u64>,
+    pub snapshot_index: Option<u64>,
+    pub purged_index: Option<u64>,
+}
+
+impl RaftView {
+    /// Whether the branch is a member of the cluster (voter or learner).
+    pub fn is_member(&self) -> bool {
+        self.members.contains_key(&self.id)
+    }
+
+    /// Whether the branch is fit to serve: a member that knows a leader.
+    pub fn is_serving(&self) -> bool {
+        self.is_member() && self.leader.is_some()
+    }
+
+    /// Whether the branch has Raft state: it has voted or holds a log (what it loaded from
+    /// disk, for a durable branch).
+    pub fn has_state(&self) -> bool {
+        self.vote_term > 0 || self.last_log_index.is_some()
+    }
+
+    /// Whether this branch leads.
+    pub fn leads(&self) -> bool {
+        self.leader == Some(self.id)
+    }
+}
+
+type Metrics = openraft::RaftMetrics<NodeId, BasicNode>;
+
+fn view_of(metrics: &Metrics, branch: &Branch) -> RaftView {
+    let membership = metrics.membership_config.membership();
+    let members = membership
+        .nodes()
+        .map(|(&id, node)| (id, branch.peers().address(id, node)))
+        .collect();
+    RaftView {
+        id: metrics.id,
+        role: match metrics.state {
+            openraft::ServerState::Leader => Role::Leader,
+            openraft::ServerState::Follower => Role::Follower,
+            openraft::ServerState::Candidate => Role::Candidate,
+            openraft::ServerState::Learner => Role::Learner,
+            openraft::ServerState::Shutdown => Role::Shutdown,
+        },
+        current_term: metrics.current_term,
+        vote_term: metrics.vote.leader_id().term,
+        leader: metrics.current_leader,
+        members,
+        voters: membership.voter_ids().collect(),
+        last_log_index: metrics.last_log_index,
+        applied_index: metrics.last_applied.map(|id| id.index),
+        committed_index: committed_index(metrics),
+        snapshot_index: metrics.snapshot.map(|id| id.index),
+        purged_index: metrics.purged.map(|id| id.index),
+    }
+}
+
+/// On the leader, the highest log index a majority of voters hold: what openraft's
+/// replication metrics say each voter has matched (the leader's own entry is its flushed log),
+/// sorted, and the majority-th from the top. `None` on any other branch.
+fn committed_index(raft: &Metrics) -> Option<u64> {
+    let replication = raft.replication.as_ref()?;
+    let mut matched: Vec<Option<u64>> = raft
+        .membership_config
+        .membership()
+        .voter_ids()
+        .map(|voter| {
+            replication
+                .get(&voter)
+                .and_then(|m| m.map(|id| id.index))
+                .or(if voter == raft.id {
+                    raft.last_log_index
+                } else {
+                    None
+                })
+        })
+        .collect();
+    if matched.is_empty() {
+        return None;
+    }
+    matched.sort_unstable_by(|a, b| b.cmp(a));
+    matched[matched.len() / 2]
+}
+
+/// Follows a branch's Raft state: [`RaftWatch::changed`] wakes on every change.
+pub struct RaftWatch {
+    branch: Branch,
+    metrics: tokio::sync::watch::Receiver<Metrics>,
+}
+
+impl RaftWatch {
+    /// The state now, marked as seen.
+    pub fn current(&mut self) -> RaftView {
+        view_of(&self.metrics.borrow_and_update(), &self.branch)
+    }
+
+    /// Waits for the next change; `Err(ShuttingDown)` once the Raft node has stopped.
+    pub async fn changed(&mut self) -> Result<(), BranchError> {
+        self.metrics
+            .changed()
+            .await
+            .map_err(|_| BranchError::ShuttingDown)
+    }
+}
+
+impl Branch {
+    /// This branch's Raft state now.
+    pub fn view(&self) -> RaftView {
+        view_of(&self.replica.raft.metrics().borrow(), self)
+    }
+
+    /// A watch on this branch's Raft state.
+    pub fn watch(&self) -> RaftWatch {
+        RaftWatch {
+            branch: self.clone(),
+            metrics: self.replica.raft.metrics(),
+        }
+    }
+}

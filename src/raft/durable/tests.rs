@@ -1,0 +1,163 @@
+//! Tests of the durable store.
+
+use openraft::testing::{StoreBuilder, Suite};
+
+use super::*;
+use crate::raft::state_machine::StateMachineStore;
+
+struct DurableStoreBuilder;
+
+impl StoreBuilder<TypeConfig, DurableLogStore, StateMachineStore, tempfile::TempDir>
+    for DurableStoreBuilder
+{
+    async fn build(
+        &self,
+    ) -> Result<(tempfile::TempDir, DurableLogStore, StateMachineStore), StorageError> {
+        let dir = tempfile::tempdir().map_err(|e| StorageError::from(StorageIOError::write(&e)))?;
+        let store = DurableStore::open(dir.path())
+            .map_err(|e| StorageError::from(StorageIOError::write(&e)))?;
+        let state_machine = StateMachineStore::restore(store.clone())
+            .map_err(|e| StorageError::from(StorageIOError::write(&e)))?;
+        Ok((dir, store.log_store(), state_machine))
+    }
+}
+
+/// openraft's storage test suite against the redb store.
+#[test]
+fn openraft_storage_suite_on_redb() -> Result<(), StorageError> {
+    Suite::test_all(DurableStoreBuilder)
+}
+
+#[test]
+fn a_damaged_file_is_refused_not_replaced() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join(DATABASE_FILE),
+        b"this is not a redb database at all, not even close",
+    )
+    .expect("write junk");
+    match DurableStore::open(dir.path()) {
+        Ok(_) => panic!("a damaged file was accepted"),
+        Err(e) => assert!(
+            e.to_string()
+                .contains("will not serve state it cannot trust"),
+            "{e}"
+        ),
+    }
+    let junk = std::fs::read(dir.path().join(DATABASE_FILE)).expect("still there");
+    assert!(
+        junk.starts_with(b"this is not"),
+        "the damaged file was overwritten"
+    );
+}
+
+#[tokio::test]
+async fn log_vote_and_snapshot_survive_reopening() {
+    use openraft::storage::RaftStateMachine;
+    use openraft::RaftSnapshotBuilder;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = DurableStore::open(dir.path()).expect("open");
+        let mut log = store.log_store();
+        let vote = Vote::new(3, 1);
+        log.save_vote(&vote).await.expect("vote");
+        let mut state_machine = StateMachineStore::restore(store.clone()).expect("restore");
+        let snapshot = state_machine.build_snapshot().await.expect("snapshot");
+        assert!(snapshot.meta.last_log_id.is_none());
+    }
+    let store = DurableStore::open(dir.path()).expect("reopen");
+    assert!(store.is_initialized().expect("read"));
+    let mut log = store.log_store();
+    assert_eq!(log.read_vote().await.expect("vote"), Some(Vote::new(3, 1)));
+    let mut state_machine = StateMachineStore::restore(store).expect("restore");
+    assert!(state_machine
+        .get_current_snapshot()
+        .await
+        .expect("snapshot")
+        .is_some());
+}
+
+/// Applies `count` account openings to `state_machine` as log entries after `index`.
+async fn open_accounts(state_machine: &mut StateMachineStore, index: u64, count: u64) {
+    use crate::ledger::{Command, Proposal, RequestId};
+    use openraft::storage::RaftStateMachine;
+    let entries = (1..=count).map(|n| Entry::<TypeConfig> {
+        log_id: LogId::new(openraft::CommittedLeaderId::new(1, 1), index + n),
+        payload: openraft::EntryPayload::Normal(Proposal {
+            request_id: RequestId {
+                origin: 9,
+                sequence: index + n,
+            },
+            command: Command::Open {
+                account: index + n,
+                balance_minor_units: n,
+                overdraft_limit_minor_units: 0,
+                balance_max_minor_units: 1_000,
+            },
+        }),
+    });
+    state_machine.apply(entries).await.expect("apply");
+}
+
+fn snapshot_files(dir: &Path) -> Vec<String> {
+    let mut files: Vec<String> = std::fs::read_dir(dir)
+        .expect("list")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|name| name.starts_with("snapshot-"))
+        .collect();
+    files.sort();
+    files
+}
+
+/// A restarted branch starts from its latest snapshot file; older files are removed; a
+/// damaged file is refused with an error that names it, never loaded or replaced.
+#[tokio::test]
+async fn the_latest_snapshot_file_is_restored_and_a_damaged_one_refused() {
+    use openraft::RaftSnapshotBuilder;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ledger = {
+        let store = DurableStore::open(dir.path()).expect("open");
+        let mut state_machine = StateMachineStore::restore(store).expect("restore");
+        open_accounts(&mut state_machine, 0, 20).await;
+        state_machine
+            .build_snapshot()
+            .await
+            .expect("first snapshot");
+        open_accounts(&mut state_machine, 20, 5).await;
+        let built = state_machine
+            .build_snapshot()
+            .await
+            .expect("second snapshot");
+        assert_eq!(built.meta.last_log_id.map(|id| id.index), Some(25));
+        state_machine
+            .read(|state| state.ledger.clone())
+            .expect("read")
+    };
+    let files = snapshot_files(dir.path());
+    assert_eq!(files, vec!["snapshot-00000000000000000002.bin"]);
+
+    let store = DurableStore::open(dir.path()).expect("reopen");
+    let restored = StateMachineStore::restore(store).expect("restore");
+    let (applied, restored_ledger) = restored
+        .read(|state| (state.last_applied, state.ledger.clone()))
+        .expect("read");
+    assert_eq!(applied.map(|id| id.index), Some(25));
+    assert_eq!(restored_ledger, ledger);
+    drop(restored);
+
+    let path = dir.path().join(&files[0]);
+    let mut bytes = std::fs::read(&path).expect("read snapshot");
+    bytes[20] ^= 1;
+    std::fs::write(&path, &bytes).expect("damage snapshot");
+    let store = DurableStore::open(dir.path()).expect("reopen");
+    match StateMachineStore::restore(store) {
+        Ok(_) => panic!("a damaged snapshot was loaded"),
+        Err(e) => {
+            let e = e.to_string();
+            assert!(e.contains("checksum") && e.contains(&files[0]), "{e}");
+        }
+    }
+    assert_eq!(std::fs::read(&path).expect("still there"), bytes);
+}
