@@ -25,7 +25,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Account, Countdown, Ledger, RequestLog};
+use super::{Account, Countdown, InvariantViolation, Ledger, RequestLog};
 
 const MAGIC: &[u8; 8] = b"BANKLDG2";
 const ACCOUNT_BYTES: usize = 32;
@@ -46,7 +46,7 @@ pub enum SnapshotError {
     #[error("the snapshot's accounts are out of order: account {next} follows account {previous}")]
     Order { previous: u64, next: u64 },
     #[error("the snapshot's ledger breaks an invariant: {0}")]
-    Invariant(String),
+    Invariant(InvariantViolation),
 }
 
 #[derive(Serialize)]
@@ -390,7 +390,9 @@ mod tests {
         }
         let bytes = ledger.encode_snapshot().expect("encode");
         match Ledger::decode_snapshot(&bytes) {
-            Err(SnapshotError::Invariant(why)) => assert!(why.contains("account 2"), "{why}"),
+            Err(SnapshotError::Invariant(why)) => {
+                assert!(why.to_string().contains("account 2"), "{why}")
+            }
             other => panic!("expected an invariant error, got {other:?}"),
         }
     }
