@@ -5,7 +5,7 @@
 //!   also [`driver::drive`], that loop for any system (`bank-etcd-compare`).
 //! - `random.rs` ([`random`]): the deterministic generator per client, and bounded pauses.
 //! - `history.rs` ([`history`]): the history being recorded for [`crate::check`].
-//! - `bench.rs` ([`bench`]): `bank bench`: its configuration, the run, the invariant check;
+//! - `bench.rs` ([`mod@bench`]): `bank bench`: its configuration, the run, the invariant check;
 //!   with `bench_client.rs` (one bench client: requests and tallies), `mix.rs` (the operation
 //!   mix) and `report.rs` (the report and its rendering).
 //! - `jepsen.rs` ([`jepsen`]): Jepsen's bank workload, recording a history for [`crate::check`].
