@@ -14,15 +14,24 @@
 //! Times are microseconds since the workload started, on one monotonic clock. At the end each
 //! branch is read on its own (linearizably, so it has applied everything acknowledged) and its
 //! balances recorded as a `final` event.
+//!
+//! This file owns the workload's configuration, its setup and final reads, and its client (a
+//! [`driver::Worker`]: what it picks and what each answer means); the loop, the timing, the
+//! processes and the recording of invocations and completions are the driver's.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
+use super::driver::{self, Limit, Plan, Worker};
+use super::history::{Completion, Recorder};
 use crate::check::{Event, Observation, Op, OpResult};
-use crate::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel};
+use crate::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Written};
 use crate::ledger::AccountId;
+use crate::proto::v1 as pb;
+
+pub use super::random::{pause, Random};
 
 /// The workload's knobs.
 #[derive(Debug, Clone)]
@@ -70,6 +79,17 @@ pub struct WorkloadReport {
     pub unknown: u64,
 }
 
+impl WorkloadReport {
+    /// Adds `other`'s counts (not its history).
+    fn add(&mut self, other: &WorkloadReport) {
+        self.transfers_ok += other.transfers_ok;
+        self.transfers_refused += other.transfers_refused;
+        self.reads_ok += other.reads_ok;
+        self.reads_failed += other.reads_failed;
+        self.unknown += other.unknown;
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum WorkloadError {
     #[error(transparent)]
@@ -83,88 +103,6 @@ pub enum WorkloadError {
     FinalRead { addr: String, why: String },
     #[error("the workload's configuration is unusable: {0}")]
     Config(&'static str),
-}
-
-/// A small deterministic generator (xorshift64*), one per client.
-#[derive(Debug, Clone)]
-pub struct Random(u64);
-
-impl Random {
-    pub fn new(seed: u64) -> Self {
-        // xorshift must not start at zero.
-        Random(seed | 1)
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    /// Uniform enough in `0..bound` for a workload; `bound` must be positive.
-    pub fn below(&mut self, bound: u64) -> u64 {
-        self.next_u64() % bound.max(1)
-    }
-}
-
-/// The shared history: events in the order they were recorded.
-#[derive(Clone)]
-struct Recorder {
-    started: Instant,
-    events: Arc<Mutex<Vec<Event>>>,
-}
-
-impl Recorder {
-    fn now_us(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
-    }
-
-    fn record(&self, event: Event) {
-        // A poisoned lock means a client task panicked; its events are still sound.
-        let mut events = match self.events.lock() {
-            Ok(events) => events,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        events.push(event);
-    }
-
-    fn invoke(&self, process: u64, op: Op) {
-        let time_us = self.now_us();
-        self.record(Event::Invoke {
-            process,
-            time_us,
-            op,
-        });
-    }
-
-    fn ok(&self, process: u64, result: OpResult) {
-        let time_us = self.now_us();
-        self.record(Event::Ok {
-            process,
-            time_us,
-            result,
-        });
-    }
-
-    fn fail(&self, process: u64, observation: Option<Observation>, error: Option<String>) {
-        let time_us = self.now_us();
-        self.record(Event::Fail {
-            process,
-            time_us,
-            observation,
-            error,
-        });
-    }
-
-    fn info(&self, process: u64, error: String) {
-        let time_us = self.now_us();
-        self.record(Event::Info {
-            process,
-            time_us,
-            error: Some(error),
-        });
-    }
 }
 
 fn signed(value: u64) -> Result<i64, WorkloadError> {
@@ -201,207 +139,193 @@ pub async fn run_bank_workload(
             });
         }
     }
-    let recorder = Recorder {
-        started: Instant::now(),
-        events: Arc::default(),
-    };
+    let recorder = Recorder::new();
     recorder.record(Event::Init {
         balances: accounts.iter().map(|&a| (a, opening)).collect(),
         min_balances: BTreeMap::new(),
     });
 
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut workers = Vec::with_capacity(workload.clients);
     for index in 0..workload.clients {
         let mut rotated = addresses.to_vec();
         rotated.rotate_left(index % addresses.len());
-        let client = Client::new(&rotated, workload.client_config.clone())?;
-        let context = ClientTask {
-            client,
-            index: index as u64,
-            clients: workload.clients as u64,
+        workers.push(Teller {
+            client: Client::new(&rotated, workload.client_config.clone())?,
             accounts: accounts.clone(),
-            workload: workload.clone(),
-            recorder: recorder.clone(),
-            stop: stop.clone(),
-        };
-        tasks.spawn(context.run());
+            read_every: workload.read_every,
+            amount_max: workload.amount_max,
+            random: Random::new(
+                workload
+                    .seed
+                    .wrapping_mul(0x9E37_79B9_7F4A_7C15)
+                    .wrapping_add(index as u64),
+            ),
+            tally: WorkloadReport::default(),
+        });
     }
+    let plan = Plan {
+        limit: match workload.operations_per_client {
+            Some(count) => Limit::EachClient(count),
+            None => Limit::UntilStopped,
+        },
+        stop,
+        history: Some(recorder.clone()),
+    };
     let mut report = WorkloadReport::default();
-    while let Some(joined) = tasks.join_next().await {
-        // A panicked client task is a bug in this module: surface it.
-        let tally = joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
-        report.transfers_ok += tally.transfers_ok;
-        report.transfers_refused += tally.transfers_refused;
-        report.reads_ok += tally.reads_ok;
-        report.reads_failed += tally.reads_failed;
-        report.unknown += tally.unknown;
+    for teller in driver::run(workers, plan).await.workers {
+        report.add(&teller.tally);
     }
-
     for (index, addr) in addresses.iter().enumerate() {
-        let alone = Client::new(std::slice::from_ref(addr), workload.client_config.clone())?;
-        let reply = alone
-            .get_balances(&accounts, ReadLevel::Linearizable)
-            .await
-            .map_err(|e| WorkloadError::FinalRead {
-                addr: addr.clone(),
-                why: e.to_string(),
-            })?;
-        let mut balances = BTreeMap::new();
-        for entry in reply.balances {
-            if let Some(balance) = entry.balance {
-                balances.insert(entry.account, balance);
-            }
-        }
         recorder.record(Event::Final {
             branch: index as u64 + 1,
-            balances,
+            balances: final_balances(addr, &accounts, &workload.client_config).await?,
             digest: None,
         });
     }
-    let events = match Arc::try_unwrap(recorder.events) {
-        Ok(events) => events.into_inner().unwrap_or_else(|p| p.into_inner()),
-        Err(shared) => match shared.lock() {
-            Ok(events) => events.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        },
-    };
-    report.history = events;
+    report.history = recorder.into_events();
     Ok(report)
 }
 
-struct ClientTask {
-    client: Client,
-    index: u64,
-    clients: u64,
-    accounts: Vec<AccountId>,
-    workload: BankWorkload,
-    recorder: Recorder,
-    stop: Arc<AtomicBool>,
+/// The balances at the branch at `addr` alone (linearizable: it has applied everything
+/// acknowledged).
+async fn final_balances(
+    addr: &str,
+    accounts: &[AccountId],
+    config: &ClientConfig,
+) -> Result<BTreeMap<AccountId, i64>, WorkloadError> {
+    let alone = Client::new(&[addr], config.clone())?;
+    let reply = alone
+        .get_balances(accounts, ReadLevel::Linearizable)
+        .await
+        .map_err(|e| WorkloadError::FinalRead {
+            addr: addr.to_string(),
+            why: e.to_string(),
+        })?;
+    Ok(reply
+        .balances
+        .into_iter()
+        .filter_map(|entry| entry.balance.map(|balance| (entry.account, balance)))
+        .collect())
 }
 
-impl ClientTask {
-    async fn run(self) -> WorkloadReport {
-        let mut tally = WorkloadReport::default();
-        let mut random = Random::new(
-            self.workload
-                .seed
-                .wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                .wrapping_add(self.index),
-        );
-        // Process ids: client i is process i, then i + clients after its first unknown outcome,
-        // and so on.
-        let mut process = self.index;
-        let mut done = 0u64;
-        while !self.stop.load(Ordering::SeqCst)
-            && self.workload.operations_per_client.is_none_or(|n| done < n)
-        {
-            done += 1;
-            if random.below(self.workload.read_every) == 0 {
-                self.read(process, &mut tally).await;
-                continue;
-            }
-            let n = self.accounts.len() as u64;
-            let from_index = random.below(n);
-            let to_index = (from_index + 1 + random.below(n - 1)) % n;
-            let (from, to) = (
-                self.accounts[from_index as usize],
-                self.accounts[to_index as usize],
-            );
-            let amount = 1 + random.below(self.workload.amount_max);
-            if !self.transfer(process, from, to, amount, &mut tally).await {
-                process += self.clients;
-            }
-        }
-        tally
-    }
+/// One client of the workload: transfers between random accounts, and reads of them all.
+struct Teller {
+    client: Client,
+    accounts: Vec<AccountId>,
+    read_every: u64,
+    amount_max: u64,
+    random: Random,
+    /// The counts of what it did (no history: the driver records that).
+    tally: WorkloadReport,
+}
 
-    async fn read(&self, process: u64, tally: &mut WorkloadReport) {
-        self.recorder.invoke(
-            process,
-            Op::Read {
-                accounts: self.accounts.clone(),
-            },
-        );
-        match self
-            .client
-            .get_balances(&self.accounts, ReadLevel::Linearizable)
-            .await
-        {
-            Ok(reply) => {
-                let balances = reply
-                    .balances
-                    .iter()
-                    .filter_map(|b| b.balance.map(|balance| (b.account, balance)))
-                    .collect();
-                self.recorder.ok(process, OpResult::read(balances));
-                tally.reads_ok += 1;
-            }
-            Err(e) => {
-                // A read changes nothing: one that was not answered did not happen.
-                self.recorder.fail(process, None, Some(e.to_string()));
-                tally.reads_failed += 1;
-            }
-        }
-    }
-
-    /// Returns false when the outcome is unknown (the process must not be reused).
-    async fn transfer(
-        &self,
-        process: u64,
+enum Call {
+    ReadAll,
+    Transfer {
         from: AccountId,
         to: AccountId,
         amount: u64,
-        tally: &mut WorkloadReport,
-    ) -> bool {
-        let signed_amount = i64::try_from(amount).unwrap_or(i64::MAX);
-        self.recorder.invoke(
-            process,
-            Op::Transfer {
+    },
+}
+
+enum Answer {
+    Read(Result<pb::GetBalancesReply, ClientError>),
+    Transfer(Result<Written, ClientError>),
+}
+
+impl Worker for Teller {
+    type Op = Call;
+    type Answer = Answer;
+
+    fn pick(&mut self) -> Call {
+        if self.random.below(self.read_every) == 0 {
+            return Call::ReadAll;
+        }
+        let n = self.accounts.len() as u64;
+        let from_index = self.random.below(n);
+        let to_index = (from_index + 1 + self.random.below(n - 1)) % n;
+        Call::Transfer {
+            from: self.accounts[from_index as usize],
+            to: self.accounts[to_index as usize],
+            amount: 1 + self.random.below(self.amount_max),
+        }
+    }
+
+    fn invocation(&self, call: &Call) -> Option<Op> {
+        Some(match *call {
+            Call::ReadAll => Op::Read {
+                accounts: self.accounts.clone(),
+            },
+            Call::Transfer { from, to, amount } => Op::Transfer {
                 from,
                 to,
-                amount: signed_amount,
+                amount: i64::try_from(amount).unwrap_or(i64::MAX),
             },
-        );
-        match self.client.transfer(from, to, amount).await {
-            Ok(written) => match written.outcome() {
+        })
+    }
+
+    async fn perform(&mut self, call: &Call) -> Answer {
+        match *call {
+            Call::ReadAll => Answer::Read(
+                self.client
+                    .get_balances(&self.accounts, ReadLevel::Linearizable)
+                    .await,
+            ),
+            Call::Transfer { from, to, amount } => {
+                Answer::Transfer(self.client.transfer(from, to, amount).await)
+            }
+        }
+    }
+
+    fn completion(&self, _: &Call, answer: &Answer) -> Completion {
+        match answer {
+            Answer::Read(Ok(reply)) => Completion::Ok(OpResult::read(
+                reply
+                    .balances
+                    .iter()
+                    .filter_map(|b| b.balance.map(|balance| (b.account, balance)))
+                    .collect(),
+            )),
+            // A read changes nothing: one that was not answered did not happen.
+            Answer::Read(Err(e)) => Completion::Fail {
+                observation: None,
+                error: Some(e.to_string()),
+            },
+            Answer::Transfer(Ok(written)) => match written.outcome() {
                 Outcome::Ok => {
-                    let result = match (written.result.balance, written.result.to_balance) {
+                    Completion::Ok(match (written.result.balance, written.result.to_balance) {
                         (Some(from_balance), Some(to_balance)) => {
                             OpResult::transfer(from_balance, to_balance)
                         }
                         _ => OpResult::default(),
-                    };
-                    self.recorder.ok(process, result);
-                    tally.transfers_ok += 1;
-                    true
+                    })
                 }
-                Outcome::InsufficientFunds => {
-                    let observation = Observation::InsufficientFunds {
+                Outcome::InsufficientFunds => Completion::Fail {
+                    observation: Some(Observation::InsufficientFunds {
                         balance: written.result.balance,
-                    };
-                    self.recorder.fail(process, Some(observation), None);
-                    tally.transfers_refused += 1;
-                    true
-                }
-                other => {
-                    // Refused for another reason (nothing applied): a definite failure.
-                    self.recorder
-                        .fail(process, None, Some(format!("refused: {other:?}")));
-                    tally.transfers_refused += 1;
-                    true
-                }
+                    }),
+                    error: None,
+                },
+                // Refused for another reason (nothing applied): a definite failure.
+                other => Completion::Fail {
+                    observation: None,
+                    error: Some(format!("refused: {other:?}")),
+                },
             },
-            Err(e) => {
-                self.recorder.info(process, e.to_string());
-                tally.unknown += 1;
-                false
-            }
+            Answer::Transfer(Err(e)) => Completion::Info(e.to_string()),
         }
     }
-}
 
-/// Pauses between nemesis steps and similar: bounded, never zero.
-pub fn pause(random: &mut Random, min: Duration, max: Duration) -> Duration {
-    let span = max.saturating_sub(min).as_millis().max(1) as u64;
-    min + Duration::from_millis(random.below(span))
+    fn tally(&mut self, _: Call, answer: Answer, _: Duration) {
+        let tally = &mut self.tally;
+        match answer {
+            Answer::Read(Ok(_)) => tally.reads_ok += 1,
+            Answer::Read(Err(_)) => tally.reads_failed += 1,
+            Answer::Transfer(Ok(written)) if written.outcome() == Outcome::Ok => {
+                tally.transfers_ok += 1
+            }
+            Answer::Transfer(Ok(_)) => tally.transfers_refused += 1,
+            Answer::Transfer(Err(_)) => tally.unknown += 1,
+        }
+    }
 }

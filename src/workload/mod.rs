@@ -1,8 +1,24 @@
-//! Load on a running bank, and the formats it is described in: the course's scenario files and
-//! their runner ([`scenario`], [`course`]), `bank bench` ([`bench`]), and Jepsen's bank workload
-//! recording a history for [`crate::check`] ([`jepsen`]).
+//! Load on a running bank, and the formats it is described in. The files:
+//!
+//! - `driver.rs` ([`driver`]): the one load loop: N concurrent clients for a duration, an
+//!   operation count or until stopped, each picking, timing and recording its operations;
+//!   also [`driver::drive`], that loop for any system (`bank-etcd-compare`).
+//! - `random.rs` ([`random`]): the deterministic generator per client, and bounded pauses.
+//! - `history.rs` ([`history`]): the history being recorded for [`crate::check`].
+//! - `bench.rs` ([`mod@bench`]): `bank bench`: its configuration, the run, the invariant check;
+//!   with `bench_client.rs` (one bench client: requests and tallies), `mix.rs` (the operation
+//!   mix) and `report.rs` (the report and its rendering).
+//! - `jepsen.rs` ([`jepsen`]): Jepsen's bank workload, recording a history for [`crate::check`].
+//! - `scenario.rs` ([`scenario`]), `course.rs` ([`course`]): the course's scenario files and
+//!   their runner.
 
 pub mod bench;
+mod bench_client;
 pub mod course;
+pub mod driver;
+pub mod history;
 pub mod jepsen;
+mod mix;
+pub mod random;
+mod report;
 pub mod scenario;

@@ -1,14 +1,15 @@
-//! `bank-etcd-compare`: the same load, from the same generator (`bank::workload::jepsen::bench::drive`), against
-//! a bank cluster and an etcd cluster, in alternating runs; prints each run, the medians and
-//! the ratios. Writes are bank deposits vs etcd puts of an 8-byte value; reads are linearizable
-//! balance reads vs etcd's (linearizable by default) gets. Each client has its own account /
-//! key, so neither system sees contention the other does not.
+//! `bank-etcd-compare`: the same load, from the same generator (`bank::workload::bench::drive`,
+//! the driver loop of `bank::workload::driver`), against a bank cluster and an etcd cluster, in
+//! alternating runs; prints each run, the medians and the ratios. Writes are bank deposits vs
+//! etcd puts of an 8-byte value; reads are linearizable balance reads vs etcd's (linearizable by
+//! default) gets. Each client has its own account / key, so neither system sees contention the
+//! other does not.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use bank::workload::jepsen::bench::{drive, DriveReport, Length};
 use bank::client::{Client, ClientConfig, Outcome, ReadLevel};
+use bank::workload::bench::{drive, DriveReport, Length};
 use clap::{Parser, ValueEnum};
 
 #[derive(Parser)]

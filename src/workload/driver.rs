@@ -1,0 +1,454 @@
+//! The one load loop of `src/workload/`: [`run`] drives N concurrent clients ([`Worker`]s)
+//! for a duration, an operation count (over all clients, or per client) or until stopped.
+//! Each client picks its next operation, sends it, times it and hands back the answer to be
+//! tallied; with a [`Recorder`], every operation's invocation and completion also go into the
+//! history. `bank bench` ([`super::bench`]) and Jepsen's bank workload ([`super::jepsen`]) both
+//! drive their load through it, as does [`drive`], the same loop for any system
+//! (`bank-etcd-compare` measures bank and etcd with it).
+//!
+//! Bounded: the loop only waits on the operations themselves, and each is bounded by its
+//! client (the `bank.v1` client gives up at its deadline); the run ends at its limit or when
+//! its stop flag is set, checked before every operation.
+//!
+//! Processes, as in Jepsen: client *i* is process *i*; after an operation whose outcome is
+//! unknown ([`Completion::Info`]) it continues as process *i + N*, and so on, so a process
+//! never has two operations in flight.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::history::{Completion, Recorder};
+use super::report::{Latency, Tally};
+use crate::check::Op;
+
+/// How long a run lasts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Length {
+    /// Until this much time has passed.
+    Duration(Duration),
+    /// Until this many operations (batch items count one each) have been sent.
+    Count(u64),
+}
+
+/// When a run ends, besides its stop flag.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Limit {
+    /// Until this much time has passed (no operation starts after it).
+    Duration(Duration),
+    /// Until this many units have been claimed by all clients together; each operation
+    /// claims [`Worker::units`] before it starts.
+    Total(u64),
+    /// Until each client has done this many operations.
+    EachClient(u64),
+    /// Until the stop flag is set.
+    UntilStopped,
+}
+
+impl From<Length> for Limit {
+    fn from(length: Length) -> Limit {
+        match length {
+            Length::Duration(duration) => Limit::Duration(duration),
+            Length::Count(count) => Limit::Total(count),
+        }
+    }
+}
+
+/// One client of a run: what it sends, and what it makes of the answers.
+pub trait Worker: Send + 'static {
+    /// One operation, as picked.
+    type Op: Send + Sync;
+    /// What sending it answered.
+    type Answer: Send;
+
+    /// Units of a [`Limit::Total`] each operation claims (a batch's items count one each).
+    fn units(&self) -> u64 {
+        1
+    }
+
+    /// Picks the next operation.
+    fn pick(&mut self) -> Self::Op;
+
+    /// The operation as a history records its invocation; `None`: it is not recorded. Asked
+    /// only when the run records a history.
+    fn invocation(&self, _op: &Self::Op) -> Option<Op> {
+        None
+    }
+
+    /// Sends the operation; the driver times this call. Must be bounded.
+    fn perform(&mut self, op: &Self::Op) -> impl Future<Output = Self::Answer> + Send;
+
+    /// How the operation ended, for the history; asked only when its invocation was recorded.
+    fn completion(&self, op: &Self::Op, answer: &Self::Answer) -> Completion;
+
+    /// Counts the operation: its answer and how long it took.
+    fn tally(&mut self, op: Self::Op, answer: Self::Answer, latency: Duration);
+}
+
+/// How a run is bounded, and where its history goes.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub limit: Limit,
+    /// Set by anyone to end the run: no operation starts after it is seen.
+    pub stop: Arc<AtomicBool>,
+    /// Records every operation's invocation and completion; `None`: no history.
+    pub history: Option<Recorder>,
+}
+
+impl Plan {
+    /// A run to `limit`, with no history and no outside stop.
+    pub fn new(limit: impl Into<Limit>) -> Plan {
+        Plan {
+            limit: limit.into(),
+            stop: Arc::default(),
+            history: None,
+        }
+    }
+}
+
+/// What a run leaves: the workers (with what they tallied), in client order, and how long it
+/// took.
+#[derive(Debug)]
+pub struct Driven<W> {
+    pub workers: Vec<W>,
+    pub elapsed: Duration,
+}
+
+/// What the clients share: the limit, the stop flag, the units claimed.
+struct Shared {
+    limit: Limit,
+    /// `None` for a run without a duration, or one too long for the clock.
+    deadline: Option<Instant>,
+    stop: Arc<AtomicBool>,
+    claimed: AtomicU64,
+}
+
+impl Shared {
+    /// Claims the next operation (`units` of a total; `done` is this client's count so far);
+    /// false when the run is over.
+    fn claim(&self, units: u64, done: &mut u64) -> bool {
+        if self.stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        match self.limit {
+            Limit::Duration(_) => self.deadline.is_none_or(|d| Instant::now() < d),
+            Limit::Total(count) => self.claimed.fetch_add(units, Ordering::SeqCst) < count,
+            Limit::EachClient(count) => {
+                *done += 1;
+                *done <= count
+            }
+            Limit::UntilStopped => true,
+        }
+    }
+}
+
+/// Runs `workers` concurrently, one task each, until `plan`'s limit or stop flag.
+pub async fn run<W: Worker>(workers: Vec<W>, plan: Plan) -> Driven<W> {
+    let started = Instant::now();
+    let clients = workers.len() as u64;
+    let shared = Arc::new(Shared {
+        limit: plan.limit,
+        deadline: match plan.limit {
+            Limit::Duration(duration) => started.checked_add(duration),
+            _ => None,
+        },
+        stop: plan.stop,
+        claimed: AtomicU64::new(0),
+    });
+    let mut tasks = tokio::task::JoinSet::new();
+    for (index, worker) in workers.into_iter().enumerate() {
+        let (shared, history) = (shared.clone(), plan.history.clone());
+        tasks.spawn(async move {
+            let worker = client(worker, index as u64, clients, &shared, history.as_ref()).await;
+            (index, worker)
+        });
+    }
+    let mut done = Vec::with_capacity(clients as usize);
+    while let Some(joined) = tasks.join_next().await {
+        // A panicked client is a bug in its worker: surface it.
+        done.push(joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
+    }
+    let elapsed = started.elapsed();
+    done.sort_by_key(|&(index, _)| index);
+    Driven {
+        workers: done.into_iter().map(|(_, worker)| worker).collect(),
+        elapsed,
+    }
+}
+
+/// One client's loop: claim, pick, (record the invocation), send and time, (record the
+/// completion), tally; until the run is over.
+async fn client<W: Worker>(
+    mut worker: W,
+    index: u64,
+    clients: u64,
+    shared: &Shared,
+    history: Option<&Recorder>,
+) -> W {
+    let mut process = index;
+    let mut done = 0u64;
+    while shared.claim(worker.units(), &mut done) {
+        let op = worker.pick();
+        let recording = history.and_then(|recorder| {
+            let invoked = worker.invocation(&op)?;
+            recorder.invoke(process, invoked);
+            Some(recorder)
+        });
+        let began = Instant::now();
+        let answer = worker.perform(&op).await;
+        let latency = began.elapsed();
+        if let Some(recorder) = recording {
+            let completion = worker.completion(&op, &answer);
+            let in_doubt = matches!(completion, Completion::Info(_));
+            recorder.complete(process, completion);
+            if in_doubt {
+                process += clients;
+            }
+        }
+        worker.tally(op, answer, latency);
+    }
+    worker
+}
+
+/// What [`drive`] measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriveReport {
+    pub clients: usize,
+    pub elapsed_s: f64,
+    /// Operations that succeeded.
+    pub operations: u64,
+    pub operations_per_s: f64,
+    pub latency: Latency,
+    pub errors: BTreeMap<String, u64>,
+}
+
+/// The load generator on its own, for any system: `clients` tasks, each with its own
+/// connection from `connect`, call `operation(connection, client, n)` back to back until
+/// `length` is reached, and every successful call's latency is recorded (a failed one counts
+/// under the error it returned). `bank-etcd-compare` drives bank and etcd through this same
+/// function, so the two are measured the same way.
+pub async fn drive<C, Connect, Op, Fut>(
+    clients: usize,
+    length: Length,
+    connect: Connect,
+    operation: Op,
+) -> DriveReport
+where
+    C: Send + 'static,
+    Connect: Fn(usize) -> C,
+    Op: Fn(&C, usize, u64) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    let workers = (0..clients)
+        .map(|client| Calls {
+            connection: connect(client),
+            operation: operation.clone(),
+            client,
+            next: 0,
+            tally: Tally::new(),
+        })
+        .collect();
+    let driven = run(workers, Plan::new(length)).await;
+    let mut tally = Tally::new();
+    for worker in driven.workers {
+        tally.merge(worker.tally);
+    }
+    let elapsed = driven.elapsed.as_secs_f64();
+    DriveReport {
+        clients,
+        elapsed_s: elapsed,
+        operations: tally.operations,
+        operations_per_s: tally.operations as f64 / elapsed.max(1e-9),
+        latency: Latency::of(&tally.all()),
+        errors: tally.errors,
+    }
+}
+
+/// [`drive`]'s client: calls `operation` with its connection, its index and a running count.
+struct Calls<C, F> {
+    connection: C,
+    operation: F,
+    client: usize,
+    next: u64,
+    tally: Tally,
+}
+
+/// A [`drive`] operation: names the future it returns, so that [`Calls`] need not (a type
+/// parameter for it would have to be `'static`, which `drive` does not ask of its callers).
+trait Call<C>: Fn(&C, usize, u64) -> Self::Answer {
+    type Answer: Future<Output = Result<(), String>> + Send;
+}
+
+impl<C, F, Fut> Call<C> for F
+where
+    F: Fn(&C, usize, u64) -> Fut,
+    Fut: Future<Output = Result<(), String>> + Send,
+{
+    type Answer = Fut;
+}
+
+impl<C, F> Worker for Calls<C, F>
+where
+    C: Send + 'static,
+    F: Call<C> + Send + 'static,
+{
+    /// The call's number for this client: 0, 1, 2, ...
+    type Op = u64;
+    type Answer = Result<(), String>;
+
+    fn pick(&mut self) -> u64 {
+        self.next += 1;
+        self.next - 1
+    }
+
+    fn perform(&mut self, n: &u64) -> impl Future<Output = Self::Answer> + Send {
+        (self.operation)(&self.connection, self.client, *n)
+    }
+
+    fn completion(&self, _: &u64, answer: &Self::Answer) -> Completion {
+        match answer {
+            Ok(()) => Completion::Ok(Default::default()),
+            Err(error) => Completion::Fail {
+                observation: None,
+                error: Some(error.clone()),
+            },
+        }
+    }
+
+    fn tally(&mut self, _: u64, answer: Self::Answer, latency: Duration) {
+        match answer {
+            Ok(()) => {
+                self.tally.record("all", latency);
+                self.tally.operations += 1;
+            }
+            Err(kind) => self.tally.error(kind),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn drive_counts_and_times_every_operation() {
+        let report = drive(
+            3,
+            Length::Count(30),
+            |client| client,
+            |_, _, n| async move {
+                if n % 5 == 4 {
+                    Err("every fifth".to_string())
+                } else {
+                    Ok(())
+                }
+            },
+        )
+        .await;
+        assert_eq!(report.operations + report.errors["every fifth"], 30);
+        assert_eq!(report.latency.requests, report.operations);
+    }
+
+    /// Counts its operations; every third one's outcome is unknown.
+    struct Counter {
+        units: u64,
+        picked: u64,
+        tallied: u64,
+    }
+
+    impl Worker for Counter {
+        type Op = u64;
+        type Answer = bool;
+
+        fn units(&self) -> u64 {
+            self.units
+        }
+
+        fn pick(&mut self) -> u64 {
+            self.picked += 1;
+            self.picked
+        }
+
+        fn invocation(&self, _: &u64) -> Option<Op> {
+            Some(Op::Read { accounts: vec![] })
+        }
+
+        async fn perform(&mut self, n: &u64) -> bool {
+            tokio::task::yield_now().await;
+            n % 3 != 0
+        }
+
+        fn completion(&self, _: &u64, known: &bool) -> Completion {
+            if *known {
+                Completion::Ok(Default::default())
+            } else {
+                Completion::Info("unknown".to_string())
+            }
+        }
+
+        fn tally(&mut self, _: u64, _: bool, _: Duration) {
+            self.tallied += 1;
+        }
+    }
+
+    fn counters(clients: usize, units: u64) -> Vec<Counter> {
+        (0..clients)
+            .map(|_| Counter {
+                units,
+                picked: 0,
+                tallied: 0,
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_total_is_claimed_in_units_over_all_clients() {
+        let driven = run(counters(3, 4), Plan::new(Limit::Total(40))).await;
+        let tallied: u64 = driven.workers.iter().map(|w| w.tallied).sum();
+        assert_eq!(tallied, 10);
+    }
+
+    #[tokio::test]
+    async fn each_client_does_its_count_and_changes_process_after_an_unknown_outcome() {
+        let history = Recorder::new();
+        let plan = Plan {
+            history: Some(history.clone()),
+            ..Plan::new(Limit::EachClient(4))
+        };
+        let driven = run(counters(2, 1), plan).await;
+        assert!(driven.workers.iter().all(|w| w.tallied == 4));
+        let events = history.into_events();
+        assert_eq!(events.len(), 16);
+        let processes = |wanted: fn(&crate::check::Event) -> Option<u64>| {
+            let mut seen: Vec<u64> = events.iter().filter_map(wanted).collect();
+            seen.sort_unstable();
+            seen.dedup();
+            seen
+        };
+        // Each client's third operation is in doubt: its fourth is sent by a new process.
+        let invokers = processes(|e| match e {
+            crate::check::Event::Invoke { process, .. } => Some(*process),
+            _ => None,
+        });
+        assert_eq!(invokers, [0, 1, 2, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_stopped_run_starts_nothing_and_a_duration_ends() {
+        let plan = Plan::new(Limit::UntilStopped);
+        plan.stop.store(true, Ordering::SeqCst);
+        let driven = run(counters(2, 1), plan).await;
+        assert!(driven.workers.iter().all(|w| w.tallied == 0));
+        let driven = run(
+            counters(2, 1),
+            Plan::new(Limit::Duration(Duration::from_millis(20))),
+        )
+        .await;
+        assert!(driven.workers.iter().all(|w| w.tallied > 0));
+    }
+}
