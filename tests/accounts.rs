@@ -9,29 +9,8 @@ use std::time::Duration;
 use bank::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Write};
 use bank::ledger::{RequestId, BATCH_ITEMS_MAX};
 use bank::proto::v1 as pb;
-use bank::proto::v1::accounts_client::AccountsClient;
-use common::{leader_of, start_cluster};
+use common::{accounts_client, bank_client, leader_of, start_cluster, timed};
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
-
-fn client_for(addresses: &[SocketAddr]) -> Client {
-    let addresses: Vec<String> = addresses.iter().map(|a| a.to_string()).collect();
-    Client::new(&addresses, ClientConfig::default()).expect("client")
-}
-
-fn raw(addr: SocketAddr) -> AccountsClient<Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("valid address")
-        .connect_timeout(Duration::from_secs(2))
-        .connect_lazy();
-    AccountsClient::new(channel)
-}
-
-fn timed<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(Duration::from_secs(15));
-    request
-}
 
 async fn balances(client: &Client, accounts: &[u64], level: ReadLevel) -> Vec<Option<i64>> {
     client
@@ -53,7 +32,7 @@ fn ok(written: &bank::client::Written) -> (Option<i64>, Option<i64>) {
 async fn every_operation_and_outcome_over_grpc() {
     let cluster = start_cluster(3, 0).await;
     let addresses: Vec<_> = cluster.addresses().into_values().collect();
-    let client = client_for(&addresses);
+    let client = bank_client(&addresses);
 
     assert_eq!(
         ok(&client.open_account(1, 100, 0, None).await.expect("open")),
@@ -165,7 +144,7 @@ async fn every_operation_and_outcome_over_grpc() {
     assert_eq!(batch.reply.results[2].to_balance, Some(85));
 
     for addr in &addresses {
-        let at = client_for(&[*addr]);
+        let at = bank_client(&[*addr]);
         assert_eq!(
             balances(&at, &[1, 2, 3, 9], ReadLevel::Linearizable).await,
             [Some(85), Some(10), Some(7), None],
@@ -187,7 +166,7 @@ async fn every_operation_and_outcome_over_grpc() {
         }
         other => panic!("an oversized batch was not refused: {other:?}"),
     }
-    let mut grpc = raw(addresses[0]);
+    let mut grpc = accounts_client(addresses[0]);
     let zero_origin = grpc
         .deposit(timed(pb::DepositRequest {
             request_id: Some(pb::RequestId {
@@ -212,7 +191,7 @@ async fn every_operation_and_outcome_over_grpc() {
 async fn a_request_id_is_applied_once() {
     let cluster = start_cluster(3, 0).await;
     let addresses: Vec<_> = cluster.addresses().into_values().collect();
-    let client = client_for(&addresses);
+    let client = bank_client(&addresses);
     ok(&client.open_account(1, 100, 0, None).await.expect("open"));
 
     // The same id and body, sent twice at every branch: applied once, same answer each time.
@@ -224,7 +203,7 @@ async fn a_request_id_is_applied_once() {
     let first = client.write_with_id(id, &deposit).await.expect("deposit");
     assert_eq!(ok(&first), (Some(125), None));
     for addr in &addresses {
-        let at = client_for(&[*addr]);
+        let at = bank_client(&[*addr]);
         for _ in 0..2 {
             let again = at.write_with_id(id, &deposit).await.expect("resend");
             assert_eq!(again.result, first.result, "resent at {addr}");
@@ -266,7 +245,7 @@ async fn a_request_id_is_applied_once() {
             })
             .collect(),
     };
-    let first = raw(addresses[0])
+    let first = accounts_client(addresses[0])
         .submit_batch(timed(batch.clone()))
         .await
         .expect("batch")
@@ -276,7 +255,7 @@ async fn a_request_id_is_applied_once() {
         outcomes,
         [Outcome::Ok, Outcome::Ok, Outcome::InsufficientFunds]
     );
-    let again = raw(addresses[2])
+    let again = accounts_client(addresses[2])
         .submit_batch(timed(batch.clone()))
         .await
         .expect("batch resent")
@@ -288,7 +267,7 @@ async fn a_request_id_is_applied_once() {
         id.sequence = 2_000;
     }
     changed.items.truncate(2);
-    let replayed_items = raw(addresses[1])
+    let replayed_items = accounts_client(addresses[1])
         .submit_batch(timed(changed))
         .await
         .expect("new batch, old items")
@@ -311,9 +290,9 @@ async fn read_levels() {
         .find(|(&id, _)| id != leader)
         .map(|(_, addr)| addr)
         .expect("a follower");
-    let writer = client_for(&[addresses[&leader]]);
+    let writer = bank_client(&[addresses[&leader]]);
     ok(&writer.open_account(1, 0, 0, None).await.expect("open"));
-    let mut at_follower = raw(follower);
+    let mut at_follower = accounts_client(follower);
     // Read-your-writes at a follower, right after each write at the leader, with the token.
     for round in 1..=100 {
         let written = writer.deposit(1, 1).await.expect("deposit");
@@ -331,7 +310,7 @@ async fn read_levels() {
         assert!(read.applied_index >= written.log_index);
     }
     // The client passes its own token.
-    let follower_reader = client_for(&[follower]);
+    let follower_reader = bank_client(&[follower]);
     assert_eq!(
         balances(&follower_reader, &[1], ReadLevel::Linearizable).await,
         [Some(100)]
@@ -385,7 +364,7 @@ async fn request_ids_are_applied_once_across_a_leader_change() {
         .filter(|(&id, _)| id != leader)
         .map(|(_, &addr)| addr)
         .collect();
-    let survivors = client_for(&others);
+    let survivors = bank_client(&others);
     let opened = survivors.open_account(1, 0, 0, None).await.expect("open");
     ok(&opened);
 
@@ -432,13 +411,12 @@ async fn request_ids_are_applied_once_across_a_leader_change() {
     }
     // Stop the leader once a few deposits are applied there: the rest are in flight or unsent.
     let leader_branch = cluster.branch(leader).expect("leader").branch.clone();
-    leader_branch
-        .wait_applied(
-            Some(opened.log_index + WRITES / 4),
-            tokio::time::Instant::now() + Duration::from_secs(10),
-        )
-        .await
-        .expect("deposits are applied");
+    common::wait_applied(
+        &leader_branch,
+        opened.log_index + WRITES / 4,
+        Duration::from_secs(10),
+    )
+    .await;
     cluster.stop_branch(leader).await.expect("leader stops");
 
     let mut first_attempts = std::collections::BTreeMap::new();

@@ -3,16 +3,21 @@
 mod common;
 
 use std::process::Output;
+use std::time::Duration;
 
 use serde_json::Value;
 
-async fn bank(args: &[&str], branches: &[String]) -> Output {
-    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_bank"));
-    command.arg("account").args(args);
+/// Bound on one `bank account` run.
+const RUN_DEADLINE: Duration = Duration::from_secs(60);
+
+/// `bank account ARGS --branch B...` for every branch in `branches`.
+async fn account(args: &[&str], branches: &[String]) -> Output {
+    let mut line = vec!["account"];
+    line.extend_from_slice(args);
     for branch in branches {
-        command.args(["--branch", branch]);
+        line.extend(["--branch", branch.as_str()]);
     }
-    command.output().await.expect("bank binary runs")
+    common::bank_async(line, RUN_DEADLINE).await
 }
 
 fn succeeded(output: &Output) -> String {
@@ -34,46 +39,46 @@ async fn account_commands_against_a_cluster() {
         .map(|a| a.to_string())
         .collect();
 
-    let out = succeeded(&bank(&["open", "1", "--balance", "100"], &branches).await);
+    let out = succeeded(&account(&["open", "1", "--balance", "100"], &branches).await);
     assert_eq!(out.trim(), "account 1 opened: balance 100");
-    succeeded(&bank(&["open", "2"], &branches[1..]).await);
-    let out = succeeded(&bank(&["deposit", "1", "20"], &branches[2..]).await);
+    succeeded(&account(&["open", "2"], &branches[1..]).await);
+    let out = succeeded(&account(&["deposit", "1", "20"], &branches[2..]).await);
     assert_eq!(out.trim(), "deposited 20 into account 1: balance 120");
-    let out = succeeded(&bank(&["transfer", "1", "2", "50"], &branches).await);
+    let out = succeeded(&account(&["transfer", "1", "2", "50"], &branches).await);
     assert_eq!(
         out.trim(),
         "transferred 50 from account 1 to account 2: balances 70 and 50"
     );
 
-    let out = succeeded(&bank(&["balance", "1", "2", "--json"], &branches[1..]).await);
+    let out = succeeded(&account(&["balance", "1", "2", "--json"], &branches[1..]).await);
     let json: Value = serde_json::from_str(out.trim()).expect("one JSON object");
     assert_eq!(json["balances"][0]["account"], 1);
     assert_eq!(json["balances"][0]["balance"], 70);
     assert_eq!(json["balances"][1]["balance"], 50);
 
     // Insufficient funds: exit 1, the balance in the message, nothing withdrawn.
-    let refused = bank(&["withdraw", "2", "51"], &branches).await;
+    let refused = account(&["withdraw", "2", "51"], &branches).await;
     assert_eq!(refused.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(
         stderr.contains("insufficient funds") && stderr.contains("balance 50"),
         "{stderr}"
     );
-    let refused = bank(&["withdraw", "2", "51", "--json"], &branches).await;
+    let refused = account(&["withdraw", "2", "51", "--json"], &branches).await;
     assert_eq!(refused.status.code(), Some(1));
     let json: Value = serde_json::from_slice(&refused.stdout).expect("JSON on stdout");
     assert_eq!(json["outcome"], "insufficient_funds");
     assert_eq!(json["balance"], 50);
 
     // Resending a write under its request id applies it once.
-    let first = succeeded(&bank(&["deposit", "2", "5", "--json"], &branches).await);
+    let first = succeeded(&account(&["deposit", "2", "5", "--json"], &branches).await);
     let first: Value = serde_json::from_str(first.trim()).expect("JSON");
     let id = first["request_id"]
         .as_str()
         .expect("request id")
         .to_string();
     let again = succeeded(
-        &bank(
+        &account(
             &["deposit", "2", "5", "--json", "--request-id", &id],
             &branches[2..],
         )
@@ -81,14 +86,14 @@ async fn account_commands_against_a_cluster() {
     );
     let again: Value = serde_json::from_str(again.trim()).expect("JSON");
     assert_eq!(again["balance"], 55);
-    let out = succeeded(&bank(&["balance", "2", "--read", "linearizable"], &branches).await);
+    let out = succeeded(&account(&["balance", "2", "--read", "linearizable"], &branches).await);
     assert_eq!(out.trim(), "account 2: balance 55");
 
     // Usage errors are clear.
-    let missing = bank(&["balance", "9"], &branches).await;
+    let missing = account(&["balance", "9"], &branches).await;
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("no such account"));
-    let no_branch = bank(&["balance", "1"], &[]).await;
+    let no_branch = account(&["balance", "1"], &[]).await;
     assert!(!no_branch.status.success());
     assert!(String::from_utf8_lossy(&no_branch.stderr).contains("--branch"));
     cluster.shutdown().await;

@@ -2,17 +2,11 @@
 //! check passes; the history it records passes `bank check`. (Figures are not asserted: speed
 //! targets live in the README's benchmark section, not in tests.)
 
-use std::process::Command;
+mod common;
 
-const BANK: &str = env!("CARGO_BIN_EXE_bank");
-
+/// `bank bench ARGS --json`, which must succeed; its JSON report.
 fn bench(args: &[&str]) -> serde_json::Value {
-    let output = Command::new(BANK)
-        .arg("bench")
-        .args(args)
-        .args(["--json"])
-        .output()
-        .expect("run bank bench");
+    let output = common::bank(["bench"].iter().chain(args).chain(&["--json"]));
     assert!(
         output.status.success(),
         "bank bench {args:?} failed: {}",
@@ -70,11 +64,7 @@ fn the_recorded_history_passes_bank_check() {
         "--history",
         history_arg,
     ]);
-    let checked = Command::new(BANK)
-        .arg("check")
-        .arg(&history)
-        .output()
-        .expect("run bank check");
+    let checked = common::bank(["check", history_arg]);
     assert!(
         checked.status.success(),
         "{}",
@@ -91,11 +81,7 @@ fn bad_flags_are_refused_with_a_clear_message() {
         (&["--count", "0"][..], "--count"),
         (&["--batch", "5", "--history", "h.jsonl"][..], "--batch 1"),
     ] {
-        let output = Command::new(BANK)
-            .arg("bench")
-            .args(args)
-            .output()
-            .expect("run bank bench");
+        let output = common::bank(["bench"].iter().chain(args));
         assert!(!output.status.success(), "{args:?} accepted");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(expected), "{args:?}: {stderr}");

@@ -6,22 +6,19 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use bank::proto::peer::peer_client::PeerClient;
-use bank::proto::peer::{StatusReply, StatusRequest};
+use bank::proto::peer::StatusReply;
 use bank::raft::durable::DurableStore;
-use common::{call, client};
+use common::{bank_command, call, client, ChildGuard, Deadline};
 use openraft::storage::RaftLogStorage;
-use tokio::time::Instant;
 
 const INITIAL: i64 = 1_000;
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 const PROGRESS_DEADLINE: Duration = Duration::from_secs(30);
-const POLL: Duration = Duration::from_millis(50);
 
 /// Where a branch's log goes: nowhere, or with `BANK_TEST_LOG_DIR=DIR` (and `RUST_LOG`) to a
 /// new file in DIR, for debugging a failure.
@@ -38,21 +35,11 @@ fn log_file(id: usize) -> Stdio {
     }
 }
 
-/// Three free loopback ports (probed together; a lost race shows as "cannot listen").
-fn free_ports() -> Vec<u16> {
-    let listeners: Vec<_> = (0..3)
-        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind probe"))
-        .collect();
-    listeners
-        .iter()
-        .map(|l| l.local_addr().expect("probe address").port())
-        .collect()
-}
-
+/// Three `bank branch` processes, each killed when the cluster is dropped.
 struct Cluster {
     ports: Vec<u16>,
     dirs: tempfile::TempDir,
-    children: Vec<Option<Child>>,
+    children: Vec<Option<ChildGuard>>,
 }
 
 impl Cluster {
@@ -61,17 +48,13 @@ impl Cluster {
     }
 
     fn spawn(&mut self, id: usize) {
-        let child = self
-            .command(id)
-            .stderr(log_file(id))
-            .spawn()
-            .expect("spawn bank branch");
+        let child = ChildGuard::spawn(self.command(id).stderr(log_file(id)));
         self.children[id - 1] = Some(child);
     }
 
     /// The command line of branch `id` (stdin and stdout closed).
     fn command(&self, id: usize) -> Command {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_bank"));
+        let mut command = bank_command();
         command
             .args(["branch", "--id", &id.to_string(), "--listen"])
             .arg(self.addr(id).to_string())
@@ -88,45 +71,37 @@ impl Cluster {
         command
     }
 
+    /// SIGKILLs branch `id` (if running) and reaps it.
     fn kill(&mut self, id: usize) {
-        if let Some(mut child) = self.children[id - 1].take() {
-            child.kill().expect("SIGKILL");
-            child.wait().expect("reap");
+        if let Some(child) = self.children[id - 1].take() {
+            child.kill();
         }
     }
 
     /// Waits until branch `id` answers a query (a query changes nothing: safe to retry).
     async fn wait_serving(&mut self, id: usize) -> i64 {
-        let deadline = Instant::now() + READY_DEADLINE;
+        let deadline = Deadline::after(READY_DEADLINE);
         loop {
             if let Some(child) = self.children[id - 1].as_mut() {
-                if let Some(status) = child.try_wait().expect("try_wait") {
+                if let Some(status) = child.try_wait() {
                     panic!("branch {id} exited with {status}");
                 }
             }
             if let Ok(reply) = call(&mut client(self.addr(id)).await, "query", 0).await {
                 return i64::from(reply.balance);
             }
-            assert!(
-                Instant::now() < deadline,
-                "branch {id} not serving within {READY_DEADLINE:?}"
-            );
-            tokio::time::sleep(POLL).await;
+            deadline.pause(format!("branch {id} not serving")).await;
         }
     }
 
+    /// Branch `id`'s peer status, if it answers.
     async fn status(&self, id: usize) -> Option<StatusReply> {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", self.addr(id)))
-            .expect("address")
-            .connect_lazy();
-        let mut request = tonic::Request::new(StatusRequest {});
-        request.set_timeout(Duration::from_secs(1));
-        let reply = PeerClient::new(channel).status(request).await.ok()?;
-        Some(reply.into_inner())
+        common::status(self.addr(id)).await
     }
 
+    /// The leader some running branch knows of (waits for one).
     async fn leader(&self) -> usize {
-        let deadline = Instant::now() + READY_DEADLINE;
+        let deadline = Deadline::after(READY_DEADLINE);
         loop {
             for id in 1..=3 {
                 if self.children[id - 1].is_none() {
@@ -136,20 +111,7 @@ impl Cluster {
                     return leader as usize;
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "no leader within {READY_DEADLINE:?}"
-            );
-            tokio::time::sleep(POLL).await;
-        }
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for child in self.children.iter_mut().flatten() {
-            let _ = child.kill();
-            let _ = child.wait();
+            deadline.pause("no leader").await;
         }
     }
 }
@@ -206,14 +168,15 @@ impl Load {
     /// Waits until `more` further deposits are acknowledged; returns how long that took.
     async fn progress(&self, more: i64) -> Duration {
         let started = Instant::now();
+        let deadline = Deadline::after(PROGRESS_DEADLINE).polling(Duration::from_millis(5));
         let target = self.acknowledged() + more;
         while self.acknowledged() < target {
-            assert!(
-                started.elapsed() < PROGRESS_DEADLINE,
-                "no progress: {} acknowledged, waiting for {target}",
-                self.acknowledged()
-            );
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            deadline
+                .pause(format!(
+                    "no progress: {} acknowledged, waiting for {target}",
+                    self.acknowledged()
+                ))
+                .await;
         }
         started.elapsed()
     }
@@ -232,7 +195,7 @@ impl Load {
 
 fn start_cluster(dirs: tempfile::TempDir) -> Cluster {
     let mut cluster = Cluster {
-        ports: free_ports(),
+        ports: common::free_ports(3),
         dirs,
         children: vec![None, None, None],
     };
@@ -301,27 +264,9 @@ fn check_data_dirs(root: &Path) {
 }
 
 /// Runs `command` to its exit (bounded) and returns its exit status and standard error.
-async fn run_to_exit(mut command: Command) -> (std::process::ExitStatus, String) {
-    let mut child = command
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn bank branch");
-    let deadline = Instant::now() + READY_DEADLINE;
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        if Instant::now() >= deadline {
-            let _ = child.kill();
-            panic!("bank branch still running after {READY_DEADLINE:?}");
-        }
-        tokio::time::sleep(POLL).await;
-    };
-    let mut stderr = String::new();
-    if let Some(mut pipe) = child.stderr.take() {
-        std::io::Read::read_to_string(&mut pipe, &mut stderr).expect("read stderr");
-    }
-    (status, stderr)
+async fn run_to_exit(command: Command) -> (std::process::ExitStatus, String) {
+    let finished = common::run_bounded_async(command, READY_DEADLINE).await;
+    (finished.status, finished.stderr)
 }
 
 /// A branch whose data directory was deleted refuses to start as if new; with `--rejoin` it is
@@ -350,22 +295,20 @@ async fn a_wiped_branch_is_refused_then_rebuilt_with_rejoin() {
 
     let mut rejoin = cluster.command(wiped);
     rejoin.arg("--rejoin").stderr(log_file(wiped));
-    cluster.children[wiped - 1] = Some(rejoin.spawn().expect("spawn with --rejoin"));
+    cluster.children[wiped - 1] = Some(ChildGuard::spawn(&mut rejoin));
     cluster.wait_serving(wiped).await;
     load.progress(50).await;
     // Until it is a voter again the cluster has two voters and survives no failure.
-    let deadline = Instant::now() + READY_DEADLINE;
-    loop {
-        let status = cluster.status(wiped).await;
-        if status.is_some_and(|s| !s.rejoining && s.voters == [1, 2, 3]) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "branch {wiped} not a voter again within {READY_DEADLINE:?}"
-        );
-        tokio::time::sleep(POLL).await;
-    }
+    let voters = &cluster;
+    common::eventually(
+        &format!("branch {wiped} not a voter again"),
+        READY_DEADLINE,
+        || async move {
+            let status = voters.status(wiped).await?;
+            (!status.rejoining && status.voters == [1, 2, 3]).then_some(())
+        },
+    )
+    .await;
 
     // The rejoined branch votes again: with the leader gone, no quorum forms without it.
     let leader = cluster.leader().await;
@@ -416,12 +359,7 @@ async fn a_wiped_branch_is_refused_then_rebuilt_with_rejoin() {
 /// Sends `signal` (e.g. "STOP", "CONT") to branch `id`'s process.
 fn signal(cluster: &Cluster, id: usize, signal: &str) {
     if let Some(child) = cluster.children[id - 1].as_ref() {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -{signal} branch {id}");
+        child.signal(signal);
     }
 }
 
@@ -521,11 +459,7 @@ async fn chaos_kill_and_pause_branches_the_history_passes_the_checker() {
             kept.display()
         );
     }
-    let checked = Command::new(env!("CARGO_BIN_EXE_bank"))
-        .arg("check")
-        .arg(&path)
-        .output()
-        .expect("run bank check");
+    let checked = common::output_of(bank_command().arg("check").arg(&path));
     assert!(
         checked.status.success(),
         "bank check disagrees: {}",

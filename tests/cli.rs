@@ -4,23 +4,16 @@
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
 
+use common::bank;
 use serde_json::{json, Value};
-
-fn bank(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bank"))
-        .args(args)
-        .output()
-        .expect("bank binary runs")
-}
 
 #[test]
 fn run_writes_output_and_prints_summary() {
     let dir = tempfile::tempdir().expect("tempdir");
     let output_path = dir.path().join("output.json");
     let input = common::reference("codlocker+CSE-531-Project/Project_1/input.json");
-    let run = bank(&[
+    let run = bank([
         "run",
         input.to_str().expect("utf-8 path"),
         "-o",
@@ -61,7 +54,7 @@ fn assert_refused(input: &str, expected: &[&str]) {
 }
 
 fn assert_refused_path(input_path: &Path, output_path: &Path, expected: &[&str]) {
-    let run = bank(&[
+    let run = bank([
         "run",
         input_path.to_str().expect("utf-8 path"),
         "-o",
@@ -158,8 +151,10 @@ fn duplicate_branch_ids_are_refused() {
 
 #[test]
 fn different_initial_balances_are_refused() {
-    assert_refused(
-        r#"[{"id": 1, "type": "branch", "balance": 100}, {"id": 2, "type": "branch", "balance": 200}]"#,
+    let dir = tempfile::tempdir().expect("tempdir");
+    assert_refused_path(
+        &common::testdata("scenarios/different_initial_balances.json"),
+        &dir.path().join("output.json"),
         &["balance"],
     );
 }
@@ -171,14 +166,17 @@ fn json_logs_are_one_object_per_line() {
     let dir = tempfile::tempdir().expect("tempdir");
     let output_path = dir.path().join("output.json");
     let input = common::reference("codlocker+CSE-531-Project/Project_1/input.json");
-    let run = Command::new(env!("CARGO_BIN_EXE_bank"))
-        .args(["--log-format", "json", "run"])
-        .arg(&input)
-        .arg("-o")
-        .arg(&output_path)
-        .env("RUST_LOG", "bank=debug")
-        .output()
-        .expect("bank binary runs");
+    let run = common::bank_with_env(
+        [
+            "--log-format",
+            "json",
+            "run",
+            input.to_str().expect("utf-8 path"),
+            "-o",
+            output_path.to_str().expect("utf-8 path"),
+        ],
+        &[("RUST_LOG", "bank=debug")],
+    );
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "{stderr}");
     let logs: Vec<Value> = stderr

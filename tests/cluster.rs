@@ -155,12 +155,8 @@ async fn bad_requests_are_refused_with_clear_statuses() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn learner_reads_are_not_stale_right_after_a_write() {
     let cluster = start_cluster(6, 0).await;
-    let leader = cluster
-        .branch(1)
-        .expect("branch 1")
-        .branch
-        .view()
-        .leader
+    let leader = common::current_leader(&cluster.branch(1).expect("branch 1").branch)
+        .await
         .expect("a leader after start");
     let mut writer = client(cluster.addresses()[&leader]).await;
     let mut reader = client(cluster.addresses()[&6]).await;

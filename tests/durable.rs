@@ -12,10 +12,10 @@ use common::{call, client};
 use openraft::storage::RaftLogStorage;
 use tokio::task::JoinSet;
 
+/// Starts (or resumes) branches `1..=count` with their state under `dir`.
 async fn start(dir: &Path, count: u64, initial: u64) -> Result<LocalCluster, ClusterError> {
     let ids: Vec<u64> = (1..=count).collect();
-    let listeners = bind_loopback(&ids, None).await?;
-    LocalCluster::start(listeners, initial, Storage::Durable(dir.to_path_buf())).await
+    common::start_cluster_with(&ids, initial, Storage::Durable(dir.to_path_buf())).await
 }
 
 /// Deposits `per_client` × 1 from `clients` customers at once, spread over the branches;

@@ -4,30 +4,16 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::time::Duration;
-
 use bank::bootstrap::local::LocalCluster;
 use bank::ledger::{Command, Outcome, Proposal, RequestId, BATCH_ITEMS_MAX, ORIGINAL_ACCOUNT};
-use bank::proto::peer::peer_client::PeerClient;
 use bank::proto::peer::RaftPayload;
 use bank::raft::codec::{decode, encode};
-use common::{leader_of, start_cluster};
+use common::{leader_of, peer, start_cluster};
 use tokio::task::JoinSet;
-use tonic::transport::Channel;
 
-fn peer(addr: SocketAddr) -> PeerClient<Channel> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("valid address")
-        .connect_timeout(Duration::from_secs(2))
-        .connect_lazy();
-    PeerClient::new(channel)
-}
-
+/// `group` encoded as a `ForwardGroup` request, bounded like every call.
 fn timed(group: &[Proposal]) -> tonic::Request<RaftPayload> {
-    let mut request = tonic::Request::new(encode(&group).expect("encode"));
-    request.set_timeout(Duration::from_secs(15));
-    request
+    common::timed(encode(&group).expect("encode"))
 }
 
 fn item(sequence: u64, command: Command) -> Proposal {
@@ -61,8 +47,7 @@ fn withdraw(sequence: u64, amount: u64) -> Proposal {
 }
 
 fn applied_index(cluster: &LocalCluster, id: u64) -> u64 {
-    let branch = cluster.branch(id).expect("branch");
-    branch.branch.view().applied_index.unwrap_or_default()
+    common::last_applied(&cluster.branch(id).expect("branch").branch)
 }
 
 async fn balance(cluster: &LocalCluster, id: u64) -> Option<i64> {

@@ -2,11 +2,10 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bank::bootstrap::standalone::{start, BranchConfig, RunningBranch};
-use tokio::net::TcpListener;
+use bank::bootstrap::standalone::{start, RunningBranch};
+use common::channel;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
@@ -18,13 +17,6 @@ const CALL_DEADLINE: Duration = Duration::from_secs(5);
 
 /// Bound on a cluster forming and every branch reporting SERVING.
 const FORM_DEADLINE: Duration = Duration::from_secs(60);
-
-fn channel(addr: std::net::SocketAddr) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .expect("valid address")
-        .connect_timeout(Duration::from_secs(2))
-        .connect_lazy()
-}
 
 async fn check(client: &mut HealthClient<Channel>, service: &str) -> ServingStatus {
     let mut request = tonic::Request::new(HealthCheckRequest {
@@ -65,49 +57,16 @@ async fn wait_for_status(
     }
 }
 
-fn config(
-    id: u64,
-    listener: TcpListener,
-    addresses: &BTreeMap<u64, String>,
-    dir: &std::path::Path,
-) -> BranchConfig {
-    BranchConfig {
-        id,
-        listener,
-        peers: addresses
-            .iter()
-            .filter(|(&peer, _)| peer != id)
-            .map(|(&peer, addr)| (peer, addr.clone()))
-            .collect(),
-        data_dir: dir.join(format!("branch-{id}")),
-        initial_balance: 100,
-        rejoin: false,
-        tls: None,
-        tokens: None,
-        requests_max: bank::server::CUSTOMER_REQUESTS_MAX_DEFAULT,
-    }
-}
-
 /// A branch alone is NOT_SERVING (no cluster, no leader); once all three branches are up and
 /// the cluster forms, every branch reports SERVING, for the server and for each service.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn branches_report_serving_once_the_cluster_forms() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let mut listeners = BTreeMap::new();
-    let mut addresses = BTreeMap::new();
-    for id in 1..=3u64 {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("address");
-        addresses.insert(id, addr);
-        listeners.insert(id, listener);
-    }
-    let book: BTreeMap<u64, String> = addresses
-        .iter()
-        .map(|(&id, addr)| (id, addr.to_string()))
-        .collect();
+    let mut listeners = common::loopback_listeners(&[1, 2, 3]).await;
+    let addresses = common::addresses_of(&listeners);
     let mut take = |id| {
         let listener = listeners.remove(&id).expect("listener");
-        config(id, listener, &book, dir.path())
+        common::standalone_config(id, listener, &addresses, dir.path(), 100)
     };
 
     // Branch 2 alone: it serves, but is in no membership and knows no leader.

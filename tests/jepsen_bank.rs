@@ -7,9 +7,9 @@ mod common;
 
 use std::time::Instant;
 
-use bank::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel};
+use bank::client::{ClientError, Outcome, ReadLevel};
 use bank::workload::jepsen::Random;
-use common::start_cluster;
+use common::{bank_client, start_cluster};
 use tokio::task::JoinSet;
 
 const ACCOUNTS: u64 = 8;
@@ -56,7 +56,7 @@ async fn concurrent_transfers_conserve_money() {
         .map(|a| a.to_string())
         .collect();
     let accounts: Vec<u64> = (1..=ACCOUNTS).collect();
-    let setup = Client::new(&addresses, ClientConfig::default()).expect("client");
+    let setup = bank_client(&addresses);
     for &account in &accounts {
         let opened = setup
             .open_account(account, OPENING_BALANCE, 0, None)
@@ -75,7 +75,7 @@ async fn concurrent_transfers_conserve_money() {
             let accounts = accounts.clone();
             let seed = 0x9E37_79B9_7F4A_7C15 ^ ((branch_index * 16 + client_index + 1) as u64);
             clients.spawn(async move {
-                let client = Client::new(&rotated, ClientConfig::default()).expect("client");
+                let client = bank_client(&rotated);
                 let mut random = Random::new(seed);
                 let mut tally = Tally::default();
                 for _ in 0..OPERATIONS_PER_CLIENT {
@@ -135,7 +135,7 @@ async fn concurrent_transfers_conserve_money() {
         .collect();
     check_read(&expected, "the settled state");
     for addr in &addresses {
-        let local = Client::new(&[addr], ClientConfig::default()).expect("client");
+        let local = bank_client(&[addr]);
         let reply = local
             .get_balances(&accounts, ReadLevel::Local)
             .await

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::{call, client};
 use tokio::task::JoinSet;
 
@@ -23,12 +21,7 @@ const AMOUNT: i32 = 5;
 async fn connections(addr: std::net::SocketAddr) -> Vec<tonic::transport::Channel> {
     let mut channels = Vec::new();
     for _ in 0..CONNECTIONS {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .expect("valid address")
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await
-            .expect("connect");
+        let channel = common::endpoint(addr).connect().await.expect("connect");
         channels.push(channel);
     }
     channels

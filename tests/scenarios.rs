@@ -4,7 +4,7 @@
 
 mod common;
 
-use bank::bootstrap::local::{bind_loopback, LocalCluster, Storage};
+use bank::bootstrap::local::Storage;
 use bank::ledger::ORIGINAL_ACCOUNT;
 use bank::workload::course::{run_customers, Branches};
 use bank::workload::scenario::{render_output, Scenario};
@@ -15,10 +15,10 @@ use serde_json::{json, Value};
 async fn run_reference(input: &str, concurrent: bool) -> Value {
     let scenario = Scenario::load(&common::reference(input)).expect("reference input parses");
     let ids: Vec<u64> = scenario.branches.iter().map(|b| u64::from(b.id)).collect();
-    let listeners = bind_loopback(&ids, None).await.expect("bind");
-    let cluster = LocalCluster::start(listeners, scenario.initial_balance as u64, Storage::Memory)
-        .await
-        .expect("cluster starts");
+    let cluster =
+        common::start_cluster_with(&ids, scenario.initial_balance as u64, Storage::Memory)
+            .await
+            .expect("cluster starts");
     let addresses = cluster
         .addresses()
         .into_iter()

@@ -6,19 +6,16 @@
 //! bare sleep, and every child process is killed when its guard is dropped, so a failing test
 //! never leaves a server behind.
 
-use std::io::Read;
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::Path;
-use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+mod common;
 
-const BANK: &str = env!("CARGO_BIN_EXE_bank");
-const P1_INPUT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../shared/reference/codlocker+CSE-531-Project/Project_1/input.json"
-);
+use std::ffi::OsStr;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::time::Duration;
+
+use common::{bank_command, run_bounded, ChildGuard, Deadline, NotReady, StderrCapture};
+
 const PY_CLIENT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/client.py");
 
 /// Branch ids of `Project_1/input.json`.
@@ -29,80 +26,19 @@ const P1_EXPECTED: [(i64, i64); 3] = [(1, 400), (2, 570), (3, 500)];
 const READY_DEADLINE: Duration = Duration::from_secs(30);
 const EXIT_DEADLINE: Duration = Duration::from_secs(10);
 const CLIENT_DEADLINE: Duration = Duration::from_secs(120);
-const POLL: Duration = Duration::from_millis(50);
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// A base port `P` such that `P+1..=P+branches` could all be bound on 127.0.0.1 just now.
-fn free_base_port(branches: u16) -> u16 {
-    for _ in 0..100 {
-        let probe = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        let q = probe.local_addr().expect("local addr").port();
-        drop(probe);
-        if q < 2 || u32::from(q) + u32::from(branches) > 65_536 {
-            continue;
-        }
-        let held: Result<Vec<TcpListener>, _> = (q..q + branches)
-            .map(|port| TcpListener::bind(("127.0.0.1", port)))
-            .collect();
-        if held.is_ok() {
-            return q - 1;
-        }
-    }
-    panic!("no run of {branches} free consecutive ports found on 127.0.0.1");
+/// The course's `Project_1/input.json` (three branches, three customers).
+fn p1_input() -> PathBuf {
+    common::reference("codlocker+CSE-531-Project/Project_1/input.json")
 }
 
-/// Drains a child's stderr on a thread (so a chatty child never blocks on a full pipe) into a
-/// buffer that can be read at any time.
-struct StderrCapture {
-    buf: Arc<Mutex<Vec<u8>>>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl StderrCapture {
-    fn new(mut stderr: ChildStderr) -> Self {
-        let buf = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&buf);
-        let thread = std::thread::spawn(move || {
-            let mut chunk = [0u8; 8192];
-            loop {
-                match stderr.read(&mut chunk) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => sink.lock().unwrap().extend_from_slice(&chunk[..n]),
-                }
-            }
-        });
-        StderrCapture {
-            buf,
-            thread: Some(thread),
-        }
-    }
-
-    /// Everything read so far.
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
-    }
-
-    /// Waits (bounded) for the child's end of the pipe to close, then returns everything.
-    fn finish(&mut self) -> String {
-        if let Some(thread) = self.thread.take() {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(POLL);
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            }
-        }
-        self.text()
-    }
-}
-
-/// A running `bank server`; killed (and reaped) on drop.
+/// A running `bank server`, with its stderr captured; killed (and reaped) on drop.
 struct ServerGuard {
-    child: Child,
+    child: ChildGuard,
     stderr: StderrCapture,
     base_port: u16,
     branches: u16,
@@ -110,17 +46,19 @@ struct ServerGuard {
 
 impl ServerGuard {
     /// Spawns `bank server INPUT --base-port P EXTRA...` on a fresh free base port.
-    fn spawn(input: &str, branches: u16, extra: &[&std::ffi::OsStr]) -> ServerGuard {
-        let base_port = free_base_port(branches);
-        let mut child = Command::new(BANK)
-            .args(["server", input, "--base-port", &base_port.to_string()])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn `bank server`");
-        let stderr = StderrCapture::new(child.stderr.take().expect("piped stderr"));
+    fn spawn(input: &Path, branches: u16, extra: &[&OsStr]) -> ServerGuard {
+        let base_port = common::free_base_port(branches);
+        let mut child = ChildGuard::spawn(
+            bank_command()
+                .arg("server")
+                .arg(input)
+                .args(["--base-port", &base_port.to_string()])
+                .args(extra)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped()),
+        );
+        let stderr = StderrCapture::new(child.child_mut().stderr.take().expect("piped stderr"));
         ServerGuard {
             child,
             stderr,
@@ -140,10 +78,10 @@ impl ServerGuard {
     }
 
     /// As [`ServerGuard::start_project_1`], with extra arguments for `bank server`.
-    fn start_project_1_with(extra: &[&std::ffi::OsStr]) -> ServerGuard {
+    fn start_project_1_with(extra: &[&OsStr]) -> ServerGuard {
         let mut attempt = 1;
         loop {
-            let mut server = ServerGuard::spawn(P1_INPUT, P1_BRANCHES, extra);
+            let mut server = ServerGuard::spawn(&p1_input(), P1_BRANCHES, extra);
             match server.wait_ready() {
                 Ok(()) => return server,
                 Err(stderr) if attempt < 3 && stderr.to_lowercase().contains("in use") => {
@@ -157,10 +95,6 @@ impl ServerGuard {
         }
     }
 
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     fn addr(&self, branch: u16) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.base_port + branch))
     }
@@ -169,28 +103,23 @@ impl ServerGuard {
     /// server exits first, returns its status and stderr as the error; panics with the
     /// server's stderr if the deadline passes.
     fn wait_ready(&mut self) -> Result<(), String> {
-        let deadline = Instant::now() + READY_DEADLINE;
+        let deadline = Deadline::after(READY_DEADLINE);
         for branch in 1..=self.branches {
             let addr = self.addr(branch);
-            loop {
-                if let Some(status) = self.child.try_wait().expect("try_wait") {
+            match self.child.wait_accepting(addr, &deadline) {
+                Ok(()) => {}
+                Err(NotReady::Exited(status)) => {
                     return Err(format!(
                         "({status}, before branch {branch} at {addr} was up)\n{}",
                         self.stderr.finish()
-                    ));
+                    ))
                 }
-                if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
-                    break;
-                }
-                if Instant::now() >= deadline {
-                    panic!(
-                        "branch {branch} ({addr}) did not accept connections within {:?}; \
-                         stderr:\n{}",
-                        READY_DEADLINE,
-                        self.stderr.text()
-                    );
-                }
-                std::thread::sleep(POLL);
+                Err(NotReady::TimedOut) => panic!(
+                    "branch {branch} ({addr}) did not accept connections within {:?}; \
+                     stderr:\n{}",
+                    READY_DEADLINE,
+                    self.stderr.text()
+                ),
             }
         }
         Ok(())
@@ -198,83 +127,12 @@ impl ServerGuard {
 
     /// Sends a signal with `kill -SIG <pid>`.
     fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
-            .status()
-            .expect("run `kill`");
-        assert!(
-            status.success(),
-            "`kill -{sig} {}` failed: {status}",
-            self.pid()
-        );
+        self.child.signal(sig);
     }
 
     /// Waits up to `limit` for the server to exit; `None` if it is still running.
     fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
-        wait_child(&mut self.child, limit)
-    }
-}
-
-impl Drop for ServerGuard {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls `try_wait` until the child exits or `limit` passes.
-fn wait_child(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(POLL);
-    }
-}
-
-struct Finished {
-    status: ExitStatus,
-    stdout: String,
-    stderr: String,
-}
-
-/// Runs a command to completion with a deadline (killing it if it overruns), capturing its
-/// stdout and stderr.
-fn run_bounded(command: &mut Command, limit: Duration) -> Finished {
-    let what = format!("{command:?}");
-    let mut child = command
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn {what}: {e}"));
-    let mut stdout_pipe = child.stdout.take().expect("piped stdout");
-    let stdout_thread = std::thread::spawn(move || {
-        let mut out = Vec::new();
-        let _ = stdout_pipe.read_to_end(&mut out);
-        out
-    });
-    let mut stderr = StderrCapture::new(child.stderr.take().expect("piped stderr"));
-    let Some(status) = wait_child(&mut child, limit) else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!(
-            "{what} did not finish within {limit:?}; stderr so far:\n{}",
-            stderr.finish()
-        );
-    };
-    let stdout = stdout_thread.join().expect("stdout reader");
-    Finished {
-        status,
-        stdout: String::from_utf8_lossy(&stdout).into_owned(),
-        stderr: stderr.finish(),
+        self.child.wait_exit(limit)
     }
 }
 
@@ -356,8 +214,10 @@ fn client_against_server_project_1() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("out.json");
     let run = run_bounded(
-        Command::new(BANK)
-            .args(["client", P1_INPUT, "--base-port"])
+        bank_command()
+            .arg("client")
+            .arg(p1_input())
+            .arg("--base-port")
             .arg(server.base_port.to_string())
             .arg("-o")
             .arg(&out),
@@ -380,8 +240,10 @@ fn client_against_server_project_1() {
 /// Runs `bank client` on Project_1 against `server`; returns the query balances.
 fn run_project_1_client(server: &ServerGuard, out: &std::path::Path) -> Vec<(i64, i64)> {
     let run = run_bounded(
-        Command::new(BANK)
-            .args(["client", P1_INPUT, "--base-port"])
+        bank_command()
+            .arg("client")
+            .arg(p1_input())
+            .arg("--base-port")
             .arg(server.base_port.to_string())
             .arg("-o")
             .arg(out),
@@ -405,7 +267,7 @@ fn server_restarts_from_its_data_dir() {
     let dir = tempfile::tempdir().expect("temp dir");
     let data = dir.path().join("data");
     let out = dir.path().join("out.json");
-    let extra = [std::ffi::OsStr::new("--data-dir"), data.as_os_str()];
+    let extra = [OsStr::new("--data-dir"), data.as_os_str()];
 
     let mut server = ServerGuard::start_project_1_with(&extra);
     assert_eq!(run_project_1_client(&server, &out), P1_EXPECTED);
@@ -445,11 +307,11 @@ fn python_interop_client() {
     assert!(Path::new(PY_CLIENT).is_file(), "{PY_CLIENT} is missing");
     let server = ServerGuard::start_project_1();
     let run = run_bounded(
-        Command::new(&python)
+        std::process::Command::new(&python)
             .arg(PY_CLIENT)
             .args(["--check-errors", "--base-port"])
             .arg(server.base_port.to_string())
-            .arg(P1_INPUT),
+            .arg(p1_input()),
         CLIENT_DEADLINE,
     );
     assert!(
@@ -471,7 +333,7 @@ fn python_interop_client() {
 #[test]
 fn server_rejects_bad_input_file() {
     let run = run_bounded(
-        Command::new(BANK).args(["server", "/nonexistent.json"]),
+        bank_command().args(["server", "/nonexistent.json"]),
         EXIT_DEADLINE,
     );
     assert!(
@@ -493,14 +355,16 @@ fn server_fails_when_a_port_is_taken() {
     // in between: probe again then).
     let (base_port, _taken) = (0..20)
         .find_map(|_| {
-            let base_port = free_base_port(P1_BRANCHES);
+            let base_port = common::free_base_port(P1_BRANCHES);
             let taken = TcpListener::bind(("127.0.0.1", base_port + 2)).ok()?;
             Some((base_port, taken))
         })
         .expect("hold branch 2's port");
     let run = run_bounded(
-        Command::new(BANK)
-            .args(["server", P1_INPUT, "--base-port"])
+        bank_command()
+            .arg("server")
+            .arg(p1_input())
+            .arg("--base-port")
             .arg(base_port.to_string()),
         READY_DEADLINE,
     );

@@ -10,16 +10,9 @@ use serde_json::Value;
 /// Bound on one `bank status` run (each of its calls is bounded at 3 s).
 const RUN_DEADLINE: Duration = Duration::from_secs(30);
 
+/// `bank status ARGS`, bounded by [`RUN_DEADLINE`].
 async fn bank_status(args: &[&str]) -> Output {
-    let run = tokio::process::Command::new(env!("CARGO_BIN_EXE_bank"))
-        .arg("status")
-        .args(args)
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(RUN_DEADLINE, run)
-        .await
-        .expect("bank status finishes in time")
-        .expect("bank binary runs")
+    common::bank_async(["status"].iter().chain(args), RUN_DEADLINE).await
 }
 
 /// Six branches (five voters, one learner): every one listed, reachable, in agreement.
@@ -90,9 +83,7 @@ async fn status_lists_every_branch_in_agreement() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_of_an_unreachable_branch_fails_clearly() {
     // A port that was free a moment ago and has no listener now.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = listener.local_addr().expect("address").to_string();
-    drop(listener);
+    let addr = format!("127.0.0.1:{}", common::free_port());
     let run = bank_status(&["--branch", &addr]).await;
     assert!(!run.status.success());
     let stderr = String::from_utf8_lossy(&run.stderr);

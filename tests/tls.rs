@@ -3,10 +3,11 @@
 //! customers over TLS, mutual TLS between branches, a rogue peer refused, tokens restricted to
 //! accounts, and the CLI's checks.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,8 +22,7 @@ use bank::raft::codec::encode;
 use bank::raft::{NodeId, TypeConfig};
 use bank::server::auth::Tokens;
 use bank::tls::{CertFiles, TlsFiles};
-use tokio::net::TcpListener;
-use tokio::time::Instant;
+use common::{bank, Deadline};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 const INITIAL: u64 = 500;
@@ -51,36 +51,15 @@ impl TlsCluster {
         let certs = bank::tls::generate(&dir.path().join("certs"), &[], false).expect("certs");
         let tls = bank::tls::load_branch(&certs.branch_files()).expect("branch TLS loads");
         let tokens = tokens.map(|text| Arc::new(Tokens::parse(text).expect("token file")));
-        let mut listeners = BTreeMap::new();
-        for id in 1..=3u64 {
-            listeners.insert(
-                id,
-                TcpListener::bind("127.0.0.1:0")
-                    .await
-                    .expect("bind loopback"),
-            );
-        }
-        let addresses: BTreeMap<NodeId, SocketAddr> = listeners
-            .iter()
-            .map(|(&id, l)| (id, l.local_addr().expect("address")))
-            .collect();
+        let listeners = common::loopback_listeners(&[1, 2, 3]).await;
+        let addresses = common::addresses_of(&listeners);
         let mut branches = Vec::new();
         // The lowest id creates the cluster once every other branch answers: it starts last.
         for (id, listener) in listeners.into_iter().rev() {
             let config = BranchConfig {
-                id,
-                listener,
-                peers: addresses
-                    .iter()
-                    .filter(|(&peer, _)| peer != id)
-                    .map(|(&peer, addr)| (peer, addr.to_string()))
-                    .collect(),
-                data_dir: dir.path().join(format!("branch-{id}")),
-                initial_balance: INITIAL,
-                rejoin: false,
                 tls: Some(tls.clone()),
                 tokens: tokens.clone(),
-                requests_max: bank::server::CUSTOMER_REQUESTS_MAX_DEFAULT,
+                ..common::standalone_config(id, listener, &addresses, dir.path(), INITIAL)
             };
             branches.push(start(config).await.expect("branch starts"));
         }
@@ -96,7 +75,7 @@ impl TlsCluster {
 
     /// Until every branch has applied the genesis entry (its shared account exists).
     async fn wait_formed(&self) {
-        let deadline = Instant::now() + FORM_DEADLINE;
+        let deadline = Deadline::after(FORM_DEADLINE).polling(Duration::from_millis(20));
         for running in &self.branches {
             loop {
                 let opened = running
@@ -107,12 +86,12 @@ impl TlsCluster {
                 if opened {
                     break;
                 }
-                assert!(
-                    Instant::now() < deadline,
-                    "branch {} did not apply the genesis entry within {FORM_DEADLINE:?}",
-                    running.branch.id
-                );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                deadline
+                    .pause(format!(
+                        "branch {} did not apply the genesis entry",
+                        running.branch.id
+                    ))
+                    .await;
             }
         }
     }
@@ -143,13 +122,13 @@ impl TlsCluster {
         self.branches
             .iter()
             .map(|running| {
-                let view = running.branch.view();
+                let (term, last_log_index) = common::term_and_last_log_index(&running.branch);
                 let balance = running
                     .branch
                     .local_balances(&[ORIGINAL_ACCOUNT])
                     .expect("balances")
                     .0[0];
-                (view.vote_term, view.last_log_index, balance)
+                (term, last_log_index, balance)
             })
             .collect()
     }
@@ -172,10 +151,9 @@ async fn tls_channel(addr: SocketAddr, tls: ClientTlsConfig) -> Result<Channel, 
         .map_err(|e| bank::tls::error_chain(&e))
 }
 
+/// `message` as a request bounded by this file's [`CALL_DEADLINE`].
 fn timed<T>(message: T) -> tonic::Request<T> {
-    let mut request = tonic::Request::new(message);
-    request.set_timeout(CALL_DEADLINE);
-    request
+    common::timed_within(message, CALL_DEADLINE)
 }
 
 fn refused_code(error: ClientError) -> tonic::Code {
@@ -591,13 +569,7 @@ async fn tokens_restrict_customers_to_their_accounts() {
     cluster.shutdown().await;
 }
 
-fn bank(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_bank"))
-        .args(args)
-        .output()
-        .expect("run bank")
-}
-
+/// `p` as an argument for [`bank`] (the temp dirs are UTF-8).
 fn path(p: &Path) -> &str {
     p.to_str().expect("a UTF-8 temp path")
 }
@@ -608,7 +580,7 @@ fn path(p: &Path) -> &str {
 fn the_cli_makes_certificates_and_checks_tls_options() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("certs");
-    let made = bank(&["certs", "--out", path(&out), "--host", "bank.example"]);
+    let made = bank(["certs", "--out", path(&out), "--host", "bank.example"]);
     assert!(made.status.success(), "{made:?}");
     let files = CertFiles::in_dir(&out);
     for file in [
@@ -619,7 +591,7 @@ fn the_cli_makes_certificates_and_checks_tls_options() {
     ] {
         assert!(file.is_file(), "{} not written", file.display());
     }
-    let again = bank(&["certs", "--out", path(&out)]);
+    let again = bank(["certs", "--out", path(&out)]);
     assert!(!again.status.success());
     let stderr = String::from_utf8_lossy(&again.stderr);
     assert!(
@@ -629,7 +601,7 @@ fn the_cli_makes_certificates_and_checks_tls_options() {
     bank::tls::load_branch(&files.branch_files()).expect("the CLI's files load");
 
     let data = dir.path().join("data");
-    let half = bank(&[
+    let half = bank([
         "branch",
         "--id",
         "1",
@@ -648,7 +620,7 @@ fn the_cli_makes_certificates_and_checks_tls_options() {
     );
 
     let missing = dir.path().join("missing.key");
-    let unreadable = bank(&[
+    let unreadable = bank([
         "branch",
         "--id",
         "1",
@@ -671,7 +643,7 @@ fn the_cli_makes_certificates_and_checks_tls_options() {
         ca: files.branch_key.clone(),
         ..files.branch_files()
     };
-    let refused = bank(&[
+    let refused = bank([
         "branch",
         "--id",
         "1",
@@ -700,7 +672,7 @@ fn the_cli_makes_certificates_and_checks_tls_options() {
         format!(r#"{{"tokens": [{{"name": "ops", "token": "{OPS}", "accounts": "all"}}]}}"#),
     )
     .expect("write tokens");
-    let clear = bank(&[
+    let clear = bank([
         "branch",
         "--id",
         "1",
@@ -716,23 +688,13 @@ fn the_cli_makes_certificates_and_checks_tls_options() {
     assert!(stderr.contains("in clear"), "{stderr}");
 }
 
-/// Kills the `bank branch` process it holds when dropped, even if the test fails.
-struct ChildGuard(std::process::Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The README's commands, end to end: `bank certs`, a one-branch TLS `bank branch` with
 /// tokens, `bank account` with `--tls-ca` and `--token`, `bank status` with the certificate.
 #[test]
 fn the_cli_runs_a_tls_branch_with_tokens() {
     let dir = tempfile::tempdir().expect("temp dir");
     let out = dir.path().join("certs");
-    assert!(bank(&["certs", "--out", path(&out)]).status.success());
+    assert!(bank(["certs", "--out", path(&out)]).status.success());
     let files = CertFiles::in_dir(&out);
     let tokens = dir.path().join("tokens.json");
     std::fs::write(
@@ -745,30 +707,25 @@ fn the_cli_runs_a_tls_branch_with_tokens() {
         ),
     )
     .expect("write tokens");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|probe| probe.local_addr())
-        .expect("a free port")
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = format!("127.0.0.1:{}", common::free_port());
     let (cert, key, ca) = (
         path(&files.branch_cert),
         path(&files.branch_key),
         path(&files.ca_cert),
     );
-    let _branch = ChildGuard(
-        Command::new(env!("CARGO_BIN_EXE_bank"))
+    let _branch = common::ChildGuard::spawn(
+        common::bank_command()
             .args(["branch", "--id", "1", "--listen", &addr, "--data-dir"])
             .arg(dir.path().join("data"))
             .args(["--tls-cert", cert, "--tls-key", key, "--tls-ca", ca])
             .arg("--tokens")
             .arg(&tokens)
+            .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn bank branch"),
+            .stderr(std::process::Stdio::null()),
     );
     // The client retries until the branch serves and has a leader, within --timeout.
-    let opened = bank(&[
+    let opened = bank([
         "account",
         "open",
         "1",
@@ -784,7 +741,7 @@ fn the_cli_runs_a_tls_branch_with_tokens() {
         "30",
     ]);
     assert!(opened.status.success(), "{opened:?}");
-    let opened = bank(&[
+    let opened = bank([
         "account",
         "open",
         "2",
@@ -798,23 +755,22 @@ fn the_cli_runs_a_tls_branch_with_tokens() {
         OPS,
     ]);
     assert!(opened.status.success(), "{opened:?}");
-    let mine = Command::new(env!("CARGO_BIN_EXE_bank"))
-        .args([
+    let mine = common::bank_with_env(
+        [
             "account", "balance", "1", "--json", "--branch", &addr, "--tls-ca", ca,
-        ])
-        .env("BANK_TOKEN", ALICE)
-        .output()
-        .expect("run bank");
+        ],
+        &[("BANK_TOKEN", ALICE)],
+    );
     assert!(mine.status.success(), "{mine:?}");
     assert!(String::from_utf8_lossy(&mine.stdout).contains(r#""balance":100"#));
-    let theirs = bank(&[
+    let theirs = bank([
         "account", "transfer", "2", "1", "50", "--branch", &addr, "--tls-ca", ca, "--token", ALICE,
     ]);
     assert!(!theirs.status.success());
     let stderr = String::from_utf8_lossy(&theirs.stderr);
     assert!(stderr.contains("PermissionDenied"), "{stderr}");
 
-    let plaintext = bank(&[
+    let plaintext = bank([
         "account",
         "balance",
         "1",
@@ -829,7 +785,7 @@ fn the_cli_runs_a_tls_branch_with_tokens() {
     let stderr = String::from_utf8_lossy(&plaintext.stderr);
     assert!(stderr.contains("give --tls-ca"), "{stderr}");
 
-    let status = bank(&[
+    let status = bank([
         "status",
         "--branch",
         &addr,
@@ -842,7 +798,7 @@ fn the_cli_runs_a_tls_branch_with_tokens() {
         key,
     ]);
     assert!(status.status.success(), "{status:?}");
-    let no_certificate = bank(&["status", "--branch", &addr, "--tls-ca", ca]);
+    let no_certificate = bank(["status", "--branch", &addr, "--tls-ca", ca]);
     assert!(!no_certificate.status.success());
     let stderr = String::from_utf8_lossy(&no_certificate.stderr);
     assert!(stderr.contains("refused"), "{stderr}");
