@@ -20,8 +20,10 @@
 //! TLS on one end only (plaintext to a TLS branch, or TLS to a plaintext one) says so, typed:
 //! [`ClientError::tls_mismatch`].
 //!
-//! Beside it: [`status`] (`bank status`), and [`endpoint`], the one endpoint builder both use.
+//! Beside it: [`status`] (`bank status`), [`course`] (the original `Branch.MsgDelivery` API),
+//! and [`endpoint`], the one endpoint builder all three use.
 
+pub mod course;
 pub mod endpoint;
 pub mod status;
 
