@@ -16,8 +16,15 @@
 //! A branch started with TLS and tokens (see [`crate::server::auth`], [`crate::tls`]) is reached with
 //! [`ClientConfig::tls`] (the cluster's CA) and [`ClientConfig::token`] (sent as
 //! `authorization: Bearer <token>` on every call). A refusal (UNAUTHENTICATED,
-//! PERMISSION_DENIED) is not retried: it is [`ClientError::Refused`].
+//! PERMISSION_DENIED) is not retried: it is [`ClientError::Refused`]. A failure that points at
+//! TLS on one end only (plaintext to a TLS branch, or TLS to a plaintext one) says so, typed:
+//! [`ClientError::tls_mismatch`].
+//!
+//! Beside it: [`status`] (`bank status`), [`course`] (the original `Branch.MsgDelivery` API),
+//! and [`endpoint`], the one endpoint builder all three use.
 
+pub mod course;
+pub mod endpoint;
 pub mod status;
 
 use std::future::Future;
@@ -27,7 +34,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 use tonic::metadata::{Ascii, MetadataValue};
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic::{Code, Status};
 
 use crate::ledger::RequestId;
@@ -35,6 +42,7 @@ use crate::proto::v1 as pb;
 use crate::proto::v1::accounts_client::AccountsClient;
 
 pub use crate::proto::v1::{Outcome, ReadLevel};
+pub use endpoint::TlsMismatch;
 
 /// At most this many attempts per call, whatever the deadline.
 const ATTEMPTS_MAX: u32 = 64;
@@ -113,15 +121,37 @@ pub enum ClientError {
         deadline: Duration,
         attempts: u32,
         last: String,
+        /// What the last attempt's failure says about TLS on one end only.
+        tls_mismatch: Option<TlsMismatch>,
     },
     #[error("no branch answered within {deadline:?} after {attempts} attempts (last: {last})")]
     Unavailable {
         deadline: Duration,
         attempts: u32,
         last: String,
+        /// What the last attempt's failure says about TLS on one end only.
+        tls_mismatch: Option<TlsMismatch>,
     },
     #[error("branch {addr} refused the request: {} ({:?})", status.message(), status.code())]
-    Refused { addr: String, status: Status },
+    Refused {
+        addr: String,
+        status: Status,
+        /// What the refusal says about TLS on one end only.
+        tls_mismatch: Option<TlsMismatch>,
+    },
+}
+
+impl ClientError {
+    /// Whether the failure points at TLS on one end only: read from the failed attempt's error
+    /// types when this error was made (see [`TlsMismatch::of`]).
+    pub fn tls_mismatch(&self) -> Option<TlsMismatch> {
+        match self {
+            ClientError::OutcomeUnknown { tls_mismatch, .. }
+            | ClientError::Unavailable { tls_mismatch, .. }
+            | ClientError::Refused { tls_mismatch, .. } => *tls_mismatch,
+            ClientError::NoBranches | ClientError::BadAddress { .. } => None,
+        }
+    }
 }
 
 /// One write, before it gets its request id.
@@ -228,6 +258,8 @@ fn retryable(status: &Status) -> bool {
 pub struct Client {
     branches: Vec<(String, AccountsClient<Channel>)>,
     config: ClientConfig,
+    /// Whether the channels use TLS; `None`: unknown (the caller built them).
+    channels_tls: Option<bool>,
     origin: u64,
     sequence: AtomicU64,
     /// The branch to try first: the last one that answered.
@@ -243,39 +275,27 @@ impl Client {
         if addresses.is_empty() {
             return Err(ClientError::NoBranches);
         }
+        let endpoint_config = endpoint::EndpointConfig {
+            tls: config.tls.as_ref(),
+            connect_timeout: config.connect_timeout,
+            keep_alive: None,
+        };
         let mut branches = Vec::with_capacity(addresses.len());
         for addr in addresses {
             let addr = addr.as_ref();
-            let scheme = if config.tls.is_some() {
-                "https"
-            } else {
-                "http"
-            };
-            let uri = if addr.contains("://") {
-                addr.to_string()
-            } else {
-                format!("{scheme}://{addr}")
-            };
-            let bad_address = |why: String| ClientError::BadAddress {
-                addr: addr.to_string(),
-                why,
-            };
-            let mut endpoint =
-                Endpoint::from_shared(uri).map_err(|e| bad_address(e.to_string()))?;
-            if let Some(tls) = &config.tls {
-                endpoint = endpoint
-                    .tls_config(tls.clone())
-                    .map_err(|e| bad_address(crate::tls::error_chain(&e)))?;
-            }
-            let channel = endpoint
-                .connect_timeout(config.connect_timeout)
-                .tcp_nodelay(true)
+            let channel = endpoint::endpoint(addr, &endpoint_config)
+                .map_err(|e| ClientError::BadAddress {
+                    addr: addr.to_string(),
+                    why: e.reason,
+                })?
                 .connect_lazy();
             branches.push((addr.to_string(), AccountsClient::new(channel)));
         }
+        let channels_tls = Some(config.tls.is_some());
         Ok(Client {
             branches,
             config,
+            channels_tls,
             origin: random_origin(),
             sequence: AtomicU64::new(1),
             preferred: AtomicUsize::new(0),
@@ -303,6 +323,7 @@ impl Client {
                 .map(|(name, channel)| (name, AccountsClient::new(channel)))
                 .collect(),
             config,
+            channels_tls: None,
             origin: origin.max(1),
             sequence: AtomicU64::new(1),
             preferred: AtomicUsize::new(0),
@@ -507,6 +528,7 @@ impl Client {
         let deadline = Instant::now() + self.config.deadline;
         let first = self.preferred.load(Ordering::Relaxed);
         let mut last = String::from("no attempt made");
+        let mut last_tls_mismatch = None;
         let mut attempts = 0;
         while attempts < ATTEMPTS_MAX {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -524,14 +546,19 @@ impl Client {
                 }
                 Ok(Err(status)) if retryable(&status) => {
                     last = format!("{addr}: {} ({:?})", status.message(), status.code());
+                    last_tls_mismatch = self.tls_mismatch(&status);
                 }
                 Ok(Err(status)) => {
                     return Err(ClientError::Refused {
                         addr: addr.clone(),
+                        tls_mismatch: self.tls_mismatch(&status),
                         status,
                     })
                 }
-                Err(_) => last = format!("{addr}: no answer within {timeout:?}"),
+                Err(_) => {
+                    last = format!("{addr}: no answer within {timeout:?}");
+                    last_tls_mismatch = None;
+                }
             }
             tracing::debug!(attempts, "retrying at the next branch: {last}");
             let pause = self
@@ -548,13 +575,22 @@ impl Client {
                 deadline,
                 attempts,
                 last,
+                tls_mismatch: last_tls_mismatch,
             },
             None => ClientError::Unavailable {
                 deadline,
                 attempts,
                 last,
+                tls_mismatch: last_tls_mismatch,
             },
         })
+    }
+
+    /// What a failed attempt says about TLS on one end only, if this client knows whether its
+    /// channels use TLS.
+    fn tls_mismatch(&self, status: &Status) -> Option<TlsMismatch> {
+        self.channels_tls
+            .and_then(|tls| TlsMismatch::of(status, tls))
     }
 }
 

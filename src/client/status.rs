@@ -10,13 +10,16 @@
 //! Status is part of the peer service, so on a TLS cluster it needs the cluster's certificate
 //! ([`cluster_status_with`] and a client TLS configuration with an identity): it shows the
 //! membership and every branch's address, which is the operator's business, not a customer's.
+//! A branch that cannot be reached because TLS is on at one end only says so, typed:
+//! [`StatusError::tls_mismatch`].
 
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use serde::Serialize;
-use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig};
 
+use super::endpoint::{self, EndpointConfig, TlsMismatch};
 use crate::proto::peer::peer_client::PeerClient;
 use crate::proto::peer::{StatusReply, StatusRequest};
 use crate::raft::NodeId;
@@ -32,9 +35,25 @@ pub enum StatusError {
     #[error("{addr:?} is not a valid branch address (expected HOST:PORT): {reason}")]
     BadAddress { addr: String, reason: String },
     #[error("cannot reach the branch at {addr}: {reason} (is it running, and is that its --listen address?)")]
-    Unreachable { addr: String, reason: String },
+    Unreachable {
+        addr: String,
+        reason: String,
+        /// What the failure says about TLS on one end only.
+        tls_mismatch: Option<TlsMismatch>,
+    },
     #[error("the branch at {addr} refused: {reason} (on a TLS cluster give --tls-ca, and the cluster's certificate as --tls-cert and --tls-key)")]
     Refused { addr: String, reason: String },
+}
+
+impl StatusError {
+    /// Whether the branch could not be reached because TLS is on at one end only: read from
+    /// the failure's error types when this error was made (see [`TlsMismatch::of`]).
+    pub fn tls_mismatch(&self) -> Option<TlsMismatch> {
+        match self {
+            StatusError::Unreachable { tls_mismatch, .. } => *tls_mismatch,
+            StatusError::BadAddress { .. } | StatusError::Refused { .. } => None,
+        }
+    }
 }
 
 /// One branch, as `bank status` shows it.
@@ -69,39 +88,26 @@ pub struct ClusterStatus {
     pub branches: Vec<BranchStatus>,
 }
 
-fn endpoint(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Endpoint, StatusError> {
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    let url = if addr.contains("://") {
-        addr.to_string()
-    } else {
-        format!("{scheme}://{addr}")
-    };
-    let bad_address = |reason: String| StatusError::BadAddress {
-        addr: addr.to_string(),
-        reason,
-    };
-    let endpoint = Endpoint::from_shared(url)
-        .map(|endpoint| endpoint.connect_timeout(CONNECT_DEADLINE))
-        .map_err(|e| bad_address(e.to_string()))?;
-    match tls {
-        Some(tls) => endpoint
-            .tls_config(tls.clone())
-            .map_err(|e| bad_address(crate::tls::error_chain(&e))),
-        None => Ok(endpoint),
-    }
-}
-
 /// Asks the branch at `addr` for its status, within [`STATUS_DEADLINE`].
 async fn ask(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<StatusReply, StatusError> {
-    let unreachable = |reason: String| StatusError::Unreachable {
+    let unreachable = |reason: String, tls_mismatch| StatusError::Unreachable {
         addr: addr.to_string(),
         reason,
+        tls_mismatch,
     };
-    let endpoint = endpoint(addr, tls)?;
+    let config = EndpointConfig {
+        tls,
+        connect_timeout: CONNECT_DEADLINE,
+        keep_alive: None,
+    };
+    let endpoint = endpoint::endpoint(addr, &config).map_err(|e| StatusError::BadAddress {
+        addr: addr.to_string(),
+        reason: e.reason,
+    })?;
     let answered = tokio::time::timeout(STATUS_DEADLINE, async {
         let channel: Channel = endpoint.connect().await.map_err(|e| {
             let source = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
-            unreachable(format!("{e}{source}"))
+            unreachable(format!("{e}{source}"), TlsMismatch::of(&e, tls.is_some()))
         })?;
         let mut request = tonic::Request::new(StatusRequest {});
         request.set_timeout(STATUS_DEADLINE);
@@ -116,11 +122,19 @@ async fn ask(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<StatusReply, S
                         reason: status.message().to_string(),
                     }
                 }
-                _ => unreachable(format!("{}: {}", status.code(), status.message())),
+                _ => unreachable(
+                    format!("{}: {}", status.code(), status.message()),
+                    TlsMismatch::of(&status, tls.is_some()),
+                ),
             })
     })
     .await;
-    answered.unwrap_or_else(|_| Err(unreachable(format!("no answer within {STATUS_DEADLINE:?}"))))
+    answered.unwrap_or_else(|_| {
+        Err(unreachable(
+            format!("no answer within {STATUS_DEADLINE:?}"),
+            None,
+        ))
+    })
 }
 
 fn from_reply(address: String, reply: &StatusReply) -> BranchStatus {

@@ -75,5 +75,9 @@ pub const SNAPSHOT_EVERY_LOGS: u64 = 1_000;
 /// by a whole snapshot.
 pub const LOGS_KEPT_AFTER_SNAPSHOT: u64 = 200;
 
+/// The log levels of a `bank` process unless `RUST_LOG` says otherwise: warnings, and only
+/// errors from openraft, whose warnings are routine (an unreachable peer, a retried append).
+pub const LOG_FILTER_DEFAULT: &str = "warn,openraft=error";
+
 /// Deadline of one Raft RPC between branches when openraft gives none.
 pub const PEER_RPC_TIMEOUT: Duration = Duration::from_secs(2);

@@ -1,5 +1,7 @@
-//! Customers: run a scenario's events against branches over real gRPC (`Branch.MsgDelivery`),
-//! as the original course client does.
+//! Customers: run a scenario's events against branches over real gRPC (`Branch.MsgDelivery`,
+//! through the course client [`crate::client::course`]), as the original course client does;
+//! and [`run_scenario`], a whole `bank run`: a cluster on loopback, the customers, the output,
+//! every branch's final balance.
 //!
 //! Customers run one after another in input order, each customer's events in order (the
 //! course's semantics), or all customers at once with `concurrent`. No sleeps are needed: a
@@ -9,120 +11,59 @@
 //!
 //! A write is never retried: the original API has no request ids, so a retry could apply a
 //! deposit twice. Only queries, which change nothing, are retried while waiting for branches
-//! to come up ([`wait_until_serving`]).
+//! to come up ([`Branches::wait_until_serving`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::num::TryFromIntError;
 use std::time::Duration;
 
+use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
 
-use crate::proto::customer::branch_client::BranchClient;
+use crate::bootstrap::local::{bind_loopback, ClusterError, LocalCluster, Storage};
+use crate::client::course::CourseError;
+use crate::client::TlsMismatch;
+use crate::ledger::ORIGINAL_ACCOUNT;
 use crate::proto::customer::Request;
-use crate::raft::network::within;
-use crate::workload::scenario::{Customer, CustomerReplies, EventReply, Interface, Scenario};
+use crate::workload::scenario::{
+    render_output, Customer, CustomerReplies, EventReply, Interface, Scenario,
+};
 
-/// Deadline of one customer call.
-pub const CALL_DEADLINE: Duration = Duration::from_secs(15);
+pub use crate::client::course::{Branches, CALL_DEADLINE};
 
 /// At most this many earlier write ids travel in one request's writeset.
 pub const WRITESET_IDS_MAX: usize = 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CustomerError {
-    #[error("the scenario names branch {0}, which has no address")]
-    UnknownBranch(u32),
-    #[error("branch {branch} at {addr}: {source}")]
-    Connect {
-        branch: u32,
-        addr: SocketAddr,
-        source: tonic::transport::Error,
-    },
-    #[error("customer {customer}, event {event_id} ({interface}) at branch {branch}: {status_code:?}: {message}")]
-    Call {
+    /// The course client could not be built, or a branch was not found.
+    #[error(transparent)]
+    Client(#[from] CourseError),
+    /// One of a customer's events failed.
+    #[error("customer {customer}, event {event_id} ({interface}) at {error}")]
+    Event {
         customer: u32,
         event_id: i32,
         interface: &'static str,
-        branch: u32,
-        status_code: tonic::Code,
-        message: String,
-    },
-    #[error("branch {branch} at {addr} did not answer within {deadline:?}: {last_error}")]
-    NotServing {
-        branch: u32,
-        addr: SocketAddr,
-        deadline: Duration,
-        last_error: String,
+        /// A [`CourseError::Call`], which names the branch.
+        error: CourseError,
     },
     #[error("customer task failed: {0}")]
     Task(String),
 }
 
-/// One lazily connected channel per branch.
-#[derive(Clone)]
-pub struct Branches {
-    clients: BTreeMap<u32, (SocketAddr, BranchClient<Channel>)>,
-}
-
-impl Branches {
-    pub fn new(addresses: &BTreeMap<u32, SocketAddr>) -> Result<Self, CustomerError> {
-        let mut clients = BTreeMap::new();
-        for (&branch, &addr) in addresses {
-            let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-                .map_err(|source| CustomerError::Connect {
-                    branch,
-                    addr,
-                    source,
-                })?
-                .connect_timeout(Duration::from_secs(2))
-                .tcp_nodelay(true);
-            clients.insert(branch, (addr, BranchClient::new(endpoint.connect_lazy())));
-        }
-        Ok(Branches { clients })
-    }
-
-    fn client(&self, branch: u32) -> Result<BranchClient<Channel>, CustomerError> {
-        self.clients
-            .get(&branch)
-            .map(|(_, client)| client.clone())
-            .ok_or(CustomerError::UnknownBranch(branch))
-    }
-}
-
-/// Retries a query at every branch until it answers, for at most `deadline`.
-pub async fn wait_until_serving(
-    branches: &Branches,
-    deadline: Duration,
-) -> Result<(), CustomerError> {
-    let until = Instant::now() + deadline;
-    for (&branch, (addr, client)) in &branches.clients {
-        loop {
-            let mut request = tonic::Request::new(Request {
-                id: 0,
-                interface: "query".to_string(),
-                money: 0,
-                writeset: vec![],
-            });
-            let timeout = CALL_DEADLINE.min(until.saturating_duration_since(Instant::now()));
-            request.set_timeout(timeout);
-            match within(timeout, client.clone().msg_delivery(request)).await {
-                Ok(_) => break,
-                Err(status) if Instant::now() >= until => {
-                    return Err(CustomerError::NotServing {
-                        branch,
-                        addr: *addr,
-                        deadline,
-                        last_error: status.to_string(),
-                    })
-                }
-                // Bounded by `until`; the pause keeps a refused connection from spinning.
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+impl CustomerError {
+    /// Whether the failure points at TLS on one end only (see [`CourseError::tls_mismatch`]).
+    pub fn tls_mismatch(&self) -> Option<TlsMismatch> {
+        match self {
+            CustomerError::Client(error) | CustomerError::Event { error, .. } => {
+                error.tls_mismatch()
             }
+            CustomerError::Task(_) => None,
         }
     }
-    Ok(())
 }
 
 async fn run_customer(
@@ -132,26 +73,25 @@ async fn run_customer(
     let mut replies = Vec::with_capacity(customer.events.len());
     let mut writeset: Vec<i32> = Vec::new();
     for event in &customer.events {
-        let mut client = branches.client(event.branch)?;
         let start = writeset.len().saturating_sub(WRITESET_IDS_MAX);
-        let mut request = tonic::Request::new(Request {
+        let request = Request {
             id: event.id,
             interface: event.interface.as_str().to_string(),
             money: event.money,
             writeset: writeset[start..].to_vec(),
-        });
-        request.set_timeout(CALL_DEADLINE);
-        let reply = within(CALL_DEADLINE, client.msg_delivery(request))
+        };
+        let reply = branches
+            .deliver(event.branch, request, CALL_DEADLINE)
             .await
-            .map_err(|status| CustomerError::Call {
-                customer: customer.id,
-                event_id: event.id,
-                interface: event.interface.as_str(),
-                branch: event.branch,
-                status_code: status.code(),
-                message: status.message().to_string(),
-            })?
-            .into_inner();
+            .map_err(|error| match error {
+                CourseError::Call { .. } => CustomerError::Event {
+                    customer: customer.id,
+                    event_id: event.id,
+                    interface: event.interface.as_str(),
+                    error,
+                },
+                other => CustomerError::Client(other),
+            })?;
         let success = reply.result == "success";
         // As the original client does: the writeset lists this customer's successful writes.
         if success && event.interface != Interface::Query {
@@ -196,4 +136,108 @@ pub async fn run_customers(
         all[position] = Some(replies?);
     }
     Ok(all.into_iter().flatten().collect())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("the initial balance must not be negative")]
+    NegativeInitialBalance(#[source] TryFromIntError),
+    #[error("branch id beyond u32")]
+    BranchId(#[source] TryFromIntError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Customers(#[from] CustomerError),
+}
+
+/// What [`run_scenario`] leaves behind.
+#[derive(Debug, Clone)]
+pub struct ScenarioRun {
+    /// The customers' replies as `output.json` holds them ([`render_output`]).
+    pub output: Value,
+    /// Every branch's final balance of the shared account, by branch id, after the cluster
+    /// settled (`None`: the branch has no such account).
+    pub balances: Vec<(u64, Option<i64>)>,
+    /// Whether every branch ended with an identical ledger.
+    pub identical: bool,
+    /// How long the cluster took to start and elect a leader.
+    pub ready: Duration,
+    /// How long the customers ran, the settling of the branches included.
+    pub customers: Duration,
+}
+
+impl ScenarioRun {
+    /// Every branch holds the same ledger and shows the same balance.
+    pub fn agree(&self) -> bool {
+        let first = self.balances.first().map(|(_, balance)| *balance);
+        self.identical
+            && self
+                .balances
+                .iter()
+                .all(|(_, balance)| Some(*balance) == first)
+    }
+}
+
+/// Starts every branch of `scenario` on loopback (`127.0.0.1:(base_port + id)`, or ports the
+/// system picks without `base_port`), each with the scenario's initial balance.
+pub async fn start_cluster(
+    scenario: &Scenario,
+    base_port: Option<u16>,
+    storage: Storage,
+) -> Result<LocalCluster, RunError> {
+    let initial_balance =
+        u64::try_from(scenario.initial_balance).map_err(RunError::NegativeInitialBalance)?;
+    let ids: Vec<u64> = scenario.branches.iter().map(|b| u64::from(b.id)).collect();
+    let listeners = bind_loopback(&ids, base_port).await?;
+    Ok(LocalCluster::start(listeners, initial_balance, storage).await?)
+}
+
+/// `bank run` without its printing: starts every branch of `scenario` in this process on
+/// loopback, runs the customers over gRPC (all at once if `concurrent`), waits for the
+/// branches to settle, reads every branch's final state and shuts the cluster down (also when
+/// a step fails).
+pub async fn run_scenario(
+    scenario: &Scenario,
+    concurrent: bool,
+    storage: Storage,
+) -> Result<ScenarioRun, RunError> {
+    let started = Instant::now();
+    let cluster = start_cluster(scenario, None, storage).await?;
+    let ready = started.elapsed();
+    let result = run_on_cluster(scenario, &cluster, concurrent).await;
+    let customers = started.elapsed().saturating_sub(ready);
+    cluster.shutdown().await;
+    let (output, balances, identical) = result?;
+    Ok(ScenarioRun {
+        output,
+        balances,
+        identical,
+        ready,
+        customers,
+    })
+}
+
+/// The customers' output, every branch's balance, and whether all ledgers are identical.
+async fn run_on_cluster(
+    scenario: &Scenario,
+    cluster: &LocalCluster,
+    concurrent: bool,
+) -> Result<(Value, Vec<(u64, Option<i64>)>, bool), RunError> {
+    let addresses = cluster
+        .addresses()
+        .into_iter()
+        .map(|(id, addr)| Ok((u32::try_from(id).map_err(RunError::BranchId)?, addr)))
+        .collect::<Result<BTreeMap<u32, SocketAddr>, RunError>>()?;
+    let branches = Branches::new(&addresses).map_err(CustomerError::from)?;
+    let replies = run_customers(scenario, &branches, concurrent).await?;
+    let output = render_output(scenario.variant, &replies);
+    let states = cluster.settled_states().await?;
+    let balances = states
+        .iter()
+        .map(|(id, state)| (*id, state.ledger.balance(ORIGINAL_ACCOUNT)))
+        .collect();
+    let identical = states
+        .windows(2)
+        .all(|pair| pair[0].1.ledger == pair[1].1.ledger);
+    Ok((output, balances, identical))
 }

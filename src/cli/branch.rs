@@ -1,0 +1,136 @@
+//! `bank branch`: one branch in this process, part of a cluster of branches in several
+//! processes or hosts ([`bank::bootstrap::standalone`]), with its TLS and customer tokens,
+//! until Ctrl-C or SIGTERM.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+
+use bank::bootstrap::standalone::{self, BranchConfig};
+use bank::server::auth::Tokens;
+use bank::tls::TlsFiles;
+
+use super::signals::ShutdownSignals;
+
+#[derive(clap::Args)]
+pub struct BranchArgs {
+    /// This branch's id (a positive integer, unique in the cluster).
+    #[arg(long)]
+    id: u64,
+    /// Address to serve customers and peers on, host:port.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Another branch, as ID=HOST:PORT; repeat for each.
+    #[arg(long = "peer", value_name = "ID=HOST:PORT", value_parser = parse_peer)]
+    peers: Vec<(u64, String)>,
+    /// Where this branch keeps its state.
+    #[arg(long, value_name = "DIR")]
+    data_dir: PathBuf,
+    /// The shared account's initial balance (the same on every branch).
+    #[arg(long, default_value_t = 0)]
+    balance: u64,
+    /// Rebuild this branch from its peers after its data was lost (empty --data-dir).
+    /// Every other branch must be up.
+    #[arg(long)]
+    rejoin: bool,
+    /// This branch's certificate (PEM, from `bank certs`): serve TLS only, and use it as
+    /// the client certificate to its peers. Needs --tls-key and --tls-ca.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
+    /// The cluster's CA certificate (PEM): peers must present a certificate it signed.
+    #[arg(long, value_name = "FILE")]
+    tls_ca: Option<PathBuf>,
+    /// Require customers to send a bearer token from this JSON file, restricted to
+    /// accounts: {"tokens":[{"name":"alice","token":"...","accounts":[1,2]}]} ("all" for
+    /// every account).
+    #[arg(long, value_name = "FILE")]
+    tokens: Option<PathBuf>,
+    /// Customer calls (both APIs) this branch answers at once; past it a call is refused
+    /// at once with RESOURCE_EXHAUSTED ("retry later") instead of queueing.
+    #[arg(long, value_name = "N", default_value_t = bank::server::CUSTOMER_REQUESTS_MAX_DEFAULT,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
+    pub requests_max: usize,
+}
+
+fn parse_peer(text: &str) -> Result<(u64, String), String> {
+    let (id, addr) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not ID=HOST:PORT"))?;
+    let id: u64 = id
+        .parse()
+        .map_err(|_| format!("peer id {id:?} in {text:?} is not a positive integer"))?;
+    if addr.is_empty() {
+        return Err(format!("{text:?} has no address after '='"));
+    }
+    Ok((id, addr.to_string()))
+}
+
+/// Runs the branch until a shutdown signal, then stops it cleanly.
+pub async fn run(args: BranchArgs) -> Result<()> {
+    let tls_files = TlsFiles::from_options(args.tls_cert, args.tls_key, args.tls_ca)?;
+    let id = args.id;
+    if id == 0 {
+        bail!("--id must be a positive integer");
+    }
+    let tls = tls_files.as_ref().map(bank::tls::load_branch).transpose()?;
+    let tokens = match &args.tokens {
+        Some(path) => Some(Arc::new(Tokens::load(path)?)),
+        None => None,
+    };
+    if tokens.is_some() && tls.is_none() {
+        // A bearer token in clear is as good as public to anyone on the path.
+        if !args.listen.ip().is_loopback() {
+            bail!(
+                "--tokens without TLS would send customers' tokens in clear over the network; \
+                 add --tls-cert, --tls-key and --tls-ca (see `bank certs`), or listen on loopback \
+                 for testing"
+            );
+        }
+        eprintln!(
+            "bank branch {id}: warning: tokens without TLS: tokens travel in clear \
+             (allowed on loopback, for testing only)"
+        );
+    }
+    let mut peers = BTreeMap::new();
+    for (peer, addr) in args.peers {
+        if peers.insert(peer, addr).is_some() {
+            bail!("--peer lists branch {peer} twice");
+        }
+    }
+    let mut signals = ShutdownSignals::install()?;
+    let listen = args.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let running = standalone::start(BranchConfig {
+        id,
+        listener,
+        peers,
+        data_dir: args.data_dir.clone(),
+        initial_balance: args.balance,
+        rejoin: args.rejoin,
+        tls: tls.clone(),
+        tokens: tokens.clone(),
+        requests_max: args.requests_max,
+    })
+    .await?;
+    eprintln!(
+        "bank branch {id}: serving on {listen}{}{}, data in {}; Ctrl-C to stop",
+        if tls.is_some() { " (TLS)" } else { "" },
+        tokens
+            .as_ref()
+            .map_or(String::new(), |t| format!(", {} customer tokens", t.len())),
+        args.data_dir.display()
+    );
+    let signal = signals.recv().await;
+    eprintln!("bank branch {id}: {signal}, shutting down");
+    running.shutdown().await;
+    eprintln!("bank branch {id}: stopped");
+    Ok(())
+}

@@ -1,0 +1,44 @@
+//! The `bank` command line, one file per subcommand: each defines its arguments (a clap `Args`
+//! struct) and a `run` function that checks them, calls the library and prints the result.
+//! `main.rs` holds the top-level command and dispatches here.
+//!
+//! This is a module of the binary, not of the library: nothing but the `bank` executable needs
+//! clap types, printing or exit behaviour, and the library stays free of them. What tests need
+//! of a command's work (e.g. a whole `bank run`: [`bank::workload::course::run_scenario`]) is in
+//! the library, where both can call it.
+//!
+//! Shared here: [`storage`] (`--data-dir`), [`start_metrics`] (`--metrics`); in their own files:
+//! TLS and token options with the TLS hint ([`tls`]), Ctrl-C and SIGTERM ([`signals`]).
+
+pub mod account;
+pub mod bench;
+pub mod branch;
+pub mod certs;
+pub mod check;
+pub mod run;
+pub mod signals;
+pub mod status;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use bank::bootstrap::local::Storage;
+use bank::server::metrics::Exporter;
+
+/// `--data-dir` as a storage: durable in DIR, or in memory without it.
+pub fn storage(data_dir: Option<PathBuf>) -> Storage {
+    data_dir.map_or(Storage::Memory, Storage::Durable)
+}
+
+/// Starts the metrics endpoint if `--metrics` was given.
+pub async fn start_metrics(addr: Option<SocketAddr>) -> Result<Option<Exporter>> {
+    let Some(addr) = addr else { return Ok(None) };
+    let exporter = Exporter::start(addr)
+        .await
+        .with_context(|| format!("--metrics: cannot listen on {addr}"))?;
+    eprintln!("bank: metrics at http://{}/metrics", exporter.local_addr());
+    Ok(Some(exporter))
+}

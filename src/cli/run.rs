@@ -1,0 +1,159 @@
+//! The course's commands: `bank run` (every branch in this process, then the customers),
+//! `bank server` (the branches until Ctrl-C) and `bank client` (the customers against a
+//! running `bank server`). The work is [`bank::workload::course`]; here: arguments, the output
+//! file, and the summary of the branches' final balances.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+
+use bank::workload::course::{run_customers, run_scenario, start_cluster, Branches};
+use bank::workload::scenario::{render_output, write_output, Scenario};
+
+use super::signals::ShutdownSignals;
+use super::storage;
+
+/// How long `bank client` waits for `bank server`'s branches to answer.
+const SERVER_WAIT: Duration = Duration::from_secs(30);
+
+#[derive(clap::Args)]
+pub struct RunArgs {
+    /// Scenario file (the course's input.json).
+    input: PathBuf,
+    /// Where to write the customers' results.
+    #[arg(short, long, default_value = "output.json")]
+    output: PathBuf,
+    /// Run all customers at once instead of one after another.
+    #[arg(long)]
+    concurrent: bool,
+    /// Keep the branches' state on disk here (branch N in DIR/branch-N); a later run with
+    /// the same directory continues from it. Default: in memory, nothing left behind.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    input: PathBuf,
+    #[arg(long, default_value_t = 50050)]
+    base_port: u16,
+    /// Keep the branches' state on disk here (branch N in DIR/branch-N); a restart with
+    /// the same directory resumes from it. Default: in memory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct ClientArgs {
+    input: PathBuf,
+    #[arg(long, default_value_t = 50050)]
+    base_port: u16,
+    #[arg(short, long, default_value = "output.json")]
+    output: PathBuf,
+    #[arg(long)]
+    concurrent: bool,
+}
+
+/// `bank run`.
+pub async fn run(args: RunArgs) -> Result<()> {
+    let scenario = Scenario::load(&args.input)?;
+    let finished = run_scenario(&scenario, args.concurrent, storage(args.data_dir)).await?;
+    write_output(&args.output, &finished.output)?;
+    print!("{}", summarize(&finished.balances, finished.identical)?);
+    println!(
+        "{} branches ready in {:.2?}; {} customers, {} events in {:.2?}; output written to {}",
+        scenario.branches.len(),
+        finished.ready,
+        scenario.customers.len(),
+        scenario.event_count(),
+        finished.customers,
+        args.output.display()
+    );
+    Ok(())
+}
+
+/// `bank server`.
+pub async fn server(args: ServerArgs) -> Result<()> {
+    let scenario = Scenario::load(&args.input)?;
+    // Handlers first: a signal that arrives while the cluster starts is kept, not fatal.
+    let mut signals = ShutdownSignals::install()?;
+    let cluster = start_cluster(&scenario, Some(args.base_port), storage(args.data_dir)).await?;
+    let addresses: Vec<String> = cluster
+        .branches()
+        .map(|(id, b)| format!("{id}={}", b.addr))
+        .collect();
+    eprintln!(
+        "bank server: {} branches ready ({}); Ctrl-C to stop",
+        addresses.len(),
+        addresses.join(" ")
+    );
+    let signal = signals.recv().await;
+    eprintln!("bank server: {signal}, shutting down");
+    cluster.shutdown().await;
+    eprintln!("bank server: stopped");
+    Ok(())
+}
+
+/// `bank client`.
+pub async fn client(args: ClientArgs) -> Result<()> {
+    let scenario = Scenario::load(&args.input)?;
+    let base_port = args.base_port;
+    let mut addresses = BTreeMap::new();
+    for branch in &scenario.branches {
+        let port = u16::try_from(u32::from(base_port) + branch.id).with_context(|| {
+            format!(
+                "port {base_port} + branch {} is beyond 65535; choose a lower --base-port",
+                branch.id
+            )
+        })?;
+        addresses.insert(branch.id, SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let branches = Branches::new(&addresses)?;
+    branches
+        .wait_until_serving(SERVER_WAIT)
+        .await
+        .context("is `bank server` running with the same --base-port?")?;
+    let replies = run_customers(&scenario, &branches, args.concurrent).await?;
+    write_output(&args.output, &render_output(scenario.variant, &replies))?;
+    let mut balances = Vec::with_capacity(addresses.len());
+    for (id, addr) in branches.addresses() {
+        let balance = branches
+            .query_balance(id)
+            .await
+            .with_context(|| format!("querying {addr}"))?;
+        balances.push((u64::from(id), Some(balance)));
+    }
+    print!("{}", summarize(&balances, true)?);
+    println!("output written to {}", args.output.display());
+    Ok(())
+}
+
+/// One line per branch, then whether they agree (`identical`: the branches' ledgers are). An
+/// error if they do not, after printing the lines.
+fn summarize(balances: &[(u64, Option<i64>)], identical: bool) -> Result<String> {
+    let mut summary = String::new();
+    for (id, balance) in balances {
+        match balance {
+            Some(balance) => writeln!(summary, "branch {id}: balance {balance}")?,
+            None => writeln!(summary, "branch {id}: no balance")?,
+        }
+    }
+    let first = balances.first().map(|(_, b)| *b);
+    let agree = identical && balances.iter().all(|(_, b)| Some(*b) == first);
+    if !agree {
+        print!("{summary}");
+        bail!("branches disagree: the replicas diverged (this is a bug; please report it)");
+    }
+    if let Some(Some(balance)) = first {
+        writeln!(
+            summary,
+            "all {} branches agree: balance {balance}",
+            balances.len()
+        )?;
+    }
+    Ok(summary)
+}

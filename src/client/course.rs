@@ -1,0 +1,238 @@
+//! A client of the original course API, `Branch.MsgDelivery` (`proto/banks.proto`): what the
+//! course's customers send, and what `bank client` reads the final balances with.
+//!
+//! [`Branches`] holds one lazily connected plaintext channel per branch, keyed by the
+//! scenario's branch id, built by [`endpoint`](super::endpoint). A call is never retried here:
+//! the original API has no request ids, so a resent deposit could apply twice. Only
+//! [`Branches::wait_until_serving`] repeats a query, which changes nothing. A failed call that
+//! points at TLS on one end only says so, typed: [`CourseError::tls_mismatch`].
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tonic::transport::Channel;
+use tonic::Status;
+
+use super::endpoint::{self, EndpointConfig, TlsMismatch};
+use crate::proto::customer::branch_client::BranchClient;
+use crate::proto::customer::{Reply, Request};
+
+/// Deadline of one customer call.
+pub const CALL_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Bound on connecting to a branch.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Pause between two queries of [`Branches::wait_until_serving`], so a refused connection does
+/// not spin.
+const SERVING_POLL: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum CourseError {
+    #[error("the scenario names branch {0}, which has no address")]
+    UnknownBranch(u32),
+    #[error("branch {branch} at {addr}: {reason}")]
+    BadAddress {
+        branch: u32,
+        addr: SocketAddr,
+        reason: String,
+    },
+    /// One call failed (it was not retried).
+    #[error("branch {branch}: {:?}: {}", status.code(), status.message())]
+    Call {
+        branch: u32,
+        addr: SocketAddr,
+        status: Status,
+        /// What the failure says about TLS on one end only.
+        tls_mismatch: Option<TlsMismatch>,
+    },
+    #[error("branch {branch} at {addr} did not answer within {deadline:?}: {last_error}")]
+    NotServing {
+        branch: u32,
+        addr: SocketAddr,
+        deadline: Duration,
+        last_error: String,
+        /// What the last failure says about TLS on one end only.
+        tls_mismatch: Option<TlsMismatch>,
+    },
+    #[error("negative balance {balance} on the wire")]
+    NegativeBalance { branch: u32, balance: i32 },
+}
+
+impl CourseError {
+    /// Whether the failure points at TLS on one end only (these channels are plaintext, so:
+    /// the branch serves TLS only). Read from the failure's error types when this error was
+    /// made (see [`TlsMismatch::of`]).
+    pub fn tls_mismatch(&self) -> Option<TlsMismatch> {
+        match self {
+            CourseError::Call { tls_mismatch, .. }
+            | CourseError::NotServing { tls_mismatch, .. } => *tls_mismatch,
+            CourseError::UnknownBranch(_)
+            | CourseError::BadAddress { .. }
+            | CourseError::NegativeBalance { .. } => None,
+        }
+    }
+}
+
+/// One lazily connected channel per branch, by branch id. Cheap to clone.
+#[derive(Clone)]
+pub struct Branches {
+    clients: BTreeMap<u32, (SocketAddr, BranchClient<Channel>)>,
+}
+
+impl Branches {
+    /// Channels to the branches at `addresses`; nothing is connected until the first call.
+    /// Call within a Tokio runtime.
+    pub fn new(addresses: &BTreeMap<u32, SocketAddr>) -> Result<Self, CourseError> {
+        let config = EndpointConfig::plaintext(CONNECT_TIMEOUT);
+        let mut clients = BTreeMap::new();
+        for (&branch, &addr) in addresses {
+            let channel = endpoint::endpoint(&addr.to_string(), &config)
+                .map_err(|e| CourseError::BadAddress {
+                    branch,
+                    addr,
+                    reason: e.reason,
+                })?
+                .connect_lazy();
+            clients.insert(branch, (addr, BranchClient::new(channel)));
+        }
+        Ok(Branches { clients })
+    }
+
+    /// Every branch's id and address, by id.
+    pub fn addresses(&self) -> impl Iterator<Item = (u32, SocketAddr)> + '_ {
+        self.clients
+            .iter()
+            .map(|(&branch, &(addr, _))| (branch, addr))
+    }
+
+    /// Sends `request` to `branch` once, bounded by `deadline`.
+    pub async fn deliver(
+        &self,
+        branch: u32,
+        request: Request,
+        deadline: Duration,
+    ) -> Result<Reply, CourseError> {
+        let (addr, mut client) = self
+            .clients
+            .get(&branch)
+            .cloned()
+            .ok_or(CourseError::UnknownBranch(branch))?;
+        let mut request = tonic::Request::new(request);
+        request.set_timeout(deadline);
+        within(deadline, client.msg_delivery(request))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|status| CourseError::Call {
+                branch,
+                addr,
+                tls_mismatch: TlsMismatch::of(&status, false),
+                status,
+            })
+    }
+
+    /// `branch`'s balance of the shared account (a `query`, within [`CALL_DEADLINE`]).
+    pub async fn query_balance(&self, branch: u32) -> Result<i64, CourseError> {
+        let reply = self.deliver(branch, query(), CALL_DEADLINE).await?;
+        if reply.balance < 0 {
+            return Err(CourseError::NegativeBalance {
+                branch,
+                balance: reply.balance,
+            });
+        }
+        Ok(i64::from(reply.balance))
+    }
+
+    /// Repeats a query at every branch until it answers, for at most `deadline` in all.
+    pub async fn wait_until_serving(&self, deadline: Duration) -> Result<(), CourseError> {
+        let until = Instant::now() + deadline;
+        for (&branch, &(addr, _)) in &self.clients {
+            loop {
+                let timeout = CALL_DEADLINE.min(until.saturating_duration_since(Instant::now()));
+                match self.deliver(branch, query(), timeout).await {
+                    Ok(_) => break,
+                    Err(CourseError::Call {
+                        status,
+                        tls_mismatch,
+                        ..
+                    }) if Instant::now() >= until => {
+                        return Err(CourseError::NotServing {
+                            branch,
+                            addr,
+                            deadline,
+                            last_error: status.to_string(),
+                            tls_mismatch,
+                        })
+                    }
+                    // Bounded by `until`.
+                    Err(CourseError::Call { .. }) => tokio::time::sleep(SERVING_POLL).await,
+                    Err(other) => return Err(other),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A query of the shared account, labelled 0.
+fn query() -> Request {
+    Request {
+        id: 0,
+        interface: "query".to_string(),
+        money: 0,
+        writeset: vec![],
+    }
+}
+
+/// `call`, or `DEADLINE_EXCEEDED` once `timeout` passes (the gRPC deadline bounds the server's
+/// work; this bounds the wait, connection included).
+async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, Status>>,
+) -> Result<T, Status> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result,
+        Err(_) => Err(Status::deadline_exceeded(format!(
+            "no answer within {timeout:?}"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_unknown_branch_is_an_error_not_a_panic() {
+        let addresses = BTreeMap::from([(1, SocketAddr::from(([127, 0, 0, 1], 1)))]);
+        let branches = Branches::new(&addresses).expect("valid addresses");
+        let error = branches
+            .deliver(2, query(), Duration::from_millis(10))
+            .await
+            .expect_err("branch 2 has no address");
+        assert!(matches!(error, CourseError::UnknownBranch(2)), "{error}");
+    }
+
+    /// Nothing listens: the wait ends at its deadline with the branch named.
+    #[tokio::test]
+    async fn waiting_for_a_branch_that_never_serves_ends_at_the_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let branches = Branches::new(&BTreeMap::from([(3, addr)])).expect("valid addresses");
+        let started = std::time::Instant::now();
+        let error = branches
+            .wait_until_serving(Duration::from_millis(300))
+            .await
+            .expect_err("nothing listens");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        assert!(
+            matches!(error, CourseError::NotServing { branch: 3, .. }),
+            "{error}"
+        );
+        assert_eq!(error.tls_mismatch(), None);
+    }
+}
