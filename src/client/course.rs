@@ -8,15 +8,13 @@
 //! points at TLS on one end only says so, typed: [`CourseError::tls_mismatch`].
 
 use std::collections::BTreeMap;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::time::Instant;
 use tonic::transport::Channel;
-use tonic::Status;
 
-use super::endpoint::{self, EndpointConfig, TlsMismatch};
+use super::endpoint::{self, within, CallError, EndpointConfig, TlsMismatch};
 use crate::proto::customer::branch_client::BranchClient;
 use crate::proto::customer::{Reply, Request};
 
@@ -41,11 +39,11 @@ pub enum CourseError {
         reason: String,
     },
     /// One call failed (it was not retried).
-    #[error("branch {branch}: {:?}: {}", status.code(), status.message())]
+    #[error("branch {branch}: {:?}: {}", failure.code(), failure.message())]
     Call {
         branch: u32,
         addr: SocketAddr,
-        status: Status,
+        failure: CallError,
         /// What the failure says about TLS on one end only.
         tls_mismatch: Option<TlsMismatch>,
     },
@@ -126,11 +124,14 @@ impl Branches {
         within(deadline, client.msg_delivery(request))
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|status| CourseError::Call {
+            .map_err(|failure| CourseError::Call {
                 branch,
                 addr,
-                tls_mismatch: TlsMismatch::of(&status, false),
-                status,
+                tls_mismatch: match &failure {
+                    CallError::Status(status) => TlsMismatch::of(status, false),
+                    CallError::Timeout(_) => None,
+                },
+                failure,
             })
     }
 
@@ -155,7 +156,7 @@ impl Branches {
                 match self.deliver(branch, query(), timeout).await {
                     Ok(_) => break,
                     Err(CourseError::Call {
-                        status,
+                        failure,
                         tls_mismatch,
                         ..
                     }) if Instant::now() >= until => {
@@ -163,7 +164,7 @@ impl Branches {
                             branch,
                             addr,
                             deadline,
-                            last_error: status.to_string(),
+                            last_error: failure.to_string(),
                             tls_mismatch,
                         })
                     }
@@ -184,20 +185,6 @@ fn query() -> Request {
         interface: "query".to_string(),
         money: 0,
         writeset: vec![],
-    }
-}
-
-/// `call`, or `DEADLINE_EXCEEDED` once `timeout` passes (the gRPC deadline bounds the server's
-/// work; this bounds the wait, connection included).
-async fn within<T>(
-    timeout: Duration,
-    call: impl Future<Output = Result<T, Status>>,
-) -> Result<T, Status> {
-    match tokio::time::timeout(timeout, call).await {
-        Ok(result) => result,
-        Err(_) => Err(Status::deadline_exceeded(format!(
-            "no answer within {timeout:?}"
-        ))),
     }
 }
 

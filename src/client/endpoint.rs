@@ -12,8 +12,12 @@
 //! frame), or rustls's `InvalidContentType` (TLS sent to a plaintext port reads HTTP/2 bytes as a
 //! corrupt TLS record). Each client computes it where it creates its error, so callers (the CLI)
 //! match on a value.
+//!
+//! [`within`] bounds a call client side: every gRPC call a branch or a client makes, the peer
+//! network's included, waits at most its deadline.
 
 use std::error::Error;
+use std::future::Future;
 use std::time::Duration;
 
 use tonic::transport::{ClientTlsConfig, Endpoint};
@@ -130,6 +134,44 @@ fn is_corrupt_tls_record(error: &(dyn Error + 'static)) -> bool {
             rustls::InvalidMessage::InvalidContentType
         ))
     )
+}
+
+/// Awaits a gRPC call for at most `timeout`, client side. `Request::set_timeout` only tells the
+/// server (`grpc-timeout`); a peer that accepted the connection but never answers (paused,
+/// wedged, or a port held open mid-handshake) would otherwise hold the caller until TCP or the
+/// HTTP/2 keep-alive gives up.
+pub async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, CallError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map_err(CallError::Status),
+        Err(_) => Err(CallError::Timeout(timeout)),
+    }
+}
+
+/// How a call bounded by [`within`] failed: the peer answered with an error, or not in time.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    #[error("{}", .0.message())]
+    Status(tonic::Status),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+}
+
+impl CallError {
+    /// The gRPC code of the failure (`DeadlineExceeded` for no answer in time).
+    pub fn code(&self) -> tonic::Code {
+        match self {
+            CallError::Status(status) => status.code(),
+            CallError::Timeout(_) => tonic::Code::DeadlineExceeded,
+        }
+    }
+
+    /// What went wrong, for people.
+    pub fn message(&self) -> String {
+        self.to_string()
+    }
 }
 
 #[cfg(test)]

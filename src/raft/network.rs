@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Display;
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -31,6 +30,7 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::codec::{decode, encode};
 use super::{BasicNode, NodeId, TypeConfig, PEER_RPC_TIMEOUT};
+pub use crate::client::endpoint::{within, CallError};
 use crate::proto::peer::peer_client::PeerClient;
 
 /// HTTP/2 pings on every peer connection, and how long an unanswered one may take.
@@ -269,44 +269,6 @@ impl PeerNetwork {
         let result: Result<Resp, RaftError<NodeId, E>> =
             decode(reply.get_ref()).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
-    }
-}
-
-/// Awaits a gRPC call for at most `timeout`, client side. `Request::set_timeout` only tells the
-/// server (`grpc-timeout`); a peer that accepted the connection but never answers (paused,
-/// wedged, or a port held open mid-handshake) would otherwise hold the caller until TCP or the
-/// HTTP/2 keep-alive gives up.
-pub async fn within<T>(
-    timeout: Duration,
-    call: impl Future<Output = Result<T, tonic::Status>>,
-) -> Result<T, CallError> {
-    match tokio::time::timeout(timeout, call).await {
-        Ok(result) => result.map_err(CallError::Status),
-        Err(_) => Err(CallError::Timeout(timeout)),
-    }
-}
-
-/// How a call bounded by [`within`] failed: the peer answered with an error, or not in time.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    #[error("{}", .0.message())]
-    Status(tonic::Status),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-}
-
-impl CallError {
-    /// The gRPC code of the failure (`DeadlineExceeded` for no answer in time).
-    pub fn code(&self) -> tonic::Code {
-        match self {
-            CallError::Status(status) => status.code(),
-            CallError::Timeout(_) => tonic::Code::DeadlineExceeded,
-        }
-    }
-
-    /// What went wrong, for people.
-    pub fn message(&self) -> String {
-        self.to_string()
     }
 }
 
