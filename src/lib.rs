@@ -5,42 +5,54 @@
 //!
 //! # Layout
 //!
+//! One folder per layer; each names what it owns in its `//!` doc. A layer uses the ones below
+//! it, never one above.
+//!
 //! ```text
-//! customer --Branch.MsgDelivery--> service::CustomerService --> branch::Branch
-//! client::Client --bank.v1.Accounts--> accounts::AccountsService --> branch::Branch
-//!     Branch::submit ----propose (or forward to the leader)----> openraft
-//!     Branch::read_balance --read index, wait until applied----> local replica
-//! openraft --AppendEntries/Vote/InstallSnapshot over bank.peer.v1.Peer--> other branches
-//! openraft --apply in log order--> replication::store::StateMachineStore --> ledger::Ledger
+//! cli (binary) ─ parses, prints, exit codes
+//!   │
+//!   ├─ bootstrap ── starts branches: a local cluster, a standalone branch, a rejoin; genesis
+//!   ├─ workload ─── load and scenarios: the course runner, bank bench, the Jepsen workload
+//!   ├─ check ────── Jepsen-style history checker
+//!   │
+//!   ├─ server ───── gRPC services: course API, bank.v1, peer, health; auth, admission,
+//!   │                metrics; the one error → Status mapping
+//!   ├─ client ───── bank.v1 client, course client, cluster status; one endpoint builder
+//!   │
+//!   └─ node ─────── the Branch facade: writes (forward, retry, group commit), linearizable
+//!        │           reads, membership, peer calls, Raft state as plain values
+//!        ├─ raft ── openraft's glue: type config, log stores (memory, redb), state machine,
+//!        │           peer network, codec, runtime
+//!        └─ ledger ─ the pure state machine: accounts, commands, request ids, snapshots
+//!
+//! rpc, tls ─ under every outbound call: the one endpoint builder, the one bound on a call,
+//!            TLS files and configurations
 //! ```
 //!
+//! A customer's write: `server::course` (or `server::accounts`) validates it and calls
+//! [`node::Branch::submit`]; the branch group-commits it and proposes it to openraft, or
+//! forwards it to the leader over `bank.peer.v1.Peer`; openraft replicates it
+//! (`raft::network`) and applies it in log order (`raft::state_machine`) to the
+//! [`ledger::Ledger`]; the outcome comes back as the reply. A read waits for the leader's read
+//! index and is served from the local replica.
+//!
 //! - [`ledger`]: the pure state machine (no I/O, no clock); asserts its invariants.
-//! - [`replication`]: openraft's type config, log and state-machine stores, peer network.
-//! - [`branch`]: one replica; writes through the leader, linearizable reads from the replica.
-//! - [`service`]: the gRPC services and the one mapping of errors to gRPC statuses; also
-//!   serves `grpc.health.v1.Health` and server reflection.
-//! - [`health`]: watches a branch's Raft metrics: its health status and its Raft gauges.
-//! - [`metrics`]: the process's Prometheus registry (requests, latencies, Raft state) and its
-//!   HTTP `/metrics` endpoint.
-//! - [`accounts`]: the `bank.v1.Accounts` service: many accounts, transfers, batches, request
-//!   ids from the customer, read levels.
-//! - [`tls`]: `bank certs` (a test CA and branch certificates) and the rustls configurations
-//!   of a TLS branch: customers over TLS, mutual TLS between branches.
-//! - [`auth`]: who may call what: the peer service only with a cluster certificate, the
-//!   customer APIs with bearer tokens restricted to accounts.
-//! - [`client`]: a `bank.v1` client library that retries safely (same request id) across
-//!   branches, bounded by a deadline.
-//! - [`cluster`]: a whole cluster in one process (bootstrap, settle, shutdown).
-//! - [`standalone`]: one branch per process (`bank branch`): resume, create or refuse.
-//! - [`status`]: `bank status`: every branch's role, indexes, lag and digest.
-//! - [`scenario`]: the course's `input.json` / `output.json` formats.
-//! - [`customer`]: runs a scenario's customers against branches over gRPC.
-//! - [`check`]: a Jepsen-style history checker (`bank check`): linearizability per account,
-//!   conservation, minimum balances, convergence.
-//! - [`bench`]: `bank bench`: throughput, latency percentiles, errors, invariant check.
-//! - [`workload`]: Jepsen's bank workload on `bank.v1`, recording a history for [`check`].
+//! - [`raft`]: everything that knows openraft's types, below the facade.
+//! - [`node`]: one branch's replica behind [`node::Branch`], built by
+//!   [`node::BranchBuilder`] — with [`raft`], the only code that names openraft.
+//! - [`server`]: the services a branch serves; [`server::error`] is the only place a gRPC
+//!   status is built.
+//! - [`bootstrap`]: creating, resuming, refusing and rejoining clusters; the genesis entry.
+//! - [`client`]: what customers and operators call branches with.
+//! - [`workload`]: the course's scenario formats and runner, `bank bench`, the Jepsen workload,
+//!   all on one driver loop.
+//! - [`check`]: linearizability per account, conservation, minimum balances, convergence.
+//! - [`rpc`]: the one endpoint builder and the one bound on a call, for every outbound call.
+//! - [`tls`]: `bank certs` and the rustls configurations of branches and clients.
 //! - [`proto`]: generated gRPC code.
-//! - `sim` (feature `simulation`): the whole cluster inside turmoil, deterministic per seed.
+//! - `sim` (feature `simulation`): the whole cluster inside turmoil, deterministic per seed;
+//!   it plugs into the layers through their hooks (an apply observer, a connector), never
+//!   through code of theirs that knows it.
 
 // openraft's error types (StorageError, RaftError, ConfigError) are large and fixed by its
 // traits; boxing them at every storage call would only hide that.
@@ -52,6 +64,7 @@ pub mod client;
 pub mod ledger;
 pub mod node;
 pub mod raft;
+pub mod rpc;
 pub mod server;
 #[cfg(feature = "simulation")]
 pub mod sim;

@@ -5,37 +5,25 @@
 mod common;
 
 use bank::bootstrap::local::Storage;
-use bank::ledger::ORIGINAL_ACCOUNT;
-use bank::workload::course::{run_customers, Branches};
-use bank::workload::scenario::{render_output, Scenario};
+use bank::workload::course::run_scenario;
+use bank::workload::scenario::Scenario;
 use serde_json::{json, Value};
 
-/// Runs `input` (a path under shared/reference) and returns the output JSON, after checking
-/// that every branch ends with an identical ledger.
+/// Runs `input` (a path under shared/reference) the way `bank run` does, and returns the
+/// output JSON, after checking that every branch ends with an identical ledger and the same
+/// balance of the shared account.
 async fn run_reference(input: &str, concurrent: bool) -> Value {
     let scenario = Scenario::load(&common::reference(input)).expect("reference input parses");
-    let ids: Vec<u64> = scenario.branches.iter().map(|b| u64::from(b.id)).collect();
-    let cluster =
-        common::start_cluster_with(&ids, scenario.initial_balance as u64, Storage::Memory)
-            .await
-            .expect("cluster starts");
-    let addresses = cluster
-        .addresses()
-        .into_iter()
-        .map(|(id, addr)| (id as u32, addr))
-        .collect();
-    let branches = Branches::new(&addresses).expect("clients");
-    let replies = run_customers(&scenario, &branches, concurrent)
+    let run = run_scenario(&scenario, concurrent, Storage::Memory)
         .await
-        .expect("customers run");
-    let states = cluster.settled_states().await.expect("branches settle");
-    assert_eq!(states.len(), scenario.branches.len());
-    for (id, state) in &states {
-        assert_eq!(state.ledger, states[0].1.ledger, "branch {id} diverged");
-        assert!(state.ledger.balance(ORIGINAL_ACCOUNT).is_some());
+        .expect("the scenario runs");
+    assert_eq!(run.balances.len(), scenario.branches.len());
+    assert!(run.identical, "a branch diverged: {:?}", run.balances);
+    assert!(run.agree(), "balances differ: {:?}", run.balances);
+    for (id, balance) in &run.balances {
+        assert!(balance.is_some(), "branch {id} has no shared account");
     }
-    cluster.shutdown().await;
-    render_output(scenario.variant, &replies)
+    run.output
 }
 
 fn read_json(path: &str) -> Value {

@@ -2,7 +2,7 @@
 //! course's customers send, and what `bank client` reads the final balances with.
 //!
 //! [`Branches`] holds one lazily connected plaintext channel per branch, keyed by the
-//! scenario's branch id, built by [`endpoint`](super::endpoint). A call is never retried here:
+//! scenario's branch id, built by [`endpoint`](crate::rpc::endpoint). A call is never retried here:
 //! the original API has no request ids, so a resent deposit could apply twice. Only
 //! [`Branches::wait_until_serving`] repeats a query, which changes nothing. A failed call that
 //! points at TLS on one end only says so, typed: [`CourseError::tls_mismatch`].
@@ -14,9 +14,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
-use super::endpoint::{self, within, CallError, EndpointConfig, TlsMismatch};
 use crate::proto::customer::branch_client::BranchClient;
 use crate::proto::customer::{Reply, Request};
+use crate::rpc::{self as endpoint, within, CallError, EndpointConfig, TlsMismatch};
 
 /// Deadline of one customer call.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(15);

@@ -24,7 +24,6 @@
 //! and [`endpoint`], the one endpoint builder all three use.
 
 pub mod course;
-pub mod endpoint;
 pub mod status;
 
 use std::future::Future;
@@ -42,7 +41,8 @@ use crate::proto::v1 as pb;
 use crate::proto::v1::accounts_client::AccountsClient;
 
 pub use crate::proto::v1::{Outcome, ReadLevel};
-pub use endpoint::TlsMismatch;
+use crate::rpc as endpoint;
+pub use crate::rpc::TlsMismatch;
 
 /// At most this many attempts per call, whatever the deadline.
 const ATTEMPTS_MAX: u32 = 64;

@@ -19,10 +19,10 @@ use std::time::Duration;
 use serde::Serialize;
 use tonic::transport::{Channel, ClientTlsConfig};
 
-use super::endpoint::{self, EndpointConfig, TlsMismatch};
 use crate::proto::peer::peer_client::PeerClient;
 use crate::proto::peer::{StatusReply, StatusRequest};
 use crate::raft::NodeId;
+use crate::rpc::{self as endpoint, EndpointConfig, TlsMismatch};
 
 /// Bound on one status call, connection included.
 pub const STATUS_DEADLINE: Duration = Duration::from_secs(3);

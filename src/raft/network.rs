@@ -30,8 +30,9 @@ use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::codec::{decode, encode};
 use super::{BasicNode, NodeId, TypeConfig, PEER_RPC_TIMEOUT};
-pub use crate::client::endpoint::{within, CallError};
 use crate::proto::peer::peer_client::PeerClient;
+use crate::rpc::{endpoint, EndpointConfig, InvalidAddress};
+pub use crate::rpc::{within, CallError};
 
 /// HTTP/2 pings on every peer connection, and how long an unanswered one may take.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
@@ -58,13 +59,11 @@ impl Connector for Tcp {
 /// An error reaching a peer: the address is malformed, or the call failed on the wire.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
-    #[error("peer address {addr:?} is not a valid host:port: {source}")]
+    #[error("peer address {addr:?} cannot be used: {source}")]
     BadAddress {
         addr: String,
-        source: tonic::transport::Error,
+        source: InvalidAddress,
     },
-    #[error("TLS to peer {addr}: {why}")]
-    Tls { addr: String, why: String },
     #[error("peer call failed: {0}")]
     Call(#[from] tonic::Status),
     #[error("peer call failed: no answer within {0:?}")]
@@ -159,28 +158,18 @@ impl Peers {
         if let Some(channel) = channels.get(addr) {
             return Ok(channel.clone());
         }
-        let scheme = if self.tls.is_some() { "https" } else { "http" };
-        let mut endpoint =
-            Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|source| {
-                PeerError::BadAddress {
-                    addr: addr.to_string(),
-                    source,
-                }
-            })?;
-        if let Some(tls) = &self.tls {
-            endpoint = endpoint
-                .tls_config(tls.clone())
-                .map_err(|e| PeerError::Tls {
-                    addr: addr.to_string(),
-                    why: crate::tls::error_chain(&e),
-                })?;
-        }
-        let endpoint = endpoint
-            .connect_timeout(CONNECT_TIMEOUT)
-            .tcp_nodelay(true)
+        let config = EndpointConfig {
+            tls: self.tls.as_ref(),
+            connect_timeout: CONNECT_TIMEOUT,
             // A peer that vanished without closing the connection (a pause, a cable) is
             // noticed within seconds, not when the OS gives up on it.
-            .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            keep_alive: Some(KEEP_ALIVE_INTERVAL),
+        };
+        let endpoint = endpoint(addr, &config)
+            .map_err(|source| PeerError::BadAddress {
+                addr: addr.to_string(),
+                source,
+            })?
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true);
         let channel = self.connector.connect_lazy(endpoint);

@@ -1,8 +1,10 @@
-//! The one way this crate's clients open a channel to a branch ([`endpoint`]), and what a
-//! failed call says about TLS being on at one end only ([`TlsMismatch`]).
+//! gRPC plumbing under every outbound call: the one way this crate opens a channel to a branch
+//! ([`endpoint`]), the one bound on a call ([`within`]), and what a failed call says about TLS
+//! being on at one end only ([`TlsMismatch`]).
 //!
-//! Every client here (the accounts [`Client`](super::Client), [`status`](super::status), the
-//! course client [`course`](super::course)) builds its endpoints with [`endpoint`]: `https`
+//! Every caller (the peer network [`crate::raft::network::Peers`], the accounts
+//! [`Client`](crate::client::Client), [`status`](crate::client::status), the course client
+//! [`course`](crate::client::course)) builds its endpoints with [`endpoint`]: `https`
 //! when a TLS configuration is given, `http` otherwise (unless the address names its scheme),
 //! the TLS configuration, a connect timeout, `TCP_NODELAY`, and HTTP/2 keep-alive pings if asked
 //! for. Whether the channel connects lazily or at once is the caller's choice.
