@@ -71,6 +71,10 @@ pub mod sim;
 pub mod tls;
 pub mod workload;
 
+/// A branch's id: the `id` of a branch in a scenario file, `--id` of `bank branch`, and the
+/// branch's Raft node id ([`raft::NodeId`] is this type).
+pub type BranchId = u64;
+
 /// Code generated from `proto/` by `build.rs`.
 pub mod proto {
     /// The original course API, `proto/banks.proto` (no package: `/Branch/MsgDelivery`).

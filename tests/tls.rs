@@ -19,9 +19,10 @@ use bank::proto::customer::Request as CustomerRequest;
 use bank::proto::peer::peer_client::PeerClient;
 use bank::proto::peer::{ReadIndexRequest, StatusRequest};
 use bank::raft::codec::encode;
-use bank::raft::{NodeId, TypeConfig};
+use bank::raft::TypeConfig;
 use bank::server::auth::Tokens;
 use bank::tls::{CertFiles, TlsFiles};
+use bank::BranchId;
 use common::{bank, Deadline};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
@@ -38,7 +39,7 @@ const OTHER_ACCOUNT: u64 = 12;
 
 struct TlsCluster {
     branches: Vec<RunningBranch>,
-    addresses: BTreeMap<NodeId, SocketAddr>,
+    addresses: BTreeMap<BranchId, SocketAddr>,
     certs: CertFiles,
     _dir: tempfile::TempDir,
 }
@@ -96,7 +97,7 @@ impl TlsCluster {
         }
     }
 
-    fn addr(&self, id: NodeId) -> SocketAddr {
+    fn addr(&self, id: BranchId) -> SocketAddr {
         self.addresses[&id]
     }
 
@@ -319,9 +320,9 @@ async fn a_peer_without_a_certificate_cannot_vote_or_append() {
     let cluster = TlsCluster::start(None).await;
     let before = cluster.raft_state();
     let huge_term = 1u64 << 40;
-    let rogue_id: NodeId = 99;
+    let rogue_id: BranchId = 99;
     let vote = openraft::Vote::new_committed(huge_term, rogue_id);
-    let vote_request = openraft::raft::VoteRequest::<NodeId> {
+    let vote_request = openraft::raft::VoteRequest::<BranchId> {
         vote: openraft::Vote::new(huge_term, rogue_id),
         last_log_id: Some(openraft::LogId::new(
             openraft::CommittedLeaderId::new(huge_term, rogue_id),

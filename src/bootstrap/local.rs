@@ -31,8 +31,8 @@ use crate::node::{voters_and_learners, Branch, BranchBuilder, MembershipChange, 
 use crate::raft::durable::{ClusterIdentity, DurableStore};
 use crate::raft::network::Peers;
 use crate::raft::state_machine::StateMachineData;
-use crate::raft::NodeId;
 use crate::server::{self, ServerConfig};
+use crate::BranchId;
 
 /// Bound on each bootstrap step and on waiting for branches to converge.
 pub const BOOTSTRAP_DEADLINE: Duration = Duration::from_secs(30);
@@ -48,16 +48,16 @@ pub struct LocalBranch {
 
 /// Every branch of a scenario, running in this process.
 pub struct LocalCluster {
-    branches: BTreeMap<NodeId, LocalBranch>,
+    branches: BTreeMap<BranchId, LocalBranch>,
     shutdown: watch::Sender<bool>,
-    servers: JoinSet<(NodeId, Result<(), tonic::transport::Error>)>,
+    servers: JoinSet<(BranchId, Result<(), tonic::transport::Error>)>,
     peers: Peers,
     server_config: ServerConfig,
 }
 
 /// Creates branch `id`, in memory or on `durable`.
 async fn create_branch(
-    id: NodeId,
+    id: BranchId,
     peers: Peers,
     durable: Option<DurableStore>,
 ) -> Result<Branch, ClusterError> {
@@ -76,9 +76,9 @@ async fn create_branch(
 /// without state (a branch that lost its data must not vote as if it had never voted).
 fn open_stores(
     dir: &Path,
-    ids: &[NodeId],
+    ids: &[BranchId],
     initial_balance: u64,
-) -> Result<(BTreeMap<NodeId, DurableStore>, Start), ClusterError> {
+) -> Result<(BTreeMap<BranchId, DurableStore>, Start), ClusterError> {
     let mut stores = BTreeMap::new();
     let mut with_state = Vec::new();
     let mut without_state = Vec::new();
@@ -116,9 +116,9 @@ fn open_stores(
 /// Binds one loopback listener per branch id: port `base_port + id`, or any free port if
 /// `base_port` is `None` (tests and `bank run`).
 pub async fn bind_loopback(
-    ids: &[NodeId],
+    ids: &[BranchId],
     base_port: Option<u16>,
-) -> Result<Vec<(NodeId, TcpListener)>, ClusterError> {
+) -> Result<Vec<(BranchId, TcpListener)>, ClusterError> {
     let mut listeners = Vec::with_capacity(ids.len());
     for &id in ids {
         let port = match base_port {
@@ -160,7 +160,7 @@ impl LocalCluster {
     /// Starts a cluster whose shared account opens with `initial_balance`: bootstraps it when
     /// new, resumes it when every branch has durable state.
     pub async fn start(
-        listeners: Vec<(NodeId, TcpListener)>,
+        listeners: Vec<(BranchId, TcpListener)>,
         initial_balance: u64,
         storage: Storage,
     ) -> Result<LocalCluster, ClusterError> {
@@ -169,7 +169,7 @@ impl LocalCluster {
 
     /// [`LocalCluster::start`], every branch serving with `server_config`.
     pub async fn start_with(
-        listeners: Vec<(NodeId, TcpListener)>,
+        listeners: Vec<(BranchId, TcpListener)>,
         initial_balance: u64,
         storage: Storage,
         server_config: ServerConfig,
@@ -191,7 +191,7 @@ impl LocalCluster {
                 });
             }
         }
-        let ids: Vec<NodeId> = addresses.keys().copied().collect();
+        let ids: Vec<BranchId> = addresses.keys().copied().collect();
         let (stores, start) = match &storage {
             Storage::Memory => (None, Start::Fresh),
             Storage::Durable(dir) => {
@@ -240,7 +240,7 @@ impl LocalCluster {
     }
 
     /// Serves `branch` on `listener` until the cluster shuts down.
-    fn serve(&mut self, id: NodeId, addr: SocketAddr, branch: Branch, listener: TcpListener) {
+    fn serve(&mut self, id: BranchId, addr: SocketAddr, branch: Branch, listener: TcpListener) {
         let mut stop = self.shutdown.subscribe();
         let server_branch = branch.clone();
         let config = self.server_config.clone();
@@ -262,7 +262,7 @@ impl LocalCluster {
     /// snapshot when the leader's log was purged.
     pub async fn add_learner(
         &mut self,
-        id: NodeId,
+        id: BranchId,
         listener: TcpListener,
         durable: Option<DurableStore>,
     ) -> Result<(), ClusterError> {
@@ -319,7 +319,10 @@ impl LocalCluster {
 
     /// Adds `learners` (id -> address) in one membership change, through the leader.
     /// Returns the log index of the membership change.
-    async fn add_learners(&self, learners: BTreeMap<NodeId, String>) -> Result<u64, ClusterError> {
+    async fn add_learners(
+        &self,
+        learners: BTreeMap<BranchId, String>,
+    ) -> Result<u64, ClusterError> {
         let change = MembershipChange::AddLearners(learners);
         Ok(self.first().branch.change_membership(&change, true).await?)
     }
@@ -332,16 +335,16 @@ impl LocalCluster {
         }
     }
 
-    pub fn branches(&self) -> impl Iterator<Item = (NodeId, &LocalBranch)> {
+    pub fn branches(&self) -> impl Iterator<Item = (BranchId, &LocalBranch)> {
         self.branches.iter().map(|(&id, b)| (id, b))
     }
 
-    pub fn branch(&self, id: NodeId) -> Option<&LocalBranch> {
+    pub fn branch(&self, id: BranchId) -> Option<&LocalBranch> {
         self.branches.get(&id)
     }
 
     /// Every branch's address, by id.
-    pub fn addresses(&self) -> BTreeMap<NodeId, SocketAddr> {
+    pub fn addresses(&self) -> BTreeMap<BranchId, SocketAddr> {
         self.branches.iter().map(|(&id, b)| (id, b.addr)).collect()
     }
 
@@ -357,7 +360,7 @@ impl LocalCluster {
 
     /// Waits until every branch has applied everything committed so far, then returns each
     /// branch's ledger state. In a healthy cluster all of them are equal.
-    pub async fn settled_states(&self) -> Result<Vec<(NodeId, StateMachineData)>, ClusterError> {
+    pub async fn settled_states(&self) -> Result<Vec<(BranchId, StateMachineData)>, ClusterError> {
         self.settle().await?;
         let mut states = Vec::with_capacity(self.branches.len());
         for (&id, local) in &self.branches {
@@ -370,7 +373,7 @@ impl LocalCluster {
     /// leads or replicates, and [`LocalCluster::settled_states`] leaves it out. Its server
     /// keeps its port until [`LocalCluster::shutdown`] and answers every call `UNAVAILABLE`.
     /// For tests of failover.
-    pub async fn stop_branch(&mut self, id: NodeId) -> Result<(), ClusterError> {
+    pub async fn stop_branch(&mut self, id: BranchId) -> Result<(), ClusterError> {
         if self.branches.len() < 2 {
             return Err(ClusterError::Branch {
                 id,

@@ -17,7 +17,7 @@ use std::time::Duration;
 use crate::ledger::{Command, Outcome, ORIGINAL_ACCOUNT, ORIGINAL_BALANCE_MAX};
 use crate::node::{Branch, BranchError, BuildError, MembershipRefused};
 use crate::raft::durable::{ClusterIdentity, DurableError, DurableStore};
-use crate::raft::NodeId;
+use crate::BranchId;
 
 /// Why a branch or a cluster could not start.
 #[derive(Debug, thiserror::Error)]
@@ -30,7 +30,7 @@ pub enum ClusterError {
         source: std::io::Error,
     },
     #[error("branch {id}: {what}")]
-    Branch { id: NodeId, what: String },
+    Branch { id: BranchId, what: String },
     #[error("the cluster did not {step} within {deadline:?}")]
     Timeout {
         step: &'static str,
@@ -55,23 +55,23 @@ pub enum ClusterError {
     #[error("in {dir}, branches {with_state:?} have Raft state but branches {without_state:?} have none. A branch that lost its data cannot safely vote again as if new; restore its data, or remove the whole directory to start a new cluster")]
     PartialState {
         dir: PathBuf,
-        with_state: Vec<NodeId>,
-        without_state: Vec<NodeId>,
+        with_state: Vec<BranchId>,
+        without_state: Vec<BranchId>,
     },
     #[error("this branch has no state, but branches {with_state:?} do: its data was lost, or it never belonged to this cluster. It must not rejoin as if new (it could vote twice in a term); restore its data directory, or start it with --rejoin to rebuild it from its peers")]
-    LostState { with_state: Vec<NodeId> },
+    LostState { with_state: Vec<BranchId> },
     #[error("{path} has Raft state: --rejoin is only for a branch that lost its data (an empty data directory); start it without --rejoin")]
     RejoinWithState { path: PathBuf },
     #[error("branches {missing:?} did not answer within {deadline:?}: a rejoining branch needs every other branch up, to learn the highest term any of them has seen")]
     RejoinPeersMissing {
-        missing: Vec<NodeId>,
+        missing: Vec<BranchId>,
         deadline: Duration,
     },
     #[error("no other branch has state: there is no cluster to rejoin; start without --rejoin to create a new cluster")]
     NothingToRejoin,
     #[error("branches {missing:?} did not answer within {deadline:?}: start every branch of a new cluster, with the same --peer list")]
     PeersMissing {
-        missing: Vec<NodeId>,
+        missing: Vec<BranchId>,
         deadline: Duration,
     },
     #[error("the initial balance {0} is above the original API's int32 limit")]

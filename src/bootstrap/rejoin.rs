@@ -17,7 +17,7 @@ use crate::node::{
 use crate::proto::peer::StatusReply;
 use crate::raft::durable::{DurableStore, RejoinState};
 use crate::raft::network::Peers;
-use crate::raft::NodeId;
+use crate::BranchId;
 
 /// What a rejoining branch learns from its peers.
 pub(super) struct RejoinSurvey {
@@ -32,11 +32,11 @@ pub(super) struct RejoinSurvey {
 /// and at least one must have state (otherwise there is no cluster to rejoin).
 pub(super) async fn survey_for_rejoin(
     book: &Peers,
-    peers: &BTreeMap<NodeId, String>,
-    id: NodeId,
+    peers: &BTreeMap<BranchId, String>,
+    id: BranchId,
 ) -> Result<RejoinSurvey, ClusterError> {
     let deadline = Instant::now() + PEERS_DEADLINE;
-    let mut answered: BTreeMap<NodeId, StatusReply> = BTreeMap::new();
+    let mut answered: BTreeMap<BranchId, StatusReply> = BTreeMap::new();
     loop {
         ask_statuses(book, peers, &mut answered).await;
         if answered.len() == peers.len() {
@@ -71,7 +71,7 @@ pub(super) struct Rejoining {
     pub(super) branch: Branch,
     pub(super) store: DurableStore,
     pub(super) book: Peers,
-    pub(super) peers: BTreeMap<NodeId, String>,
+    pub(super) peers: BTreeMap<BranchId, String>,
     /// This branch's own address, as the cluster records it.
     pub(super) addr: String,
 }

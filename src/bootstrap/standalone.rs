@@ -39,8 +39,8 @@ use crate::node::{
 use crate::proto::peer::{StatusReply, StatusRequest};
 use crate::raft::durable::{ClusterIdentity, DurableStore, RejoinState};
 use crate::raft::network::Peers;
-use crate::raft::NodeId;
 use crate::server::{self, ServerConfig, CUSTOMER_REQUESTS_MAX_DEFAULT};
+use crate::BranchId;
 
 /// How long the lowest-id branch of a new cluster waits for every peer to come up.
 pub const PEERS_DEADLINE: Duration = Duration::from_secs(60);
@@ -53,10 +53,10 @@ pub(super) const SURVEY_PAUSE: Duration = Duration::from_millis(200);
 
 /// How to start one branch.
 pub struct BranchConfig {
-    pub id: NodeId,
+    pub id: BranchId,
     pub listener: TcpListener,
     /// Every other branch: id -> `host:port`.
-    pub peers: BTreeMap<NodeId, String>,
+    pub peers: BTreeMap<BranchId, String>,
     pub data_dir: PathBuf,
     pub initial_balance: u64,
     /// Rebuild a branch that lost its data from its peers (see the module documentation).
@@ -72,9 +72,9 @@ pub struct BranchConfig {
 impl BranchConfig {
     /// Branch `id` on `listener`, plaintext, open, with the default bound on calls in flight.
     pub fn new(
-        id: NodeId,
+        id: BranchId,
         listener: TcpListener,
-        peers: BTreeMap<NodeId, String>,
+        peers: BTreeMap<BranchId, String>,
         data_dir: PathBuf,
         initial_balance: u64,
     ) -> BranchConfig {
@@ -189,9 +189,9 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
 
 /// Opens the data directory, checks it was made for this cluster, and reads what it says.
 fn open_disk(
-    id: NodeId,
+    id: BranchId,
     data_dir: &std::path::Path,
-    addresses: &BTreeMap<NodeId, String>,
+    addresses: &BTreeMap<BranchId, String>,
     initial_balance: u64,
     rejoin: bool,
 ) -> Result<Disk, ClusterError> {
@@ -223,11 +223,11 @@ fn open_disk(
 /// resuming a rejoin) learns its term floor and leaves the membership; another fresh branch
 /// (not the lowest id) checks that no peer has state. Returns the rejoin in force, if any.
 async fn before_serving(
-    id: NodeId,
+    id: BranchId,
     disk: &Disk,
     rejoin: bool,
     book: &Peers,
-    peers: &BTreeMap<NodeId, String>,
+    peers: &BTreeMap<BranchId, String>,
 ) -> Result<Option<RejoinState>, ClusterError> {
     let rejoin_pending = disk.rejoin.is_some_and(|state| !state.caught_up);
     let lowest = peers.keys().next().is_none_or(|&peer| id < peer);
@@ -270,13 +270,13 @@ async fn before_serving(
 async fn create_cluster(
     running: &mut RunningBranch,
     book: &Peers,
-    peers: &BTreeMap<NodeId, String>,
-    addresses: BTreeMap<NodeId, String>,
+    peers: &BTreeMap<BranchId, String>,
+    addresses: BTreeMap<BranchId, String>,
     initial_balance: u64,
 ) -> Result<(), ClusterError> {
     let id = running.branch.id;
     survey_peers(book, peers, true).await?;
-    let ids: Vec<NodeId> = addresses.keys().copied().collect();
+    let ids: Vec<BranchId> = addresses.keys().copied().collect();
     let (voters, learners) = voters_and_learners(addresses);
     running
         .branch
@@ -301,14 +301,14 @@ async fn create_cluster(
 /// new cluster is only created with all its branches up and fresh.
 async fn survey_peers(
     book: &Peers,
-    peers: &BTreeMap<NodeId, String>,
+    peers: &BTreeMap<BranchId, String>,
     wait_for_all: bool,
 ) -> Result<(), ClusterError> {
     let deadline = Instant::now() + PEERS_DEADLINE;
     let mut answered = BTreeMap::new();
     loop {
         ask_statuses(book, peers, &mut answered).await;
-        let with_state: Vec<NodeId> = answered
+        let with_state: Vec<BranchId> = answered
             .iter()
             .filter(|(_, status)| status.has_state)
             .map(|(&id, _)| id)
@@ -332,8 +332,8 @@ async fn survey_peers(
 /// Asks every peer that has not answered yet for its status, once each (bounded per call).
 pub(super) async fn ask_statuses(
     book: &Peers,
-    peers: &BTreeMap<NodeId, String>,
-    answered: &mut BTreeMap<NodeId, StatusReply>,
+    peers: &BTreeMap<BranchId, String>,
+    answered: &mut BTreeMap<BranchId, StatusReply>,
 ) {
     for (&peer, addr) in peers {
         if answered.contains_key(&peer) {
@@ -355,9 +355,9 @@ pub(super) async fn ask_statuses(
 
 /// The peers that have not answered.
 pub(super) fn unanswered(
-    peers: &BTreeMap<NodeId, String>,
-    answered: &BTreeMap<NodeId, StatusReply>,
-) -> Vec<NodeId> {
+    peers: &BTreeMap<BranchId, String>,
+    answered: &BTreeMap<BranchId, StatusReply>,
+) -> Vec<BranchId> {
     peers
         .keys()
         .filter(|id| !answered.contains_key(id))
@@ -369,7 +369,7 @@ pub(super) fn unanswered(
 async fn open_and_add_learners(
     branch: &Branch,
     initial_balance: u64,
-    learners: BTreeMap<NodeId, String>,
+    learners: BTreeMap<BranchId, String>,
 ) -> Result<(), ClusterError> {
     open_shared_account(branch, initial_balance, true).await?;
     if learners.is_empty() {

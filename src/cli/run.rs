@@ -104,7 +104,7 @@ pub async fn client(args: ClientArgs) -> Result<()> {
     let base_port = args.base_port;
     let mut addresses = BTreeMap::new();
     for branch in &scenario.branches {
-        let port = u16::try_from(u32::from(base_port) + branch.id).with_context(|| {
+        let port = u16::try_from(u64::from(base_port) + branch.id).with_context(|| {
             format!(
                 "port {base_port} + branch {} is beyond 65535; choose a lower --base-port",
                 branch.id
@@ -125,7 +125,7 @@ pub async fn client(args: ClientArgs) -> Result<()> {
             .query_balance(id)
             .await
             .with_context(|| format!("querying {addr}"))?;
-        balances.push((u64::from(id), Some(balance)));
+        balances.push((id, Some(balance)));
     }
     print!("{}", summarize(&balances, true)?);
     println!("output written to {}", args.output.display());

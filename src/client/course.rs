@@ -17,6 +17,7 @@ use tonic::transport::Channel;
 use crate::proto::customer::branch_client::BranchClient;
 use crate::proto::customer::{Reply, Request};
 use crate::rpc::{self as endpoint, within, CallError, EndpointConfig, TlsMismatch};
+use crate::BranchId;
 
 /// Deadline of one customer call.
 pub const CALL_DEADLINE: Duration = Duration::from_secs(15);
@@ -31,17 +32,17 @@ const SERVING_POLL: Duration = Duration::from_millis(100);
 #[derive(Debug, thiserror::Error)]
 pub enum CourseError {
     #[error("the scenario names branch {0}, which has no address")]
-    UnknownBranch(u32),
+    UnknownBranch(BranchId),
     #[error("branch {branch} at {addr}: {reason}")]
     BadAddress {
-        branch: u32,
+        branch: BranchId,
         addr: SocketAddr,
         reason: String,
     },
     /// One call failed (it was not retried).
     #[error("branch {branch}: {:?}: {}", failure.code(), failure.message())]
     Call {
-        branch: u32,
+        branch: BranchId,
         addr: SocketAddr,
         failure: CallError,
         /// What the failure says about TLS on one end only.
@@ -49,7 +50,7 @@ pub enum CourseError {
     },
     #[error("branch {branch} at {addr} did not answer within {deadline:?}: {last_error}")]
     NotServing {
-        branch: u32,
+        branch: BranchId,
         addr: SocketAddr,
         deadline: Duration,
         last_error: String,
@@ -57,7 +58,7 @@ pub enum CourseError {
         tls_mismatch: Option<TlsMismatch>,
     },
     #[error("negative balance {balance} on the wire")]
-    NegativeBalance { branch: u32, balance: i32 },
+    NegativeBalance { branch: BranchId, balance: i32 },
 }
 
 impl CourseError {
@@ -78,13 +79,13 @@ impl CourseError {
 /// One lazily connected channel per branch, by branch id. Cheap to clone.
 #[derive(Clone)]
 pub struct Branches {
-    clients: BTreeMap<u32, (SocketAddr, BranchClient<Channel>)>,
+    clients: BTreeMap<BranchId, (SocketAddr, BranchClient<Channel>)>,
 }
 
 impl Branches {
     /// Channels to the branches at `addresses`; nothing is connected until the first call.
     /// Call within a Tokio runtime.
-    pub fn new(addresses: &BTreeMap<u32, SocketAddr>) -> Result<Self, CourseError> {
+    pub fn new(addresses: &BTreeMap<BranchId, SocketAddr>) -> Result<Self, CourseError> {
         let config = EndpointConfig::plaintext(CONNECT_TIMEOUT);
         let mut clients = BTreeMap::new();
         for (&branch, &addr) in addresses {
@@ -101,7 +102,7 @@ impl Branches {
     }
 
     /// Every branch's id and address, by id.
-    pub fn addresses(&self) -> impl Iterator<Item = (u32, SocketAddr)> + '_ {
+    pub fn addresses(&self) -> impl Iterator<Item = (BranchId, SocketAddr)> + '_ {
         self.clients
             .iter()
             .map(|(&branch, &(addr, _))| (branch, addr))
@@ -110,7 +111,7 @@ impl Branches {
     /// Sends `request` to `branch` once, bounded by `deadline`.
     pub async fn deliver(
         &self,
-        branch: u32,
+        branch: BranchId,
         request: Request,
         deadline: Duration,
     ) -> Result<Reply, CourseError> {
@@ -136,7 +137,7 @@ impl Branches {
     }
 
     /// `branch`'s balance of the shared account (a `query`, within [`CALL_DEADLINE`]).
-    pub async fn query_balance(&self, branch: u32) -> Result<i64, CourseError> {
+    pub async fn query_balance(&self, branch: BranchId) -> Result<i64, CourseError> {
         let reply = self.deliver(branch, query(), CALL_DEADLINE).await?;
         if reply.balance < 0 {
             return Err(CourseError::NegativeBalance {

@@ -21,8 +21,8 @@ use tonic::transport::{Channel, ClientTlsConfig};
 
 use crate::proto::peer::peer_client::PeerClient;
 use crate::proto::peer::{StatusReply, StatusRequest};
-use crate::raft::NodeId;
 use crate::rpc::{self as endpoint, EndpointConfig, TlsMismatch};
+use crate::BranchId;
 
 /// Bound on one status call, connection included.
 pub const STATUS_DEADLINE: Duration = Duration::from_secs(3);
@@ -60,7 +60,7 @@ impl StatusError {
 #[derive(Debug, Clone, Serialize)]
 pub struct BranchStatus {
     /// Its node id (from its membership entry, or its own answer).
-    pub id: NodeId,
+    pub id: BranchId,
     pub address: String,
     pub reachable: bool,
     /// Why it did not answer, if it did not.
@@ -69,7 +69,7 @@ pub struct BranchStatus {
     pub role: Option<String>,
     pub voter: Option<bool>,
     pub term: Option<u64>,
-    pub leader: Option<NodeId>,
+    pub leader: Option<BranchId>,
     pub applied_index: Option<u64>,
     pub last_log_index: Option<u64>,
     /// Entries the leader has applied that this branch has not.
@@ -84,7 +84,7 @@ pub struct ClusterStatus {
     /// The branch that was asked first.
     pub asked: String,
     /// The leader the asked branch knows.
-    pub leader: Option<NodeId>,
+    pub leader: Option<BranchId>,
     pub branches: Vec<BranchStatus>,
 }
 

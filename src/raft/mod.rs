@@ -27,8 +27,8 @@ pub use openraft::BasicNode;
 
 use crate::ledger::{Outcome, Proposal};
 
-/// A node's id in Raft: the branch id from the scenario file.
-pub type NodeId = u64;
+/// A node's id in Raft: its branch's id.
+pub type NodeId = crate::BranchId;
 
 openraft::declare_raft_types!(
     /// openraft's type configuration for the bank.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ServiceError;
-use crate::raft::NodeId;
+use crate::BranchId;
 
 /// Default bound on customer requests in flight per branch.
 pub const CUSTOMER_REQUESTS_MAX_DEFAULT: usize = 1024;
@@ -15,14 +15,14 @@ pub const CUSTOMER_REQUESTS_MAX_DEFAULT: usize = 1024;
 /// One branch's bound on customer calls in flight. Cheap to clone: clones share the bound.
 #[derive(Debug, Clone)]
 pub struct Admission {
-    branch: NodeId,
+    branch: BranchId,
     limit: usize,
     in_flight: Arc<Semaphore>,
 }
 
 impl Admission {
     /// At most `limit` calls in flight on `branch` (at least 1).
-    pub fn new(branch: NodeId, limit: usize) -> Admission {
+    pub fn new(branch: BranchId, limit: usize) -> Admission {
         let limit = limit.max(1);
         Admission {
             branch,

@@ -6,7 +6,7 @@
 use tonic::{Code, Status};
 
 use crate::node::BranchError;
-use crate::raft::NodeId;
+use crate::BranchId;
 
 /// Why a service refused or failed a call.
 #[derive(Debug, thiserror::Error)]
@@ -18,7 +18,7 @@ pub enum ServiceError {
     Auth(#[from] AuthError),
     /// The branch is at its bound of customer calls in flight (load shedding).
     #[error("branch {branch} is at its limit of {limit} customer requests in flight; retry later")]
-    Overloaded { branch: NodeId, limit: usize },
+    Overloaded { branch: BranchId, limit: usize },
     /// The request is malformed; the text says what to fix.
     #[error("{0}")]
     InvalidRequest(String),

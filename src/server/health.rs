@@ -18,14 +18,14 @@ use tonic_health::ServingStatus;
 
 use super::metrics;
 use crate::node::Branch;
-use crate::raft::NodeId;
+use crate::BranchId;
 
 /// Bound on waiting for the watcher task to stop.
 const STOP_DEADLINE: Duration = Duration::from_secs(1);
 
 /// The watcher task of one branch; [`HealthWatch::stop`] ends it.
 pub struct HealthWatch {
-    branch: NodeId,
+    branch: BranchId,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }

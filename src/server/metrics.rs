@@ -37,27 +37,27 @@ use tonic::codegen::{http, BoxFuture, Service};
 use tonic::server::NamedService;
 
 use crate::node::RaftView;
-use crate::raft::NodeId;
+use crate::BranchId;
 
 /// The content type of [`Metrics::render`]'s output (OpenMetrics text, which Prometheus reads).
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    branch: NodeId,
+    branch: BranchId,
     interface: String,
     outcome: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct InterfaceLabels {
-    branch: NodeId,
+    branch: BranchId,
     interface: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BranchLabels {
-    branch: NodeId,
+    branch: BranchId,
 }
 
 type Gauges = Family<BranchLabels, Gauge>;
@@ -175,7 +175,7 @@ impl Metrics {
     /// module docs (see [`code_label`] for gRPC statuses).
     pub fn record_request(
         &self,
-        branch: NodeId,
+        branch: BranchId,
         interface: &str,
         outcome: &'static str,
         latency: Duration,
@@ -225,7 +225,7 @@ impl Metrics {
     }
 
     /// Adds `count` ledger applies whose invariants were checked on `branch`.
-    pub fn add_invariant_checks(&self, branch: NodeId, count: u64) {
+    pub fn add_invariant_checks(&self, branch: BranchId, count: u64) {
         self.invariant_checks
             .get_or_create(&BranchLabels { branch })
             .inc_by(count);
@@ -233,7 +233,7 @@ impl Metrics {
 
     /// Drops `branch`'s gauges (it stopped): a scrape no longer reports stale Raft state for
     /// it. Its counters stay, as counters do.
-    pub fn forget_branch(&self, branch: NodeId) {
+    pub fn forget_branch(&self, branch: BranchId) {
         let labels = BranchLabels { branch };
         for family in [
             &self.raft_term,
@@ -302,7 +302,7 @@ fn method_label(path: &str) -> String {
 /// Wraps a tonic service so that every call it answers is recorded under `branch`, with the
 /// method as `interface` and the gRPC status as `outcome` (`bank_requests_total`,
 /// `bank_request_duration_seconds`). Serve the result in place of `service`.
-pub fn observed<S>(branch: NodeId, service: S) -> Observed<S> {
+pub fn observed<S>(branch: BranchId, service: S) -> Observed<S> {
     Observed {
         branch,
         inner: service,
@@ -312,7 +312,7 @@ pub fn observed<S>(branch: NodeId, service: S) -> Observed<S> {
 /// A tonic service whose calls are recorded; see [`observed`].
 #[derive(Clone, Debug)]
 pub struct Observed<S> {
-    branch: NodeId,
+    branch: BranchId,
     inner: S,
 }
 

@@ -33,7 +33,7 @@ use crate::ledger::{AccountId, RequestId, ORIGINAL_ACCOUNT};
 use crate::proto::customer::branch_client::BranchClient;
 use crate::proto::customer::Request as CustomerRequest;
 use crate::raft::network::Peers;
-use crate::raft::NodeId;
+use crate::BranchId;
 
 /// An original customer's deadline on one call: past it the outcome is unknown (`info`).
 const CALL_TIMEOUT: Duration = Duration::from_secs(3);
@@ -371,7 +371,7 @@ pub async fn original_customer(customer: Customer, peers: Peers) -> turmoil::Res
     let mut process = index as u64;
     let account = ORIGINAL_ACCOUNT;
     while turmoil::elapsed() < FAULTS_END {
-        let branch: NodeId = rng.gen_range(1..=BRANCHES);
+        let branch: BranchId = rng.gen_range(1..=BRANCHES);
         let amount: u64 = rng.gen_range(1..=50);
         let op = match rng.gen_range(0..10) {
             0..=3 => history::Op::Deposit(amount),

@@ -25,17 +25,17 @@ use super::customers::{Fate, WeakRead};
 use super::record::SimRecord;
 use crate::client::ReadLevel;
 use crate::ledger::{Command, Ledger, Proposal, RequestId};
-use crate::raft::NodeId;
+use crate::BranchId;
 
 /// Violations of exactly-once application; `converged` is the branches' common ledger.
 pub fn check(
-    records: &[(NodeId, &SimRecord)],
+    records: &[(BranchId, &SimRecord)],
     writes: &[(RequestId, Fate)],
     reads: &[WeakRead],
     converged: &Ledger,
 ) -> Vec<String> {
     let mut violations = Vec::new();
-    let mut log: BTreeMap<u64, (NodeId, Proposal)> = BTreeMap::new();
+    let mut log: BTreeMap<u64, (BranchId, Proposal)> = BTreeMap::new();
     for &(id, record) in records {
         if let Ok(conflicts) = record.conflicts.lock() {
             for conflict in conflicts.iter().take(3) {

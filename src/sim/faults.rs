@@ -18,23 +18,23 @@ use rand::rngs::StdRng;
 use rand::Rng;
 
 use super::{branch_host, BRANCHES, FAULTS_END, FAULTS_START};
-use crate::raft::NodeId;
+use crate::BranchId;
 
 /// One kind of fault.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum FaultKind {
     /// The link between two branches drops everything, both ways.
-    Partition(NodeId, NodeId),
+    Partition(BranchId, BranchId),
     /// The branch that leads when this starts loses its links to the other branches
     /// (customers still reach it).
     IsolateLeader,
     /// Messages from the first branch to the second are dropped; the other way works.
-    OneWay(NodeId, NodeId),
+    OneWay(BranchId, BranchId),
     /// The link between two branches holds every message until the end (a pause), then
     /// delivers them all at once.
-    Hold(NodeId, NodeId),
+    Hold(BranchId, BranchId),
     /// The branch crashes, losing everything but its log, and restarts at the end.
-    Crash(NodeId),
+    Crash(BranchId),
     /// Every link breaks with this chance per message.
     Loss(f64),
     /// Message latency up to this many milliseconds.
@@ -57,7 +57,7 @@ pub struct Schedule {
     pub latency_max: Duration,
 }
 
-fn other_branch(rng: &mut StdRng, not: NodeId) -> NodeId {
+fn other_branch(rng: &mut StdRng, not: BranchId) -> BranchId {
     let offset = rng.gen_range(1..BRANCHES);
     (not - 1 + offset) % BRANCHES + 1
 }
@@ -71,7 +71,7 @@ impl Schedule {
             .map(|_| {
                 let start_ms = rng.gen_range(0..window_ms);
                 let length_ms = rng.gen_range(300..=3_000);
-                let a: NodeId = rng.gen_range(1..=BRANCHES);
+                let a: BranchId = rng.gen_range(1..=BRANCHES);
                 let b = other_branch(rng, a);
                 let kind = match rng.gen_range(0..7) {
                     0 => FaultKind::Partition(a, b),
@@ -143,15 +143,15 @@ pub(super) struct Action {
     kind: FaultKind,
     start: bool,
     /// The branch a leader fault or a crash resolved to, shared by its start and end.
-    target: Rc<Cell<Option<NodeId>>>,
+    target: Rc<Cell<Option<BranchId>>>,
     latency_max: Duration,
 }
 
 impl Action {
     /// Does it; says what it did.
-    pub fn apply(&self, sim: &mut turmoil::Sim<'_>, leader: Option<NodeId>) -> String {
-        let host = |id: NodeId| branch_host(id);
-        let others = |id: NodeId| (1..=BRANCHES).filter(move |&other| other != id);
+    pub fn apply(&self, sim: &mut turmoil::Sim<'_>, leader: Option<BranchId>) -> String {
+        let host = |id: BranchId| branch_host(id);
+        let others = |id: BranchId| (1..=BRANCHES).filter(move |&other| other != id);
         match (self.kind, self.start) {
             (FaultKind::Partition(a, b), true) => sim.partition(host(a), host(b)),
             (FaultKind::Partition(a, b), false) => sim.repair(host(a), host(b)),

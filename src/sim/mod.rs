@@ -63,8 +63,8 @@ use crate::raft::log_store::LogStore;
 use crate::raft::network::Peers;
 use crate::raft::runtime::{seed_thread_rng, unseed_thread_rng};
 use crate::raft::state_machine::{StateMachineData, StateMachineStore};
-use crate::raft::NodeId;
 use crate::server::{self, ServerConfig};
+use crate::BranchId;
 use customers::{Customer, Records};
 use record::SimRecord;
 
@@ -129,7 +129,7 @@ pub struct Report {
     /// The history, in [`crate::check`]'s format.
     pub history: Vec<CheckEvent>,
     /// Each branch's applied index and ledger digest at convergence.
-    pub final_states: Vec<(NodeId, Option<u64>, u64)>,
+    pub final_states: Vec<(BranchId, Option<u64>, u64)>,
     pub stats: Stats,
     pub violations: Vec<String>,
     pub simulated: Duration,
@@ -191,11 +191,11 @@ pub fn mix(seed: u64, salt: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn branch_host(id: NodeId) -> String {
+fn branch_host(id: BranchId) -> String {
     format!("branch{id}")
 }
 
-fn branch_addr(id: NodeId) -> String {
+fn branch_addr(id: BranchId) -> String {
     format!("{}:{PORT}", branch_host(id))
 }
 
@@ -229,7 +229,7 @@ impl HostState {
 }
 
 /// A converged branch: its applied state and the index its log is purged up to.
-type Converged = (NodeId, StateMachineData, Option<u64>);
+type Converged = (BranchId, StateMachineData, Option<u64>);
 
 /// Where the judge host leaves the converged states (or why they did not converge).
 type Convergence = Rc<RefCell<Option<Result<Vec<Converged>, String>>>>;
@@ -302,7 +302,7 @@ struct Plan {
     accounts: Accounts,
     snapshot_every: u64,
     logs_kept: u64,
-    addresses: BTreeMap<NodeId, String>,
+    addresses: BTreeMap<BranchId, String>,
 }
 
 impl Plan {
@@ -406,8 +406,8 @@ fn run_seeded(config: &SimConfig) -> Report {
 fn start_branches(
     sim: &mut turmoil::Sim<'static>,
     plan: &Arc<Plan>,
-) -> BTreeMap<NodeId, HostState> {
-    let hosts: BTreeMap<NodeId, HostState> = (1..=BRANCHES)
+) -> BTreeMap<BranchId, HostState> {
+    let hosts: BTreeMap<BranchId, HostState> = (1..=BRANCHES)
         .map(|id| (id, HostState::new(plan.broken)))
         .collect();
     for (&id, state) in &hosts {
@@ -434,7 +434,7 @@ fn start_branches(
 /// The next incarnation of branch `id` on what its host kept; the first one of branch 1 also
 /// bootstraps the cluster.
 async fn start_incarnation(
-    id: NodeId,
+    id: BranchId,
     state: &HostState,
     plan: &Plan,
 ) -> Result<Branch, Box<dyn std::error::Error>> {
@@ -514,7 +514,7 @@ fn start_customers(sim: &mut turmoil::Sim<'static>, plan: &Plan) -> Records {
 fn drive(
     mut sim: turmoil::Sim<'static>,
     schedule: &faults::Schedule,
-    hosts: &BTreeMap<NodeId, HostState>,
+    hosts: &BTreeMap<BranchId, HostState>,
 ) -> (Vec<String>, Vec<String>, Duration) {
     let mut applied = Vec::new();
     let mut violations = Vec::new();
@@ -527,7 +527,7 @@ fn drive(
                 break;
             }
             let action = pending.remove(0);
-            let running: Vec<NodeId> = (1..=BRANCHES)
+            let running: Vec<BranchId> = (1..=BRANCHES)
                 .filter(|&id| sim.is_host_running(branch_host(id)))
                 .collect();
             let leader = current_leader(hosts, &running);
@@ -560,7 +560,7 @@ fn drive(
 /// What the judge found after a run.
 struct Judged {
     history: Vec<CheckEvent>,
-    final_states: Vec<(NodeId, Option<u64>, u64)>,
+    final_states: Vec<(BranchId, Option<u64>, u64)>,
     stats: Stats,
     violations: Vec<String>,
 }
@@ -569,7 +569,7 @@ struct Judged {
 /// [`crate::check`], the original customers' calls, exactly-once application, convergence.
 fn judge(
     plan: &Plan,
-    hosts: &BTreeMap<NodeId, HostState>,
+    hosts: &BTreeMap<BranchId, HostState>,
     records: &Records,
     converged: Convergence,
 ) -> Judged {
@@ -640,7 +640,7 @@ fn judge(
                             violations.push("the original account was never opened".to_string())
                         }
                     }
-                    let records: Vec<(NodeId, &SimRecord)> = hosts
+                    let records: Vec<(BranchId, &SimRecord)> = hosts
                         .iter()
                         .map(|(&id, host)| (id, host.record.as_ref()))
                         .collect();
@@ -681,7 +681,7 @@ fn history_accounts(history: &[CheckEvent]) -> Vec<AccountId> {
 }
 
 /// The running branch that leads in the highest term, as the branches' own metrics say.
-fn current_leader(hosts: &BTreeMap<NodeId, HostState>, running: &[NodeId]) -> Option<NodeId> {
+fn current_leader(hosts: &BTreeMap<BranchId, HostState>, running: &[BranchId]) -> Option<BranchId> {
     hosts
         .iter()
         .filter(|(id, _)| running.contains(id))
@@ -696,7 +696,7 @@ fn current_leader(hosts: &BTreeMap<NodeId, HostState>, running: &[NodeId]) -> Op
 
 /// Initialises the cluster from branch 1 and opens the accounts: the shared account by the
 /// bootstrap's own genesis entry, then the bank customers' accounts.
-async fn bootstrap(branch: Branch, addresses: BTreeMap<NodeId, String>, accounts: Accounts) {
+async fn bootstrap(branch: Branch, addresses: BTreeMap<BranchId, String>, accounts: Accounts) {
     if let Err(e) = branch.initialize(&addresses).await {
         tracing::warn!("simulated bootstrap: initialise: {e}");
         return;
@@ -720,7 +720,7 @@ async fn bootstrap(branch: Branch, addresses: BTreeMap<NodeId, String>, accounts
 /// After the heal and the customers, waits until every branch has applied the same log and
 /// holds the same ledger.
 async fn wait_for_convergence(
-    hosts: BTreeMap<NodeId, HostState>,
+    hosts: BTreeMap<BranchId, HostState>,
     customers: usize,
     customers_done: Rc<Cell<usize>>,
     converged: Convergence,

@@ -13,8 +13,6 @@
 //! deposit twice. Only queries, which change nothing, are retried while waiting for branches
 //! to come up ([`Branches::wait_until_serving`]).
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::num::TryFromIntError;
 use std::time::Duration;
 
@@ -30,6 +28,7 @@ use crate::proto::customer::Request;
 use crate::workload::scenario::{
     render_output, Customer, CustomerReplies, EventReply, Interface, Scenario,
 };
+use crate::BranchId;
 
 pub use crate::client::course::{Branches, CALL_DEADLINE};
 
@@ -142,8 +141,6 @@ pub async fn run_customers(
 pub enum RunError {
     #[error("the initial balance must not be negative")]
     NegativeInitialBalance(#[source] TryFromIntError),
-    #[error("branch id beyond u32")]
-    BranchId(#[source] TryFromIntError),
     #[error(transparent)]
     Cluster(#[from] ClusterError),
     #[error(transparent)]
@@ -187,7 +184,7 @@ pub async fn start_cluster(
 ) -> Result<LocalCluster, RunError> {
     let initial_balance =
         u64::try_from(scenario.initial_balance).map_err(RunError::NegativeInitialBalance)?;
-    let ids: Vec<u64> = scenario.branches.iter().map(|b| u64::from(b.id)).collect();
+    let ids: Vec<BranchId> = scenario.branches.iter().map(|b| b.id).collect();
     let listeners = bind_loopback(&ids, base_port).await?;
     Ok(LocalCluster::start(listeners, initial_balance, storage).await?)
 }
@@ -223,12 +220,7 @@ async fn run_on_cluster(
     cluster: &LocalCluster,
     concurrent: bool,
 ) -> Result<(Value, Vec<(u64, Option<i64>)>, bool), RunError> {
-    let addresses = cluster
-        .addresses()
-        .into_iter()
-        .map(|(id, addr)| Ok((u32::try_from(id).map_err(RunError::BranchId)?, addr)))
-        .collect::<Result<BTreeMap<u32, SocketAddr>, RunError>>()?;
-    let branches = Branches::new(&addresses).map_err(CustomerError::from)?;
+    let branches = Branches::new(&cluster.addresses()).map_err(CustomerError::from)?;
     let replies = run_customers(scenario, &branches, concurrent).await?;
     let output = render_output(scenario.variant, &replies);
     let states = cluster.settled_states().await?;

@@ -13,6 +13,7 @@
 //! entry and the field to fix. The output is written atomically (temporary file, fsync,
 //! rename), so a failed run never leaves a partial output file.
 
+use crate::BranchId;
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -48,7 +49,7 @@ pub enum Variant {
 
 #[derive(Debug, Clone)]
 pub struct BranchSpec {
-    pub id: u32,
+    pub id: BranchId,
     pub balance: i32,
 }
 
@@ -60,7 +61,7 @@ pub struct Event {
     /// The amount for deposit / withdraw (> 0); 0 for a query.
     pub money: i32,
     /// The branch the event goes to (resolved for both variants).
-    pub branch: u32,
+    pub branch: BranchId,
 }
 
 #[derive(Debug, Clone)]
@@ -82,7 +83,7 @@ pub struct Scenario {
 #[derive(Debug, Clone)]
 pub struct EventReply {
     pub interface: Interface,
-    pub branch: u32,
+    pub branch: BranchId,
     pub success: bool,
     pub balance: i32,
 }
@@ -198,6 +199,7 @@ impl Scenario {
                     let whose = format!("entry #{entry_no} (branch {id})");
                     let balance = integer_field(object, "balance", 0, i64::from(i32::MAX), &whose)?;
                     let balance = required(balance, "balance", &whose)? as i32;
+                    let id = BranchId::from(id);
                     if branches.iter().any(|b| b.id == id) {
                         return Err(format!("{whose}: duplicate branch id {id}"));
                     }
@@ -253,11 +255,11 @@ impl Scenario {
             ));
         };
 
-        let branch_ids: BTreeSet<u32> = branches.iter().map(|b| b.id).collect();
+        let branch_ids: BTreeSet<BranchId> = branches.iter().map(|b| b.id).collect();
         let mut customers = Vec::with_capacity(raw_customers.len());
         for (id, raw_events, whose) in raw_customers {
             if variant == Variant::Propagation
-                && !branch_ids.contains(&id)
+                && !branch_ids.contains(&BranchId::from(id))
                 && !raw_events.is_empty()
             {
                 return Err(format!(
@@ -288,7 +290,7 @@ fn parse_event(
     raw: &Value,
     customer_id: u32,
     variant: Variant,
-    branch_ids: &BTreeSet<u32>,
+    branch_ids: &BTreeSet<BranchId>,
     whose: &str,
 ) -> Result<Event, String> {
     let object = raw
@@ -341,10 +343,10 @@ fn parse_event(
         }
     };
     let branch = match variant {
-        Variant::Propagation => customer_id,
+        Variant::Propagation => BranchId::from(customer_id),
         Variant::ClientCentric => {
             let branch = integer_field(object, "branch", 1, ID_MAX, &whose)?;
-            let branch = required(branch, "branch", &whose)? as u32;
+            let branch = required(branch, "branch", &whose)? as BranchId;
             if !branch_ids.contains(&branch) {
                 return Err(format!(
                     "{whose}: names branch {branch}, which does not exist"
