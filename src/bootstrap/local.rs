@@ -3,7 +3,7 @@
 //!
 //! Bootstrap, in order, each step bounded by [`BOOTSTRAP_DEADLINE`]:
 //! 1. every branch gets its Raft node and starts serving on its (already bound) listener;
-//! 2. the first [`VOTERS_MAX`] branch ids (ascending) are initialised as the voters;
+//! 2. the first [`crate::raft::VOTERS_MAX`] branch ids (ascending) are initialised as the voters;
 //! 3. the genesis command opens the shared account with the scenario's initial balance — it is
 //!    a log entry like any other, so every branch, learners included, applies it;
 //! 4. every other branch joins as a learner, in one membership change;
@@ -11,7 +11,7 @@
 //!
 //! With [`Storage::Durable`], a start where every branch already has state skips all that: the
 //! branches resume from disk, elect a leader and catch up. Data made for another scenario, or
-//! a mix of branches with and without state, is refused (see [`open_stores`]).
+//! a mix of branches with and without state, is refused (see `open_stores`).
 //!
 //! [`LocalCluster::shutdown`] stops the servers (draining in-flight calls) and the Raft nodes.
 

@@ -2,13 +2,15 @@
 //!
 //! - [`local`]: a whole cluster in one process, on loopback (`bank run`, `bank server`, tests).
 //! - [`standalone`]: one branch per process (`bank branch`), deciding from its own disk and
-//!   its peers' answers; [`rejoin`]: a branch that lost its data rebuilding from its peers.
+//!   its peers' answers (`survey`); [`rejoin`]: a branch that lost its data rebuilding from
+//!   its peers.
 //! - Here: what both share — the genesis entry that opens the shared account (written once,
 //!   here), the identity a data directory is stamped with, and the errors of starting.
 
 pub mod local;
 pub mod rejoin;
 pub mod standalone;
+mod survey;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

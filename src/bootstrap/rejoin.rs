@@ -9,55 +9,14 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::standalone::{ask_statuses, unanswered, PEERS_DEADLINE, SURVEY_PAUSE};
+use super::survey::{PEERS_DEADLINE, SURVEY_PAUSE};
 use super::ClusterError;
 use crate::node::{
     change_membership_via_peers, Branch, BranchError, MembershipChange, REQUEST_DEADLINE,
 };
-use crate::proto::peer::StatusReply;
 use crate::raft::durable::{DurableStore, RejoinState};
 use crate::raft::network::Peers;
 use crate::BranchId;
-
-/// What a rejoining branch learns from its peers.
-pub(super) struct RejoinSurvey {
-    /// The highest term any other branch has seen.
-    pub(super) term_floor: u64,
-    /// Whether any other branch counts this one among the voters.
-    pub(super) voter: bool,
-}
-
-/// For a rejoining branch: asks every other branch for the highest term it has seen and the
-/// voters it knows. Every branch must answer (an unreachable one might hold the highest term),
-/// and at least one must have state (otherwise there is no cluster to rejoin).
-pub(super) async fn survey_for_rejoin(
-    book: &Peers,
-    peers: &BTreeMap<BranchId, String>,
-    id: BranchId,
-) -> Result<RejoinSurvey, ClusterError> {
-    let deadline = Instant::now() + PEERS_DEADLINE;
-    let mut answered: BTreeMap<BranchId, StatusReply> = BTreeMap::new();
-    loop {
-        ask_statuses(book, peers, &mut answered).await;
-        if answered.len() == peers.len() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            return Err(ClusterError::RejoinPeersMissing {
-                missing: unanswered(peers, &answered),
-                deadline: PEERS_DEADLINE,
-            });
-        }
-        tokio::time::sleep(SURVEY_PAUSE).await;
-    }
-    if !answered.values().any(|status| status.has_state) {
-        return Err(ClusterError::NothingToRejoin);
-    }
-    Ok(RejoinSurvey {
-        term_floor: answered.values().map(|s| s.term).max().unwrap_or(0),
-        voter: answered.values().any(|s| s.voters.contains(&id)),
-    })
-}
 
 /// How long a rejoining branch keeps trying to catch up before it gives up (it then stays safe:
 /// it refuses votes and does not stand for election until restarted).

@@ -28,28 +28,19 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio::time::Instant;
 
-use super::rejoin::{survey_for_rejoin, Rejoining};
+use super::rejoin::Rejoining;
+pub use super::survey::PEERS_DEADLINE;
+use super::survey::{survey_for_rejoin, survey_peers};
 use super::{check_identity, check_initial_balance, open_shared_account, ClusterError};
 use crate::node::{
     change_membership_via_peers, voters_and_learners, Branch, BranchBuilder, MembershipChange,
     Storage,
 };
-use crate::proto::peer::{StatusReply, StatusRequest};
 use crate::raft::durable::{ClusterIdentity, DurableStore, RejoinState};
 use crate::raft::network::Peers;
 use crate::server::{self, ServerConfig, CUSTOMER_REQUESTS_MAX_DEFAULT};
 use crate::BranchId;
-
-/// How long the lowest-id branch of a new cluster waits for every peer to come up.
-pub const PEERS_DEADLINE: Duration = Duration::from_secs(60);
-
-/// Bound on one status call to a peer.
-const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
-
-/// Pause between rounds of asking peers (inside [`PEERS_DEADLINE`]).
-pub(super) const SURVEY_PAUSE: Duration = Duration::from_millis(200);
 
 /// How to start one branch.
 pub struct BranchConfig {
@@ -294,75 +285,6 @@ async fn create_cluster(
         }
     }));
     Ok(())
-}
-
-/// Asks every peer whether it has state. Any peer with state means this (fresh) branch lost
-/// its data: refused. The lowest-id branch also waits until every peer has answered, so that a
-/// new cluster is only created with all its branches up and fresh.
-async fn survey_peers(
-    book: &Peers,
-    peers: &BTreeMap<BranchId, String>,
-    wait_for_all: bool,
-) -> Result<(), ClusterError> {
-    let deadline = Instant::now() + PEERS_DEADLINE;
-    let mut answered = BTreeMap::new();
-    loop {
-        ask_statuses(book, peers, &mut answered).await;
-        let with_state: Vec<BranchId> = answered
-            .iter()
-            .filter(|(_, status)| status.has_state)
-            .map(|(&id, _)| id)
-            .collect();
-        if !with_state.is_empty() {
-            return Err(ClusterError::LostState { with_state });
-        }
-        if !wait_for_all || answered.len() == peers.len() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(ClusterError::PeersMissing {
-                missing: unanswered(peers, &answered),
-                deadline: PEERS_DEADLINE,
-            });
-        }
-        tokio::time::sleep(SURVEY_PAUSE).await;
-    }
-}
-
-/// Asks every peer that has not answered yet for its status, once each (bounded per call).
-pub(super) async fn ask_statuses(
-    book: &Peers,
-    peers: &BTreeMap<BranchId, String>,
-    answered: &mut BTreeMap<BranchId, StatusReply>,
-) {
-    for (&peer, addr) in peers {
-        if answered.contains_key(&peer) {
-            continue;
-        }
-        let Ok(mut client) = book.client(addr) else {
-            continue;
-        };
-        let mut request = tonic::Request::new(StatusRequest {});
-        request.set_timeout(STATUS_TIMEOUT);
-        // Bounded here too: the gRPC deadline binds the server only, and a peer whose port is
-        // bound but not served yet (it is surveying its own peers) never answers a TLS
-        // handshake.
-        if let Ok(Ok(reply)) = tokio::time::timeout(STATUS_TIMEOUT, client.status(request)).await {
-            answered.insert(peer, reply.into_inner());
-        }
-    }
-}
-
-/// The peers that have not answered.
-pub(super) fn unanswered(
-    peers: &BTreeMap<BranchId, String>,
-    answered: &BTreeMap<BranchId, StatusReply>,
-) -> Vec<BranchId> {
-    peers
-        .keys()
-        .filter(|id| !answered.contains_key(id))
-        .copied()
-        .collect()
 }
 
 /// After a new cluster's first election: opens the shared account, then adds the learners.

@@ -3,19 +3,19 @@
 //! the simulator use it; [`BranchBuilder`] constructs it for a local cluster, a standalone
 //! branch and the simulator alike.
 //!
-//! - Writes ([`write`]): proposed to openraft with a fresh [`RequestId`]. If this branch is
+//! - Writes (`write`): proposed to openraft with a fresh [`crate::ledger::RequestId`]. If this branch is
 //!   not the leader, the proposal is forwarded to the leader over the peer service; customers
 //!   never see leadership. Any failure (not the leader any more, a timeout, an unreachable
 //!   leader) is retried with the *same* request id, which the ledger applies at most once, so a
 //!   retry can never apply a deposit twice. Retries are bounded in count and by the request
 //!   deadline.
-//! - Group commit ([`group`]): concurrent proposals share one log entry.
-//! - Reads ([`read`]): read-index reads. The leader's read index (confirmed by a quorum
+//! - Group commit (`group`): concurrent proposals share one log entry.
+//! - Reads (`read`): read-index reads. The leader's read index (confirmed by a quorum
 //!   heartbeat) is fetched, locally if this branch leads and over the peer service otherwise;
 //!   then the read waits until this branch has applied up to it and is served from the local
 //!   replica. So a query at any branch, learners included, is both local and linearizable.
-//! - Membership ([`membership`]), the peer calls a branch answers ([`peer`]), what it reports
-//!   of its Raft state ([`view`]), and the votes a rejoining branch refuses ([`vote_guard`]).
+//! - Membership (`membership`), the peer calls a branch answers (`peer`), what it reports
+//!   of its Raft state (`view`), and the votes a rejoining branch refuses (`vote_guard`).
 //! - Every wait is bounded by [`REQUEST_DEADLINE`]; every failure is a [`BranchError`].
 
 mod builder;
@@ -153,7 +153,7 @@ impl Branch {
     }
 
     /// The leader's read index: a log index such that every write acknowledged before this
-    /// call started is at or below it (see [`read`]).
+    /// call started is at or below it (concurrent callers share rounds).
     pub async fn read_index(&self, deadline: Instant) -> Result<Option<u64>, BranchError> {
         self.replica.read_index(deadline).await
     }

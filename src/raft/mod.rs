@@ -1,17 +1,22 @@
-//! Replication: the glue between the [`ledger`](crate::ledger) and `openraft`.
+//! The Raft layer: everything that knows openraft's types, glued to the
+//! [`ledger`](crate::ledger). Only this folder and [`crate::node`] (the facade above it) name
+//! openraft.
 //!
 //! - [`TypeConfig`]: openraft's type configuration. A log entry's payload is a ledger
-//!   [`Proposal`] (a command with its request id); its response is the ledger's [`Outcome`]. Nodes are `u64` branch ids and
-//!   [`BasicNode`]s whose `addr` is the branch's gRPC address (`host:port`).
-//! - [`store`]: the log store and the state-machine store behind openraft's storage-v2 traits.
-//!   The log is in memory ([`store::LogStore`]) or on redb ([`durable::DurableLogStore`]);
-//!   the state machine is in memory, restored on start from its latest durable snapshot.
+//!   [`Proposal`] (a command with its request id); its response is the ledger's [`Outcome`].
+//!   Nodes are branch ids ([`NodeId`]) and [`BasicNode`]s whose `addr` is the branch's gRPC
+//!   address (`host:port`).
+//! - The log store behind openraft's storage-v2 traits: in memory ([`log_store::LogStore`])
+//!   or on redb ([`durable::DurableLogStore`], beside the snapshot files of a
+//!   [`durable::DurableStore`]).
+//! - [`state_machine`]: applies committed entries to the ledger; in memory, restored on start
+//!   from its latest durable snapshot; watched through an [`state_machine::ApplyObserver`].
 //! - [`runtime`]: openraft's async runtime, tokio with a random generator a simulation seeds.
 //! - [`network`]: the peer network, openraft's RPCs over the `bank.peer.v1.Peer` gRPC service,
-//!   with one cached tonic `Channel` per peer.
+//!   with one cached tonic `Channel` per peer; [`codec`]: how messages are encoded on it.
 //!
-//! Nothing here knows about the customer API; the [`branch`](crate::node) module uses this
-//! to propose writes and to serve linearizable reads.
+//! Nothing here knows about the customer API; the [`node`](crate::node) layer uses this to
+//! propose writes, serve linearizable reads and change the membership.
 
 pub mod codec;
 pub mod durable;

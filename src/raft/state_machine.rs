@@ -149,7 +149,7 @@ impl StateMachineStore {
         Ok(data)
     }
 
-    /// Reads the applied state. Returns `None` if the lock is poisoned (see [`poisoned`]).
+    /// Reads the applied state. Returns `None` if the lock is poisoned (a thread panicked holding it).
     pub fn read<T>(&self, f: impl FnOnce(&StateMachineData) -> T) -> Option<T> {
         self.data.read().ok().map(|data| f(&data))
     }

@@ -157,7 +157,7 @@ impl RaftLogStorage<TypeConfig> for DurableLogStore {
 
     /// Purges at once for readers (and records the purged id, in order with every other
     /// write, without waiting for it), then deletes the entries in chunks of
-    /// [`PURGE_CHUNK_ENTRIES`], one chunk per commit. Deleting a snapshot's worth of entries
+    /// `PURGE_CHUNK_ENTRIES`, one chunk per commit. Deleting a snapshot's worth of entries
     /// (hundreds) in one transaction held every append queued behind it: 64-client deposits
     /// had p99 43-48 ms with it and 20-25 ms without deleting at all. No hole either way:
     /// entries are deleted from the oldest up, and a chunk lost in a crash leaves entries
