@@ -33,11 +33,6 @@ pub enum ClusterError {
     },
     #[error("branch {id}: {what}")]
     Branch { id: BranchId, what: String },
-    #[error("the cluster did not {step} within {deadline:?}")]
-    Timeout {
-        step: &'static str,
-        deadline: Duration,
-    },
     #[error(transparent)]
     Request(#[from] BranchError),
     #[error(transparent)]

@@ -37,7 +37,7 @@ use tokio::time::Instant;
 pub use builder::{BranchBuilder, BuildError, Storage};
 pub use error::{BadGroup, BranchError, Internal, Unavailable, WriteFailure};
 pub use membership::{change_membership_via_peers, voters_and_learners, MembershipRefused};
-pub use view::{RaftView, RaftWatch, Role};
+pub use view::{Membership, RaftView, RaftWatch, Role};
 pub use vote_guard::{VoteGuard, VoteRefused};
 
 use crate::ledger::{AccountId, Command, Outcome, Proposal};

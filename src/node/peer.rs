@@ -150,17 +150,18 @@ impl Branch {
     /// This branch's status, as `bank status` and the bootstrap surveys read it.
     pub fn status(&self) -> Result<StatusReply, BranchError> {
         let view = self.view();
+        let membership = self.membership();
         let (applied_index, digest) = self.read_state(|state| {
             let applied = state.last_applied.map(|id| id.index);
             (applied, state.ledger.state_digest())
         })?;
-        let members = view
+        let members = membership
             .members
             .iter()
             .map(|(&id, address)| Member {
                 id,
                 address: address.clone(),
-                voter: view.voters.contains(&id),
+                voter: membership.voters.contains(&id),
             })
             .collect();
         Ok(StatusReply {
@@ -168,7 +169,7 @@ impl Branch {
             has_state: view.has_state(),
             leader: view.leader,
             term: view.vote_term,
-            voters: view.voters.clone(),
+            voters: membership.voters,
             rejoining: self.vote_guard().rejoining(),
             role: view.role.label().to_string(),
             applied_index,

@@ -5,7 +5,8 @@
 use std::collections::BTreeMap;
 
 use super::{Branch, BranchError};
-use crate::raft::{BasicNode, NodeId};
+use crate::raft::BasicNode;
+use crate::BranchId;
 
 /// A branch's role in Raft.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,19 +31,19 @@ impl Role {
     }
 }
 
-/// One branch's Raft state at one moment.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One branch's Raft state at one moment. Plain numbers, no allocation: the health watcher
+/// takes one on every change of the Raft state (every applied entry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RaftView {
-    pub id: NodeId,
+    pub id: BranchId,
     pub role: Role,
     /// The highest term this branch has seen.
     pub current_term: u64,
     /// The term of the vote this branch holds (what a rejoin's term floor compares with).
     pub vote_term: u64,
-    pub leader: Option<NodeId>,
-    /// Every member (voters and learners) and its current address.
-    pub members: BTreeMap<NodeId, String>,
-    pub voters: Vec<NodeId>,
+    pub leader: Option<BranchId>,
+    /// Whether the branch is a member of the cluster (voter or learner).
+    pub member: bool,
     pub last_log_index: Option<u64>,
     pub applied_index: Option<u64>,
     /// On the leader, the last log index stored on a majority of voters; `None` elsewhere
@@ -53,14 +54,9 @@ pub struct RaftView {
 }
 
 impl RaftView {
-    /// Whether the branch is a member of the cluster (voter or learner).
-    pub fn is_member(&self) -> bool {
-        self.members.contains_key(&self.id)
-    }
-
     /// Whether the branch is fit to serve: a member that knows a leader.
     pub fn is_serving(&self) -> bool {
-        self.is_member() && self.leader.is_some()
+        self.member && self.leader.is_some()
     }
 
     /// Whether the branch has Raft state: it has voted or holds a log (what it loaded from
@@ -75,14 +71,18 @@ impl RaftView {
     }
 }
 
-type Metrics = openraft::RaftMetrics<NodeId, BasicNode>;
+type Metrics = openraft::RaftMetrics<BranchId, BasicNode>;
 
-fn view_of(metrics: &Metrics, branch: &Branch) -> RaftView {
+/// The cluster's membership as a branch knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// Every member (voters and learners) and its current address.
+    pub members: BTreeMap<BranchId, String>,
+    pub voters: Vec<BranchId>,
+}
+
+fn view_of(metrics: &Metrics) -> RaftView {
     let membership = metrics.membership_config.membership();
-    let members = membership
-        .nodes()
-        .map(|(&id, node)| (id, branch.peers().address(id, node)))
-        .collect();
     RaftView {
         id: metrics.id,
         role: match metrics.state {
@@ -95,8 +95,7 @@ fn view_of(metrics: &Metrics, branch: &Branch) -> RaftView {
         current_term: metrics.current_term,
         vote_term: metrics.vote.leader_id().term,
         leader: metrics.current_leader,
-        members,
-        voters: membership.voter_ids().collect(),
+        member: membership.nodes().any(|(&id, _)| id == metrics.id),
         last_log_index: metrics.last_log_index,
         applied_index: metrics.last_applied.map(|id| id.index),
         committed_index: committed_index(metrics),
@@ -134,14 +133,13 @@ fn committed_index(raft: &Metrics) -> Option<u64> {
 
 /// Follows a branch's Raft state: [`RaftWatch::changed`] wakes on every change.
 pub struct RaftWatch {
-    branch: Branch,
     metrics: tokio::sync::watch::Receiver<Metrics>,
 }
 
 impl RaftWatch {
     /// The state now, marked as seen.
     pub fn current(&mut self) -> RaftView {
-        view_of(&self.metrics.borrow_and_update(), &self.branch)
+        view_of(&self.metrics.borrow_and_update())
     }
 
     /// Waits for the next change; `Err(ShuttingDown)` once the Raft node has stopped.
@@ -156,13 +154,27 @@ impl RaftWatch {
 impl Branch {
     /// This branch's Raft state now.
     pub fn view(&self) -> RaftView {
-        view_of(&self.replica.raft.metrics().borrow(), self)
+        view_of(&self.replica.raft.metrics().borrow())
+    }
+
+    /// The cluster's membership as this branch knows it now, with every member's current
+    /// address.
+    pub fn membership(&self) -> Membership {
+        let metrics = self.replica.raft.metrics();
+        let metrics = metrics.borrow();
+        let membership = metrics.membership_config.membership();
+        Membership {
+            members: membership
+                .nodes()
+                .map(|(&id, node)| (id, self.peers().address(id, node)))
+                .collect(),
+            voters: membership.voter_ids().collect(),
+        }
     }
 
     /// A watch on this branch's Raft state.
     pub fn watch(&self) -> RaftWatch {
         RaftWatch {
-            branch: self.clone(),
             metrics: self.replica.raft.metrics(),
         }
     }

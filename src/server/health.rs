@@ -69,7 +69,7 @@ async fn watch_branch(
     loop {
         let (member, now_serving) = {
             let current = raft.current();
-            let (member, now_serving) = (current.is_member(), current.is_serving());
+            let (member, now_serving) = (current.member, current.is_serving());
             metrics::global().record_raft(&current, now_serving);
             (member, now_serving)
         };

@@ -215,7 +215,7 @@ impl Metrics {
                 .map_or(0, |id| i64::try_from(id).unwrap_or(i64::MAX)),
         );
         set(&self.raft_is_leader, i64::from(raft.leads()));
-        set(&self.raft_member, i64::from(raft.is_member()));
+        set(&self.raft_member, i64::from(raft.member));
         set(&self.raft_last_log_index, index(raft.last_log_index));
         set(&self.raft_applied_index, index(raft.applied_index));
         set(&self.raft_committed_index, index(raft.committed_index));

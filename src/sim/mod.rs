@@ -4,7 +4,7 @@
 //! hosts, all on the calling thread with simulated time. From the seed it draws:
 //! - turmoil's own generator (message latency, message loss);
 //! - Raft's election timeouts ([`crate::raft::runtime::seed_thread_rng`]);
-//! - each branch incarnation's request-id origin ([`Branch::with_origin`]) and each customer's
+//! - each branch incarnation's request-id origin ([`BranchBuilder::origin`]) and each customer's
 //!   client origin ([`Client::from_channels`](crate::client::Client::from_channels));
 //! - the snapshot policy: a snapshot every 10 to 40 log entries, 0 to 8 entries kept behind it;
 //! - a fault schedule ([`faults::Schedule`]): one to six of partitions, an isolated leader,
