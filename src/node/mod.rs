@@ -102,7 +102,7 @@ impl Branch {
             .raft
             .shutdown()
             .await
-            .map_err(|e| BranchError::raft(std::io::Error::other(e.to_string())))
+            .map_err(BranchError::raft)
     }
 
     /// Proposes `command` through the leader, under a request id of this branch's own, and
@@ -206,7 +206,7 @@ impl Branch {
         &self.replica.vote_guard
     }
 
-    /// Where peer `id` listens now (the address book's entry, else what Raft recorded).
+    /// How this branch reaches its peers: their addresses and one cached channel each.
     pub fn peers(&self) -> &Peers {
         &self.replica.peers
     }

@@ -31,7 +31,7 @@ impl Replica {
         self.read_rounds.join(round, deadline).await
     }
 
-    /// One read-index round of its own (see [`Branch::read_index`]).
+    /// One read-index round of its own (see [`Replica::read_index`]).
     async fn read_index_now(&self, deadline: Instant) -> Result<Option<u64>, BranchError> {
         for attempt in 0..ATTEMPTS_MAX {
             let timeout = deadline.saturating_duration_since(Instant::now());
