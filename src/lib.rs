@@ -89,6 +89,10 @@ pub mod proto {
     pub mod v1 {
         tonic::include_proto!("bank.v1");
     }
+    /// Operators' API, `proto/bank/admin/v1/` (`bank.admin.v1`): membership at runtime.
+    pub mod admin {
+        tonic::include_proto!("bank.admin.v1");
+    }
     /// Every file in `proto/`, compiled (an encoded `FileDescriptorSet`): what server
     /// reflection answers with.
     pub const FILE_DESCRIPTOR_SET: &[u8] =

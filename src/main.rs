@@ -109,6 +109,17 @@ enum Command {
         after_help = "Example:\n  bank status --branch 127.0.0.1:7001\n  bank status --branch 127.0.0.1:7001 --json"
     )]
     Status(cli::status::StatusArgs),
+    /// List the cluster's branches, or add, promote or remove one, while it runs.
+    #[command(after_help = "Examples:\n  \
+        bank member list --branch 127.0.0.1:7001\n  \
+        bank branch --id 4 --listen 127.0.0.1:7004 --join 127.0.0.1:7001 --data-dir d4   (a new branch)\n  \
+        bank member remove 3 --branch 127.0.0.1:7001\n  \
+        bank member promote 6 --branch 127.0.0.1:7001\n\n\
+        A new branch joins with `bank branch --join`: it is added as a learner, caught up, and \
+        promoted to voter if the cluster has fewer than five. A removal that would leave the \
+        remaining voters without a majority up is refused, as is a change while another is in \
+        progress.")]
+    Member(cli::member::MemberArgs),
     /// Run the scenario's customers against a running `bank server`.
     #[command(after_help = "Example:\n  bank client input.json --base-port 50050 -o output.json")]
     Client(cli::run::ClientArgs),
@@ -126,6 +137,7 @@ async fn dispatch(command: Command, metrics: Option<SocketAddr>) -> anyhow::Resu
         Command::Check(args) => cli::check::run(args),
         Command::Account(args) => cli::account::run(args).await,
         Command::Status(args) => cli::status::run(args).await,
+        Command::Member(args) => cli::member::run(args).await,
         Command::Bench(args) => cli::bench::run(args).await,
     };
     if let Some(exporter) = exporter {

@@ -3,10 +3,11 @@
 //! - [`local`]: a whole cluster in one process, on loopback (`bank run`, `bank server`, tests).
 //! - [`standalone`]: one branch per process (`bank branch`), deciding from its own disk and
 //!   its peers' answers (`survey`); [`rejoin`]: a branch that lost its data rebuilding from
-//!   its peers.
+//!   its peers; `join`: a new branch added to a running cluster.
 //! - Here: what both share — the genesis entry that opens the shared account (written once,
 //!   here), the identity a data directory is stamped with, and the errors of starting.
 
+mod join;
 pub mod local;
 pub mod rejoin;
 pub mod standalone;
@@ -55,7 +56,7 @@ pub enum ClusterError {
         with_state: Vec<BranchId>,
         without_state: Vec<BranchId>,
     },
-    #[error("this branch has no state, but branches {with_state:?} do: its data was lost, or it never belonged to this cluster. It must not rejoin as if new (it could vote twice in a term); restore its data directory, or start it with --rejoin to rebuild it from its peers")]
+    #[error("this branch has no state, but branches {with_state:?} do: its data was lost, or it never belonged to this cluster. It must not rejoin as if new (it could vote twice in a term); restore its data directory, or start it with --rejoin to rebuild it from its peers. A new branch joins a running cluster with --join ADDR")]
     LostState { with_state: Vec<BranchId> },
     #[error("{path} has Raft state: --rejoin is only for a branch that lost its data (an empty data directory); start it without --rejoin")]
     RejoinWithState { path: PathBuf },
@@ -71,6 +72,10 @@ pub enum ClusterError {
         missing: Vec<BranchId>,
         deadline: Duration,
     },
+    #[error("cannot join the cluster through {at}: {what}")]
+    Join { at: String, what: String },
+    #[error("--join and --rejoin do not go together: --join adds a new branch, --rejoin rebuilds a member that lost its data")]
+    JoinAndRejoin,
     #[error("the initial balance {0} is above the original API's int32 limit")]
     BalanceTooLarge(u64),
 }

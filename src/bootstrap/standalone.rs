@@ -20,6 +20,14 @@
 //!   term at or below the floor, and it stands for election only once its term has reached the
 //!   floor (a candidate's term is one above its current term, so above the floor).
 //!   A crash half-way resumes these rules from disk.
+//! - **Join** (`--join ADDR`, on an empty data directory): the branch is added to a running
+//!   cluster as a learner through the branch at ADDR, caught up, and promoted to voter if the
+//!   cluster has room (see `super::join`). On a branch with state, `--join` changes nothing.
+//!
+//! The data directory is stamped with the branch's id on first start, and a start under
+//! another id is refused. The peers given on the command line are only where to find the
+//! cluster: who belongs to it is Raft's membership, which changes at runtime
+//! (`bank member`), so it is not pinned on disk.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -29,10 +37,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use super::join;
 use super::rejoin::Rejoining;
 pub use super::survey::PEERS_DEADLINE;
 use super::survey::{survey_for_rejoin, survey_peers};
-use super::{check_identity, check_initial_balance, open_shared_account, ClusterError};
+use super::{check_initial_balance, open_shared_account, ClusterError};
 use crate::node::{
     change_membership_via_peers, voters_and_learners, Branch, BranchBuilder, MembershipChange,
     Storage,
@@ -52,6 +61,9 @@ pub struct BranchConfig {
     pub initial_balance: u64,
     /// Rebuild a branch that lost its data from its peers (see the module documentation).
     pub rejoin: bool,
+    /// Join the running cluster through the branch at this address (`host:port`), if this
+    /// branch has no state yet.
+    pub join: Option<String>,
     /// TLS for customers and mutual TLS with the peers ([`crate::tls`]); `None`: plaintext.
     pub tls: Option<crate::tls::BranchTls>,
     /// Bearer tokens the customer APIs require ([`crate::server::auth`]); `None`: open.
@@ -76,6 +88,7 @@ impl BranchConfig {
             data_dir,
             initial_balance,
             rejoin: false,
+            join: None,
             tls: None,
             tokens: None,
             requests_max: CUSTOMER_REQUESTS_MAX_DEFAULT,
@@ -99,6 +112,8 @@ struct Disk {
     fresh: bool,
     /// A rejoin recorded on disk (pending or done).
     rejoin: Option<RejoinState>,
+    /// This branch joined a running cluster (`--join`) rather than creating one.
+    joined: bool,
 }
 
 /// Starts one branch: opens its data, decides resume / create / refuse, and serves.
@@ -110,10 +125,14 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
         data_dir,
         initial_balance,
         rejoin,
+        join,
         tls,
         tokens,
         requests_max,
     } = config;
+    if rejoin && join.is_some() {
+        return Err(ClusterError::JoinAndRejoin);
+    }
     if peers.contains_key(&id) {
         return Err(ClusterError::Branch {
             id,
@@ -127,7 +146,14 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
     })?;
     let mut addresses = peers.clone();
     addresses.insert(id, addr.to_string());
-    let disk = open_disk(id, &data_dir, &addresses, initial_balance, rejoin)?;
+    let disk = open_disk(
+        id,
+        &data_dir,
+        &addresses,
+        initial_balance,
+        rejoin,
+        join.is_some(),
+    )?;
     let (book, server_tls) = match tls {
         Some(tls) => (
             Peers::new(addresses.clone()).with_tls(tls.peer_client),
@@ -140,7 +166,12 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
         tokens,
         requests_max,
     };
-    let rejoin_state = before_serving(id, &disk, rejoin, &book, &peers).await?;
+    let joining = join.filter(|_| disk.fresh || disk.joined);
+    let rejoin_state = if joining.is_some() {
+        None
+    } else {
+        before_serving(id, &disk, rejoin, &book, &peers).await?
+    };
     // A branch that rejoined stands for election only once its term has reached its floor
     // (`Rejoining::finish` turns elections back on).
     let branch = BranchBuilder::new(id, book.clone())
@@ -163,6 +194,21 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
         running.background = Some(tokio::spawn(rejoining.finish(state)));
         return Ok(running);
     }
+    if let Some(join) = joining {
+        if disk.fresh {
+            match join::ask_to_join(&book, &join, id, &addr.to_string()).await {
+                Ok(index) => tracing::info!(branch = id, "added as a learner at log index {index}"),
+                Err(e) => {
+                    running.shutdown().await;
+                    return Err(e);
+                }
+            }
+        }
+        running.background = Some(tokio::spawn(join::promote_when_caught_up(
+            running.branch.clone(),
+        )));
+        return Ok(running);
+    }
     if !disk.fresh {
         tracing::info!(branch = id, "resuming from {}", data_dir.display());
         return Ok(running);
@@ -178,23 +224,40 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
     Ok(running)
 }
 
-/// Opens the data directory, checks it was made for this cluster, and reads what it says.
+/// Opens the data directory, checks it was made for this branch, and reads what it says.
 fn open_disk(
     id: BranchId,
     data_dir: &std::path::Path,
     addresses: &BTreeMap<BranchId, String>,
     initial_balance: u64,
     rejoin: bool,
+    join: bool,
 ) -> Result<Disk, ClusterError> {
     let store = DurableStore::open(data_dir)?;
-    check_identity(
-        &store,
-        &ClusterIdentity {
-            branch_id: id,
-            branch_ids: addresses.keys().copied().collect(),
-            initial_balance_minor_units: initial_balance,
-        },
-    )?;
+    let identity = match store.identity()? {
+        Some(found) if found.branch_id != id => {
+            return Err(ClusterError::Mismatch {
+                path: store.path().to_path_buf(),
+                found: format!("branch {}", found.branch_id),
+                expected: format!("branch {id}"),
+            })
+        }
+        Some(found) => found,
+        None => {
+            // A joining branch learns the cluster from Raft: its stamp names no other branch.
+            let identity = ClusterIdentity {
+                branch_id: id,
+                branch_ids: if join {
+                    Vec::new()
+                } else {
+                    addresses.keys().copied().collect()
+                },
+                initial_balance_minor_units: if join { 0 } else { initial_balance },
+            };
+            store.set_identity(&identity)?;
+            identity
+        }
+    };
     let fresh = !store.is_initialized()?;
     let recorded = store.rejoin_state()?;
     let rejoin_pending = recorded.is_some_and(|state| !state.caught_up);
@@ -207,6 +270,7 @@ fn open_disk(
         store,
         fresh,
         rejoin: recorded,
+        joined: identity.branch_ids.is_empty(),
     })
 }
 

@@ -36,6 +36,11 @@ pub struct BranchArgs {
     /// Every other branch must be up.
     #[arg(long)]
     rejoin: bool,
+    /// Join a running cluster through any of its branches, HOST:PORT: start with an empty
+    /// --data-dir; the branch is added as a learner, caught up, and promoted to voter if the
+    /// cluster has fewer than five. Ignored once the branch has state.
+    #[arg(long, value_name = "HOST:PORT", conflicts_with = "rejoin")]
+    join: Option<String>,
     /// This branch's certificate (PEM, from `bank certs`): serve TLS only, and use it as
     /// the client certificate to its peers. Needs --tls-key and --tls-ca.
     #[arg(long, value_name = "FILE")]
@@ -115,6 +120,7 @@ pub async fn run(args: BranchArgs) -> Result<()> {
         data_dir: args.data_dir.clone(),
         initial_balance: args.balance,
         rejoin: args.rejoin,
+        join: args.join,
         tls: tls.clone(),
         tokens: tokens.clone(),
         requests_max: args.requests_max,

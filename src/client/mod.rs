@@ -24,6 +24,7 @@
 //! and [`endpoint`], the one endpoint builder all three use.
 
 pub mod course;
+pub mod members;
 pub mod status;
 
 use std::future::Future;

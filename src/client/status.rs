@@ -88,13 +88,12 @@ pub struct ClusterStatus {
     pub branches: Vec<BranchStatus>,
 }
 
-/// Asks the branch at `addr` for its status, within [`STATUS_DEADLINE`].
-async fn ask(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<StatusReply, StatusError> {
-    let unreachable = |reason: String, tls_mismatch| StatusError::Unreachable {
-        addr: addr.to_string(),
-        reason,
-        tls_mismatch,
-    };
+/// Connects to the branch at `addr` (bounded by the endpoint's connect timeout), for an
+/// operator's call: status here, membership in [`super::members`].
+pub(crate) async fn connect(
+    addr: &str,
+    tls: Option<&ClientTlsConfig>,
+) -> Result<Channel, StatusError> {
     let config = EndpointConfig {
         tls,
         connect_timeout: CONNECT_DEADLINE,
@@ -104,11 +103,25 @@ async fn ask(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<StatusReply, S
         addr: addr.to_string(),
         reason: e.reason,
     })?;
+    endpoint.connect().await.map_err(|e| {
+        let source = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
+        StatusError::Unreachable {
+            addr: addr.to_string(),
+            reason: format!("{e}{source}"),
+            tls_mismatch: TlsMismatch::of(&e, tls.is_some()),
+        }
+    })
+}
+
+/// Asks the branch at `addr` for its status, within [`STATUS_DEADLINE`].
+async fn ask(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<StatusReply, StatusError> {
+    let unreachable = |reason: String, tls_mismatch| StatusError::Unreachable {
+        addr: addr.to_string(),
+        reason,
+        tls_mismatch,
+    };
     let answered = tokio::time::timeout(STATUS_DEADLINE, async {
-        let channel: Channel = endpoint.connect().await.map_err(|e| {
-            let source = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
-            unreachable(format!("{e}{source}"), TlsMismatch::of(&e, tls.is_some()))
-        })?;
+        let channel = connect(addr, tls).await?;
         let mut request = tonic::Request::new(StatusRequest {});
         request.set_timeout(STATUS_DEADLINE);
         PeerClient::new(channel)

@@ -161,6 +161,7 @@ impl BranchBuilder {
             id,
             committer: Arc::new(GroupCommitter::start(replica.clone())),
             replica,
+            members: Arc::default(),
         })
     }
 }

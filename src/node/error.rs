@@ -18,6 +18,9 @@ pub enum BranchError {
     CatchUpTimeout(Duration),
     #[error("membership change refused: {0}")]
     Membership(Arc<dyn std::error::Error + Send + Sync>),
+    /// The leader's checks refused a member change (see [`super::MemberChange`]).
+    #[error("{0}")]
+    MemberRefused(#[from] super::MemberRefused),
     /// A call that only the leader serves (a forwarded write, a read index, a membership
     /// change) reached a branch that does not lead: the caller retries elsewhere.
     #[error("branch {0} is not the leader")]

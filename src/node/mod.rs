@@ -21,6 +21,7 @@
 mod builder;
 mod error;
 mod group;
+mod members;
 mod membership;
 mod peer;
 mod read;
@@ -36,6 +37,7 @@ use tokio::time::Instant;
 
 pub use builder::{BranchBuilder, BuildError, Storage};
 pub use error::{BadGroup, BranchError, Internal, Unavailable, WriteFailure};
+pub use members::{MemberChange, MemberRefused, MembersChanged, Removed, PROMOTE_LAG_MAX};
 pub use membership::{change_membership_via_peers, voters_and_learners, MembershipRefused};
 pub use view::{Membership, RaftView, RaftWatch, Role};
 pub use vote_guard::{VoteGuard, VoteRefused};
@@ -90,6 +92,7 @@ pub struct Branch {
     pub id: NodeId,
     replica: Replica,
     committer: Arc<GroupCommitter>,
+    members: Arc<members::MemberState>,
 }
 
 impl Branch {

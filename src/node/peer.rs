@@ -36,7 +36,7 @@ async fn within_deadline<T>(
 impl Branch {
     /// FAILED_PRECONDITION unless this branch leads: a forwarded write is proposed only by
     /// the leader, and otherwise not at all, so the sender may retry elsewhere.
-    fn ensure_leading(&self) -> Result<(), BranchError> {
+    pub(super) fn ensure_leading(&self) -> Result<(), BranchError> {
         if self.leads() {
             Ok(())
         } else {
@@ -145,6 +145,12 @@ impl Branch {
                 "membership change not committed",
             ))),
         }
+    }
+
+    /// An operator's member change another branch forwarded to this one, the leader.
+    pub async fn answer_change_members(&self, payload: &RaftPayload) -> Answer {
+        let change: super::MemberChange = decoded(payload)?;
+        encoded(&self.member_change_as_leader(&change).await?)
     }
 
     /// This branch's status, as `bank status` and the bootstrap surveys read it.

@@ -74,7 +74,7 @@ impl RaftView {
 type Metrics = openraft::RaftMetrics<BranchId, BasicNode>;
 
 /// The cluster's membership as a branch knows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Membership {
     /// Every member (voters and learners) and its current address.
     pub members: BTreeMap<BranchId, String>,
@@ -170,6 +170,22 @@ impl Branch {
                 .collect(),
             voters: membership.voter_ids().collect(),
         }
+    }
+
+    /// On the leader, how many entries branch `id` lacks of the leader's log (its whole log
+    /// if the leader has no record of it); 0 on any other branch.
+    pub(super) fn entries_behind(&self, id: BranchId) -> u64 {
+        let metrics = self.replica.raft.metrics();
+        let metrics = metrics.borrow();
+        let Some(replication) = &metrics.replication else {
+            return 0;
+        };
+        let last = metrics.last_log_index.unwrap_or(0);
+        let matched = replication
+            .get(&id)
+            .and_then(|matched| matched.map(|log_id| log_id.index))
+            .unwrap_or(0);
+        last.saturating_sub(matched)
     }
 
     /// A watch on this branch's Raft state.

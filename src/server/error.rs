@@ -5,7 +5,7 @@
 
 use tonic::{Code, Status};
 
-use crate::node::BranchError;
+use crate::node::{BranchError, MemberRefused};
 use crate::BranchId;
 
 /// Why a service refused or failed a call.
@@ -33,6 +33,9 @@ pub enum ServiceError {
     /// Like an unknown outcome: the ledger no longer knows whether it was applied.
     #[error("the outcome of this request is unknown: its id left the ledger's window")]
     RequestIdExpired,
+    /// The cluster removed this branch: it serves no customers any more.
+    #[error("branch {branch} was removed from the cluster (by the membership entry at log index {log_index}) and no longer serves customers; use another branch")]
+    Removed { branch: BranchId, log_index: u64 },
     /// A ledger outcome the call cannot have: a bug, said as such.
     #[error("unexpected ledger outcome {0}")]
     UnexpectedOutcome(String),
@@ -66,6 +69,7 @@ impl ServiceError {
             ServiceError::BalanceOutOfRange(_) => Code::OutOfRange,
             ServiceError::NotReady | ServiceError::RequestIdExpired => Code::Unavailable,
             ServiceError::UnexpectedOutcome(_) => Code::Internal,
+            ServiceError::Removed { .. } => Code::FailedPrecondition,
         }
     }
 }
@@ -80,6 +84,9 @@ fn branch_code(error: &BranchError) -> Code {
         BranchError::Membership(_) | BranchError::NotLeader(_) | BranchError::VoteRefused(_) => {
             Code::FailedPrecondition
         }
+        // Two changes at once: the caller may try again once the other has finished.
+        BranchError::MemberRefused(MemberRefused::InProgress) => Code::Aborted,
+        BranchError::MemberRefused(_) => Code::FailedPrecondition,
         BranchError::BadPayload(_) | BranchError::BadGroup(_) => Code::InvalidArgument,
         BranchError::Internal(_) => Code::Internal,
     }

@@ -4,6 +4,7 @@
 //! - [`course`]: the original course API, `Branch.MsgDelivery` (`proto/banks.proto`).
 //! - [`accounts`]: the bank's own `bank.v1.Accounts`.
 //! - [`peer`]: branch-to-branch traffic (`bank.peer.v1.Peer`).
+//! - [`members`]: membership at runtime, for operators (`bank.admin.v1.Members`).
 //! - [`health`]: `grpc.health.v1.Health`, from the branch's Raft state; server reflection.
 //! - [`auth`]: who may call what (cluster certificates for peers, bearer tokens for customers).
 //! - [`admission`]: the bound on customer calls in flight, shared by both customer APIs.
@@ -19,6 +20,7 @@ pub mod auth;
 pub mod course;
 pub mod error;
 pub mod health;
+pub mod members;
 pub mod metrics;
 pub mod peer;
 
@@ -33,6 +35,7 @@ use tonic_reflection::server::v1::{ServerReflection, ServerReflectionServer};
 use tonic_reflection::server::v1alpha;
 
 use crate::node::Branch;
+use crate::proto::admin::members_server::MembersServer;
 use crate::proto::customer::branch_server::BranchServer;
 use crate::proto::peer::peer_server::PeerServer;
 use crate::proto::v1::accounts_server::AccountsServer;
@@ -40,6 +43,7 @@ use accounts::AccountsService;
 pub use admission::{Admission, CUSTOMER_REQUESTS_MAX_DEFAULT};
 use auth::{PeerAuth, Tokens};
 use course::CustomerService;
+use members::MembersService;
 use peer::PeerService;
 
 /// Server-side bound on any one call; inner waits are shorter
@@ -128,7 +132,7 @@ where
         builder = builder.tls_config(tls)?;
     }
     // One bound for both customer APIs: a branch's calls in flight, whichever API they use.
-    let admission = Admission::new(branch.id, requests_max);
+    let admission = Admission::new(branch.clone(), requests_max);
     let customer = BranchServer::new(CustomerService {
         branch: branch.clone(),
         tokens: tokens.clone(),
@@ -146,6 +150,13 @@ where
         ],
     )
     .await;
+    // Operators are checked as peers are: the cluster's certificate under TLS.
+    let members = tonic::service::interceptor::InterceptedService::new(
+        MembersServer::new(MembersService {
+            branch: branch.clone(),
+        }),
+        peer_auth,
+    );
     // The one check of the peer service's callers, in front of every peer RPC.
     let peer = tonic::service::interceptor::InterceptedService::new(
         PeerServer::new(PeerService { branch })
@@ -160,6 +171,7 @@ where
         .add_service(customer)
         .add_service(metrics::observed(id, accounts))
         .add_service(metrics::observed(id, peer))
+        .add_service(metrics::observed(id, members))
         .add_service(health)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)

@@ -8,7 +8,8 @@ use tonic::{Request, Response, Status};
 use super::error::ServiceError;
 use crate::node::{Branch, BranchError};
 use crate::proto::peer::{
-    RaftPayload, ReadIndexReply, ReadIndexRequest, StatusReply, StatusRequest,
+    RaftPayload, ReadIndexReply, ReadIndexRequest, RetireReply, RetireRequest, StatusReply,
+    StatusRequest,
 };
 
 /// Branch-to-branch traffic.
@@ -80,6 +81,24 @@ impl crate::proto::peer::peer_server::Peer for PeerService {
             self.branch
                 .answer_change_membership(request.get_ref())
                 .await,
+        )
+    }
+
+    async fn change_members(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        answer(self.branch.answer_change_members(request.get_ref()).await)
+    }
+
+    async fn retire(
+        &self,
+        request: Request<RetireRequest>,
+    ) -> Result<Response<RetireReply>, Status> {
+        answer(
+            self.branch
+                .answer_retire(request.get_ref())
+                .map(|()| RetireReply {}),
         )
     }
 }

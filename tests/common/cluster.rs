@@ -65,21 +65,13 @@ pub fn standalone_config(
     dir: &Path,
     initial_balance: u64,
 ) -> BranchConfig {
-    BranchConfig {
-        id,
-        listener,
-        peers: addresses
-            .iter()
-            .filter(|(&peer, _)| peer != id)
-            .map(|(&peer, addr)| (peer, addr.to_string()))
-            .collect(),
-        data_dir: dir.join(format!("branch-{id}")),
-        initial_balance,
-        rejoin: false,
-        tls: None,
-        tokens: None,
-        requests_max: bank::server::CUSTOMER_REQUESTS_MAX_DEFAULT,
-    }
+    let peers = addresses
+        .iter()
+        .filter(|(&peer, _)| peer != id)
+        .map(|(&peer, addr)| (peer, addr.to_string()))
+        .collect();
+    let data_dir = dir.join(format!("branch-{id}"));
+    BranchConfig::new(id, listener, peers, data_dir, initial_balance)
 }
 
 /// The cluster's leader, once there is one (at most [`LEADER_DEADLINE`]).
