@@ -240,6 +240,14 @@ async fn grow_three_to_five_and_shrink_back_under_transfers() {
         let why = text(&refused.stderr);
         assert!(why.contains("was removed from the cluster"), "{why}");
     }
+    // It recorded its removal: stopped, it does not start again on that data.
+    if let Some(removed) = cluster.children.remove(&5) {
+        removed.kill();
+    }
+    let again = common::output_of(cluster.branch_command(5).stderr(Stdio::piped()));
+    assert!(!again.status.success(), "a removed branch started again");
+    let why = text(&again.stderr);
+    assert!(why.contains("was removed from its cluster"), "{why}");
 
     let finished = load.wait_exit(Duration::from_secs(90)).expect("bench ends");
     let mut stdout = String::new();

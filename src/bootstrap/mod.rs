@@ -72,6 +72,8 @@ pub enum ClusterError {
         missing: Vec<BranchId>,
         deadline: Duration,
     },
+    #[error("{path}: this branch was removed from its cluster (by the membership entry at log index {log_index}); it does not start again. To add it back, start it with an empty data directory and --join")]
+    Removed { path: PathBuf, log_index: u64 },
     #[error("cannot join the cluster through {at}: {what}")]
     Join { at: String, what: String },
     #[error("--join and --rejoin do not go together: --join adds a new branch, --rejoin rebuilds a member that lost its data")]

@@ -101,8 +101,10 @@ pub struct RunningBranch {
     pub branch: Branch,
     shutdown: watch::Sender<bool>,
     server: JoinHandle<Result<(), tonic::transport::Error>>,
-    /// Creating the cluster, or finishing a rejoin: stopped with the branch.
+    /// Creating the cluster, or finishing a rejoin or a join: stopped with the branch.
     background: Option<JoinHandle<()>>,
+    /// Records on disk that the cluster removed this branch, once it is told.
+    removal: Option<JoinHandle<()>>,
 }
 
 /// What this branch's disk says about this start.
@@ -183,6 +185,10 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
         branch.vote_guard().set(!state.caught_up, state.term_floor);
     }
     let mut running = RunningBranch::serve(branch, listener, server_config);
+    running.removal = Some(tokio::spawn(record_removal(
+        running.branch.clone(),
+        disk.store.clone(),
+    )));
     if let Some(state) = rejoin_state {
         let rejoining = Rejoining {
             branch: running.branch.clone(),
@@ -258,6 +264,12 @@ fn open_disk(
             identity
         }
     };
+    if let Some(log_index) = store.removed()? {
+        return Err(ClusterError::Removed {
+            path: store.path().to_path_buf(),
+            log_index,
+        });
+    }
     let fresh = !store.is_initialized()?;
     let recorded = store.rejoin_state()?;
     let rejoin_pending = recorded.is_some_and(|state| !state.caught_up);
@@ -368,6 +380,15 @@ async fn open_and_add_learners(
     Ok(())
 }
 
+/// Once the leader tells `branch` it was removed, records it in `store`, so the branch
+/// refuses to start again rather than come back as a member it no longer is.
+async fn record_removal(branch: Branch, store: DurableStore) {
+    let removed = branch.wait_removed().await;
+    if let Err(e) = store.set_removed(removed.log_index) {
+        tracing::error!(branch = branch.id, "recording the removal: {e}");
+    }
+}
+
 impl RunningBranch {
     /// Serves `branch` on `listener` until [`RunningBranch::shutdown`].
     fn serve(branch: Branch, listener: TcpListener, config: ServerConfig) -> RunningBranch {
@@ -385,14 +406,15 @@ impl RunningBranch {
             shutdown,
             server,
             background: None,
+            removal: None,
         }
     }
 
     /// Stops serving (in-flight calls drain, bounded) and shuts the Raft node down.
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
-        if let Some(background) = self.background {
-            background.abort();
+        for task in [self.background, self.removal].into_iter().flatten() {
+            task.abort();
         }
         match tokio::time::timeout(Duration::from_secs(5), self.server).await {
             Ok(Ok(Ok(()))) => {}

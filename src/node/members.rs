@@ -95,6 +95,8 @@ pub(super) struct MemberState {
     lock: tokio::sync::Mutex<()>,
     /// 1 + the log index of the membership entry that removed this branch; 0: not removed.
     removed_at: AtomicU64,
+    /// Woken when this branch learns it was removed.
+    removal: tokio::sync::Notify,
 }
 
 /// A member change made: the log index of its membership entry, and the membership after it.
@@ -373,6 +375,7 @@ impl Branch {
             )
             .is_ok();
         if first {
+            self.members.removal.notify_waiters();
             self.set_elections(false);
             tracing::warn!(
                 branch = self.id,
@@ -380,6 +383,17 @@ impl Branch {
                  no longer serving customers. Stop this branch; to bring it back, start it \
                  with an empty data directory and --join"
             );
+        }
+    }
+
+    /// Waits until this branch learns that it was removed from the cluster.
+    pub async fn wait_removed(&self) -> Removed {
+        loop {
+            let removal = self.members.removal.notified();
+            if let Some(removed) = self.removed() {
+                return removed;
+            }
+            removal.await;
         }
     }
 

@@ -44,6 +44,7 @@ const LAST_PURGED: &str = "last_purged";
 pub(crate) const SNAPSHOT: &str = "snapshot";
 const IDENTITY: &str = "identity";
 const REJOIN: &str = "rejoin";
+const REMOVED: &str = "removed";
 
 /// How long [`DurableStore::open`] waits for a database another handle still holds.
 const OPEN_RETRY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
@@ -318,6 +319,18 @@ impl DurableStore {
     pub fn set_rejoin_state(&self, state: &RejoinState) -> Result<(), DurableError> {
         self.put_meta(REJOIN, state)
             .map_err(|e| self.describe(e, "rejoin state"))
+    }
+
+    /// The log index of the membership entry that removed this branch from its cluster, if
+    /// the leader told it so.
+    pub fn removed(&self) -> Result<Option<u64>, DurableError> {
+        self.get_meta(REMOVED)
+            .map_err(|e| self.describe(e, "removal"))
+    }
+
+    pub fn set_removed(&self, log_index: u64) -> Result<(), DurableError> {
+        self.put_meta(REMOVED, &log_index)
+            .map_err(|e| self.describe(e, "removal"))
     }
 
     /// Whether this branch has ever taken part in a cluster: it has a vote or a log.
