@@ -380,3 +380,62 @@ async fn changes_that_would_lose_the_quorum_or_overlap_are_refused() {
     stopped.signal("CONT");
     assert_eq!(cluster.members(leader), (vec![1, 2, 3], vec![]));
 }
+
+/// With five voters, a sixth branch joins as a learner and is not promoted: it serves, but
+/// does not vote. (In process, to spare six processes.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sixth_branch_stays_a_learner() {
+    use bank::bootstrap::standalone::start;
+    use bank::node::{BranchError, MemberChange, MemberRefused};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut listeners = common::loopback_listeners(&[1, 2, 3, 4, 5, 6]).await;
+    let addresses = common::addresses_of(&listeners);
+    let five: BTreeMap<u64, SocketAddr> = addresses.range(1..=5).map(|(&i, &a)| (i, a)).collect();
+    let mut running = Vec::new();
+    for id in 1..=5 {
+        let listener = listeners.remove(&id).expect("listener");
+        let config = common::standalone_config(id, listener, &five, dir.path(), 100);
+        running.push(tokio::spawn(start(config)));
+    }
+    let mut branches = Vec::new();
+    for started in running {
+        branches.push(started.await.expect("task").expect("branch starts"));
+    }
+    let listener = listeners.remove(&6).expect("listener");
+    let mut config = common::standalone_config(6, listener, &BTreeMap::new(), dir.path(), 100);
+    config.join = Some(addresses[&1].to_string());
+    let sixth = start(config).await.expect("branch 6 joins");
+
+    let deadline = Deadline::after(JOIN_DEADLINE);
+    loop {
+        let membership = branches[0].branch.membership();
+        let applied = |b: &bank::node::Branch| b.view().applied_index;
+        if membership.members.contains_key(&6)
+            && applied(&sixth.branch) == applied(&branches[0].branch)
+        {
+            assert_eq!(membership.voters, vec![1, 2, 3, 4, 5]);
+            break;
+        }
+        deadline.pause("branch 6 not caught up").await;
+    }
+    let promoted = sixth
+        .branch
+        .change_members(&MemberChange::Promote { id: 6 })
+        .await;
+    assert!(
+        matches!(
+            promoted,
+            Err(BranchError::MemberRefused(MemberRefused::VotersFull {
+                id: 6,
+                max: 5
+            }))
+        ),
+        "{promoted:?}"
+    );
+    assert_eq!(branches[0].branch.membership().voters, vec![1, 2, 3, 4, 5]);
+    sixth.shutdown().await;
+    for running in branches {
+        running.shutdown().await;
+    }
+}
