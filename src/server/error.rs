@@ -33,6 +33,9 @@ pub enum ServiceError {
     /// Like an unknown outcome: the ledger no longer knows whether it was applied.
     #[error("the outcome of this request is unknown: its id left the ledger's window")]
     RequestIdExpired,
+    /// A backup could not be encoded.
+    #[error("the backup could not be made: {0}")]
+    Backup(String),
     /// A ledger outcome the call cannot have: a bug, said as such.
     #[error("unexpected ledger outcome {0}")]
     UnexpectedOutcome(String),
@@ -65,7 +68,7 @@ impl ServiceError {
             ServiceError::PeerTrafficRefused(_) => Code::PermissionDenied,
             ServiceError::BalanceOutOfRange(_) => Code::OutOfRange,
             ServiceError::NotReady | ServiceError::RequestIdExpired => Code::Unavailable,
-            ServiceError::UnexpectedOutcome(_) => Code::Internal,
+            ServiceError::UnexpectedOutcome(_) | ServiceError::Backup(_) => Code::Internal,
         }
     }
 }
