@@ -76,9 +76,11 @@ pub async fn download(
     let mut written: u64 = 0;
     loop {
         let chunk = match tokio::time::timeout_at(until, chunks.next()).await {
-            Err(_) => return Err(broken(format!(
+            Err(_) => {
+                return Err(broken(format!(
                 "{addr} did not send the whole backup within {deadline:?} ({written} bytes came)"
-            ))),
+            )))
+            }
             Ok(None) => break,
             Ok(Some(Err(status))) => {
                 return Err(broken(format!(
