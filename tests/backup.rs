@@ -63,6 +63,68 @@ async fn open_accounts(
     }
 }
 
+/// `bank account export --format FORMAT -o PATH` at `branches`: checks it succeeded, said it
+/// exported `count` accounts and left no partial file; the file's text.
+async fn export(branches: &[String], format: &str, path: &Path, count: u64) -> String {
+    let out = bank_async(
+        [
+            "account",
+            "export",
+            "--timeout",
+            "60",
+            "--format",
+            format,
+            "-o",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain([path.display().to_string()])
+        .chain(branches.iter().cloned()),
+        COMMAND_LIMIT,
+    )
+    .await;
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "export {format}: {stderr}");
+    let said = format!("exported {count} accounts at applied index");
+    assert!(stderr.contains(&said), "{stderr}");
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    assert!(!Path::new(&partial).exists(), "a partial file was left");
+    std::fs::read_to_string(path).expect("export file")
+}
+
+/// An export's CSV: the header, then `account,balance` lines.
+fn parse_csv(text: &str) -> BTreeMap<u64, i64> {
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("account,balance"));
+    lines
+        .map(|line| {
+            let (account, balance) = line.split_once(',').expect("two fields");
+            (
+                account.parse().expect("account"),
+                balance.parse().expect("balance"),
+            )
+        })
+        .collect()
+}
+
+/// An export's JSON: `{"applied_index": I, "accounts": [{"account", "balance"}, ...]}`.
+fn parse_json(text: &str) -> BTreeMap<u64, i64> {
+    let document: serde_json::Value = serde_json::from_str(text).expect("JSON parses");
+    assert!(document["applied_index"].as_u64().expect("applied_index") > 0);
+    document["accounts"]
+        .as_array()
+        .expect("accounts")
+        .iter()
+        .map(|entry| {
+            (
+                entry["account"].as_u64().expect("account"),
+                entry["balance"].as_i64().expect("balance"),
+            )
+        })
+        .collect()
+}
+
 /// `bank account export` of 100,000 accounts, CSV and JSON: both parse, hold every account,
 /// agree with `bank account balance` on a sample and with the known total; `bank account list`
 /// prints a table and says the count and index on stderr.
@@ -98,64 +160,12 @@ async fn an_export_of_100000_accounts_matches_the_balances() {
         dir.path().join("accounts.csv"),
         dir.path().join("accounts.json"),
     );
-    let mut exported = Vec::new();
-    for (format, path) in [("csv", &csv), ("json", &json)] {
-        let out = bank_async(
-            [
-                "account",
-                "export",
-                "--timeout",
-                "60",
-                "--format",
-                format,
-                "-o",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .chain([path.display().to_string()])
-            .chain(branches.iter().cloned()),
-            COMMAND_LIMIT,
-        )
-        .await;
-        let stderr = text(&out.stderr);
-        assert!(out.status.success(), "export {format}: {stderr}");
-        assert!(
-            stderr.contains(&format!(
-                "exported {} accounts at applied index",
-                ACCOUNTS + 1
-            )),
-            "{stderr}"
-        );
-        assert!(!dir
-            .path()
-            .join(format!("accounts.{format}.partial"))
-            .exists());
-        exported.push(std::fs::read_to_string(path).expect("export file"));
-    }
-    let mut lines = exported[0].lines();
-    assert_eq!(lines.next(), Some("account,balance"));
-    let from_csv: BTreeMap<u64, i64> = lines
-        .map(|line| {
-            let (account, balance) = line.split_once(',').expect("two fields");
-            (
-                account.parse().expect("account"),
-                balance.parse().expect("balance"),
-            )
-        })
-        .collect();
-    let document: serde_json::Value = serde_json::from_str(&exported[1]).expect("JSON parses");
-    assert!(document["applied_index"].as_u64().expect("applied_index") > 0);
-    let from_json: BTreeMap<u64, i64> = document["accounts"]
-        .as_array()
-        .expect("accounts")
-        .iter()
-        .map(|entry| {
-            (
-                entry["account"].as_u64().expect("account"),
-                entry["balance"].as_i64().expect("balance"),
-            )
-        })
-        .collect();
+    let exported = [
+        export(&branches, "csv", &csv, ACCOUNTS + 1).await,
+        export(&branches, "json", &json, ACCOUNTS + 1).await,
+    ];
+    let from_csv = parse_csv(&exported[0]);
+    let from_json = parse_json(&exported[1]);
     assert_eq!(
         from_csv.len() as u64,
         ACCOUNTS + 1,
