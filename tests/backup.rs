@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bank::bootstrap::local::Storage;
-use bank::bootstrap::standalone;
-use bank::client::{Client, ClientConfig, Outcome, ReadLevel, Write};
+use bank::bootstrap::standalone::{self, BranchConfig};
+use bank::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Token, Write};
 use bank::ledger::{Command, Ledger, RequestId, BATCH_ITEMS_MAX};
 use common::*;
 
@@ -597,4 +597,86 @@ fn damaged_backups_are_refused() {
         "{}",
         text(&out.stderr)
     );
+}
+
+/// One branch with TLS and customer tokens: a listing shows a token only its accounts; a
+/// backup needs a certificate the cluster's CA signed (the branch's own), like the peer
+/// service: a customer's TLS (the CA only) is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_tls_and_tokens_listings_and_backups_are_guarded() {
+    const ALICE: &str = "alice-token-0123456789abcdef";
+    const OPS: &str = "ops-token-0123456789abcdef00";
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = bank::tls::generate(&dir.path().join("certs"), &[], false).expect("certs");
+    let tls = bank::tls::load_branch(&certs.branch_files()).expect("branch TLS");
+    let tokens = bank::server::auth::Tokens::parse(&format!(
+        r#"{{"tokens": [{{"name": "alice", "token": "{ALICE}", "accounts": [11, 13]}},
+                        {{"name": "ops", "token": "{OPS}", "accounts": "all"}}]}}"#
+    ))
+    .expect("tokens");
+    let listeners = loopback_listeners(&[1]).await;
+    let addresses = addresses_of(&listeners);
+    let listener = listeners.into_values().next().expect("a listener");
+    let running = standalone::start(BranchConfig {
+        tls: Some(tls),
+        tokens: Some(Arc::new(tokens)),
+        ..standalone_config(1, listener, &addresses, dir.path(), 500)
+    })
+    .await
+    .expect("the branch starts");
+    let addr = addresses[&1].to_string();
+    let customer_tls = bank::tls::load_client(&certs.ca_cert, None).expect("customer TLS");
+    let client = |token: &str| {
+        let config = ClientConfig {
+            deadline: Duration::from_secs(60),
+            tls: Some(customer_tls.clone()),
+            token: Some(Token::new(token).expect("token")),
+            ..ClientConfig::default()
+        };
+        Client::new(std::slice::from_ref(&addr), config).expect("client")
+    };
+    let ops = client(OPS);
+    open_accounts(&ops, 10..=14, |id| id * 100).await;
+    let mine = client(ALICE)
+        .list_accounts(None, 0)
+        .await
+        .expect("alice lists");
+    assert_eq!(mine.accounts, vec![(11, 1_100), (13, 1_300)]);
+    let after = client(ALICE)
+        .list_accounts(Some(11), 0)
+        .await
+        .expect("alice lists");
+    assert_eq!(after.accounts, vec![(13, 1_300)]);
+    let all = ops.list_accounts(None, 0).await.expect("ops lists");
+    let ids: Vec<u64> = all.accounts.iter().map(|&(id, _)| id).collect();
+    assert_eq!(ids, vec![0, 10, 11, 12, 13, 14]);
+    let limited = ops.list_accounts(Some(10), 2).await.expect("ops lists");
+    assert_eq!(limited.accounts, vec![(11, 1_100), (12, 1_200)]);
+    let timeout = Duration::from_secs(30);
+    let connect = Duration::from_secs(2);
+    let refused = bank::client::backup::download(
+        &addr,
+        Some(&customer_tls),
+        connect,
+        timeout,
+        &mut Vec::new(),
+    )
+    .await
+    .expect_err("a backup without a cluster certificate");
+    assert!(
+        matches!(&refused, ClientError::Refused { status, .. } if status.code() == tonic::Code::Unauthenticated),
+        "{refused}"
+    );
+    let operator_tls = bank::tls::load_client(
+        &certs.ca_cert,
+        Some((&certs.branch_cert, &certs.branch_key)),
+    )
+    .expect("operator TLS");
+    let mut bytes = Vec::new();
+    bank::client::backup::download(&addr, Some(&operator_tls), connect, timeout, &mut bytes)
+        .await
+        .expect("a backup with the branch certificate");
+    let backup = bank::backup::decode(&bytes).expect("the backup checks");
+    assert_eq!(backup.summary.header.accounts, 6);
+    running.shutdown().await;
 }
