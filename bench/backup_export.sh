@@ -35,7 +35,7 @@ done
 "$BANK" bench --branch "$(addr 1)" --branch "$(addr 2)" --branch "$(addr 3)" \
     --accounts "$ACCOUNTS" --count 1 --mix deposit=100 >/dev/null
 
-millis() { date +%s%N | awk '{printf "%d", $1 / 1000000}'; }
+millis() { echo $(( $(date +%s%N) / 1000000 )); }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR + 1) / 2)]}'; }
 
 time_runs() {
