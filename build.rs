@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/bank/peer/v1/peer.proto",
         "proto/bank/v1/bank.proto",
         "proto/bank/admin/v1/members.proto",
+        "proto/bank/admin/v1/backup.proto",
     ];
     for file in files {
         println!("cargo:rerun-if-changed={file}");

@@ -27,6 +27,8 @@
 //!
 //! rpc, tls ─ under every outbound call: the one endpoint builder, the one bound on a call,
 //!            TLS files and configurations
+//! backup ─── the backup file format: written by server, checked by client, restored by
+//!            bootstrap; below all three, above the ledger
 //! ```
 //!
 //! A customer's write: `server::course` (or `server::accounts`) validates it and calls
@@ -49,6 +51,7 @@
 //! - [`check`]: linearizability per account, conservation, minimum balances, convergence.
 //! - [`rpc`]: the one endpoint builder and the one bound on a call, for every outbound call.
 //! - [`tls`]: `bank certs` and the rustls configurations of branches and clients.
+//! - [`backup`]: the backup file (`bank backup`, `bank restore`): format, writing, checking.
 //! - [`proto`]: generated gRPC code.
 //! - `sim` (feature `simulation`): the whole cluster inside turmoil, deterministic per seed;
 //!   it plugs into the layers through their hooks (an apply observer, a connector), never
@@ -58,6 +61,7 @@
 // traits; boxing them at every storage call would only hide that.
 #![allow(clippy::result_large_err)]
 
+pub mod backup;
 pub mod bootstrap;
 pub mod check;
 pub mod client;
@@ -89,7 +93,8 @@ pub mod proto {
     pub mod v1 {
         tonic::include_proto!("bank.v1");
     }
-    /// Operators' API, `proto/bank/admin/v1/` (`bank.admin.v1`): membership at runtime.
+    /// Operators' API, `proto/bank/admin/v1/` (`bank.admin.v1`): membership at runtime
+    /// (`Members`) and backups (`Backup`).
     pub mod admin {
         tonic::include_proto!("bank.admin.v1");
     }

@@ -90,6 +90,8 @@ enum Command {
         bank account deposit 1 20 --branch 127.0.0.1:50051\n  \
         bank account transfer 1 2 50 --branch 127.0.0.1:50051\n  \
         bank account balance 1 2 --json --branch 127.0.0.1:50052\n  \
+        bank account list --branch 127.0.0.1:50051\n  \
+        bank account export --format csv -o accounts.csv --branch 127.0.0.1:50051\n  \
         BANK_TOKEN=... bank account balance 1 --branch 127.0.0.1:7001 --tls-ca certs/ca.pem   (TLS, token)\n\n\
         A refused operation (e.g. insufficient funds) exits 1 and says why. If no branch confirms a \
         write in time its outcome is unknown: resend it with --request-id ORIGIN:SEQUENCE as printed.")]
@@ -120,6 +122,24 @@ enum Command {
         remaining voters without a majority up is refused, as is a change while another is in \
         progress.")]
     Member(cli::member::MemberArgs),
+    /// Back up a live branch (writes go on) into a checksummed file.
+    #[command(after_help = "Example:\n  \
+        bank backup --branch 127.0.0.1:7001 -o bank.backup\n  \
+        bank backup --branch 127.0.0.1:7001 -o bank.backup --tls-ca certs/ca.pem --tls-cert certs/branch.pem --tls-key certs/branch.key\n\n\
+        Under TLS the branch requires a certificate its cluster's CA signed (the branch certificate).")]
+    Backup(cli::backup::BackupArgs),
+    /// Make the data directory of a branch of a NEW cluster from a backup; then start it with
+    /// `bank branch`, which resumes from it.
+    #[command(
+        after_help = "Example (a new three-branch cluster from one backup):\n  \
+        bank restore bank.backup --data-dir d1 --id 1 --listen 127.0.0.1:7001 --peer 2=127.0.0.1:7002 --peer 3=127.0.0.1:7003\n  \
+        bank restore bank.backup --data-dir d2 --id 2 --listen 127.0.0.1:7002 --peer 1=127.0.0.1:7001 --peer 3=127.0.0.1:7003\n  \
+        bank restore bank.backup --data-dir d3 --id 3 --listen 127.0.0.1:7003 --peer 1=127.0.0.1:7001 --peer 2=127.0.0.1:7002\n  \
+        bank branch --id 1 --listen 127.0.0.1:7001 --peer 2=127.0.0.1:7002 --peer 3=127.0.0.1:7003 --data-dir d1   (and 2, 3)\n\n\
+        The data directory must be absent or empty; a damaged backup is refused. Start the branches \
+        without --balance (the restored ledger has its own)."
+    )]
+    Restore(cli::restore::RestoreArgs),
     /// Run the scenario's customers against a running `bank server`.
     #[command(after_help = "Example:\n  bank client input.json --base-port 50050 -o output.json")]
     Client(cli::run::ClientArgs),
@@ -139,6 +159,8 @@ async fn dispatch(command: Command, metrics: Option<SocketAddr>) -> anyhow::Resu
         Command::Status(args) => cli::status::run(args).await,
         Command::Member(args) => cli::member::run(args).await,
         Command::Bench(args) => cli::bench::run(args).await,
+        Command::Backup(args) => cli::backup::run(args).await,
+        Command::Restore(args) => cli::restore::run(args),
     };
     if let Some(exporter) = exporter {
         exporter.stop().await;

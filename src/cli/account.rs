@@ -1,7 +1,9 @@
 //! `bank account`: one operation on the bank.v1 accounts API through [`bank::client::Client`]:
-//! open, deposit, withdraw, transfer (writes, under a request id that can be resent), or read
-//! balances. A refused write exits 1 and says why.
+//! open, deposit, withdraw, transfer (writes, under a request id that can be resent), read
+//! balances, or list and export every account ([`super::export`]). A refused write exits 1 and
+//! says why.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
@@ -10,6 +12,7 @@ use clap::Subcommand;
 use bank::client::{Client, ClientConfig, Outcome, ReadLevel, Write, Written};
 use bank::ledger::RequestId;
 
+use super::export::{ExportFormat, Range};
 use super::tls::{client_token, with_hint, TlsArgs};
 
 #[derive(clap::Args)]
@@ -82,6 +85,23 @@ enum AccountAction {
         #[arg(long, value_enum, default_value_t = ReadArg::Linearizable)]
         read: ReadArg,
     },
+    /// Print every account and its balance, read at one applied index (a table on stdout;
+    /// the count and the index on stderr).
+    List {
+        #[command(flatten)]
+        range: Range,
+    },
+    /// Write every account and its balance, read at one applied index, as CSV or JSON.
+    Export {
+        /// csv: `account,balance` lines; json: {"applied_index": I, "accounts": [...]}.
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// Write to FILE (whole or not at all) instead of stdout.
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        range: Range,
+    },
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -115,6 +135,12 @@ enum Operation {
         write: Write,
         request_id: Option<RequestId>,
     },
+    List(Range),
+    Export {
+        range: Range,
+        format: ExportFormat,
+        output: Option<PathBuf>,
+    },
 }
 
 impl From<AccountAction> for Operation {
@@ -126,6 +152,18 @@ impl From<AccountAction> for Operation {
                     ReadArg::Local => ReadLevel::Local,
                 };
                 return Operation::Read { accounts, level };
+            }
+            AccountAction::List { range } => return Operation::List(range),
+            AccountAction::Export {
+                format,
+                output,
+                range,
+            } => {
+                return Operation::Export {
+                    range,
+                    format,
+                    output,
+                }
             }
             AccountAction::Open {
                 account,
@@ -185,6 +223,12 @@ pub async fn run(args: AccountArgs) -> Result<()> {
         Operation::Write { write, request_id } => {
             send(&client, &write, request_id, args.json).await
         }
+        Operation::List(range) => super::export::list(&client, range, args.json).await,
+        Operation::Export {
+            range,
+            format,
+            output,
+        } => super::export::export(&client, range, format, output).await,
     }
 }
 

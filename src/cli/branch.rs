@@ -63,7 +63,7 @@ pub struct BranchArgs {
     pub requests_max: usize,
 }
 
-fn parse_peer(text: &str) -> Result<(u64, String), String> {
+pub fn parse_peer(text: &str) -> Result<(u64, String), String> {
     let (id, addr) = text
         .split_once('=')
         .ok_or_else(|| format!("{text:?} is not ID=HOST:PORT"))?;

@@ -8,14 +8,19 @@
 //! the library, where both can call it.
 //!
 //! Shared here: [`storage`] (`--data-dir`), [`start_metrics`] (`--metrics`); in their own files:
-//! TLS and token options with the TLS hint ([`tls`]), Ctrl-C and SIGTERM ([`signals`]).
+//! TLS and token options with the TLS hint ([`tls`]), Ctrl-C and SIGTERM ([`signals`]), output
+//! files written whole or not at all ([`output`]).
 
 pub mod account;
+pub mod backup;
 pub mod bench;
 pub mod branch;
 pub mod certs;
 pub mod check;
+pub mod export;
 pub mod member;
+pub mod output;
+pub mod restore;
 pub mod run;
 pub mod signals;
 pub mod status;

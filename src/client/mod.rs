@@ -20,12 +20,19 @@
 //! TLS on one end only (plaintext to a TLS branch, or TLS to a plaintext one) says so, typed:
 //! [`ClientError::tls_mismatch`].
 //!
+//! [`Client::list_accounts`] reads every account at one applied index (a stream of pages).
+//!
 //! Beside it: [`status`] (`bank status`), [`course`] (the original `Branch.MsgDelivery` API),
-//! and [`endpoint`], the one endpoint builder all three use.
+//! [`backup`] (`bank backup`: a branch's backup stream into a file), and [`endpoint`], the one
+//! endpoint builder they all use.
 
+pub mod backup;
 pub mod course;
+mod listing;
 pub mod members;
 pub mod status;
+
+pub use listing::{Listing, LISTED_ACCOUNTS_MAX};
 
 use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
@@ -140,6 +147,9 @@ pub enum ClientError {
         /// What the refusal says about TLS on one end only.
         tls_mismatch: Option<TlsMismatch>,
     },
+    /// A streamed answer broke off or did not make sense; the text says how.
+    #[error("{what}: {why}")]
+    Stream { what: &'static str, why: String },
 }
 
 impl ClientError {
@@ -150,7 +160,9 @@ impl ClientError {
             ClientError::OutcomeUnknown { tls_mismatch, .. }
             | ClientError::Unavailable { tls_mismatch, .. }
             | ClientError::Refused { tls_mismatch, .. } => *tls_mismatch,
-            ClientError::NoBranches | ClientError::BadAddress { .. } => None,
+            ClientError::NoBranches
+            | ClientError::BadAddress { .. }
+            | ClientError::Stream { .. } => None,
         }
     }
 }

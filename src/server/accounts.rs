@@ -7,8 +7,12 @@
 //! outcomes are replies; malformed input is `INVALID_ARGUMENT`; availability problems come
 //! from the branch's errors, all through the one mapping in [`super::error`].
 
+use std::collections::BTreeSet;
+use std::ops::Bound;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::{Stream, StreamExt};
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
@@ -19,10 +23,16 @@ use crate::ledger::{Command, Outcome, Proposal, RequestId, BATCH_ITEMS_MAX};
 use crate::node::{Branch, REQUEST_DEADLINE};
 use crate::proto::v1 as pb;
 use crate::proto::v1::accounts_server::AccountsServer;
-use crate::server::auth::Tokens;
+use crate::server::auth::{Access, Tokens};
 
 /// At most this many accounts in one `GetBalances` (one bound for every list in this API).
 pub const ACCOUNTS_PER_READ_MAX: usize = BATCH_ITEMS_MAX;
+
+/// At most this many accounts in one page of `ListAccounts`.
+pub const LIST_PAGE_ACCOUNTS_MAX: usize = 1_000;
+
+/// The pages of one `ListAccounts` call.
+type AccountsPages = Pin<Box<dyn Stream<Item = Result<pb::AccountsPage, Status>> + Send>>;
 
 /// The `balance_max` of an account opened without one.
 pub const BALANCE_MAX_DEFAULT: u64 = i64::MAX as u64;
@@ -362,6 +372,15 @@ impl pb::accounts_server::Accounts for AccountsService {
     ) -> Result<Response<pb::GetBalancesReply>, Status> {
         answer(self.get_balances_call(request).await)
     }
+
+    type ListAccountsStream = AccountsPages;
+
+    async fn list_accounts(
+        &self,
+        request: Request<pb::ListAccountsRequest>,
+    ) -> Result<Response<AccountsPages>, Status> {
+        answer(self.list_accounts_call(request).await)
+    }
 }
 
 impl AccountsService {
@@ -424,6 +443,76 @@ impl AccountsService {
             applied_index: applied_index.unwrap_or(0),
         })
     }
+}
+
+impl AccountsService {
+    /// `ListAccounts`: a read index, then one copy of (id, balance) of every account the
+    /// caller may see, taken in one short critical section with the index it reflects; the
+    /// pages are streamed from that copy, so a slow reader never holds the state machine.
+    async fn list_accounts_call(
+        &self,
+        request: Request<pb::ListAccountsRequest>,
+    ) -> Result<AccountsPages, ServiceError> {
+        // A token listing only some accounts sees only those; no token configured: all.
+        let visible: Option<BTreeSet<u64>> = match self.tokens.as_deref() {
+            None => None,
+            Some(tokens) => match &tokens.authenticate(&request)?.access {
+                Access::All => None,
+                Access::Accounts(accounts) => Some(accounts.clone()),
+            },
+        };
+        let _permit = self.admission.admit()?;
+        let request = request.into_inner();
+        let deadline = Instant::now() + REQUEST_DEADLINE;
+        let read_index = self.branch.read_index(deadline).await?;
+        self.branch.wait_applied(read_index, deadline).await?;
+        let from = request.after.map_or(Bound::Unbounded, Bound::Excluded);
+        let limit = match request.limit {
+            0 => usize::MAX,
+            limit => usize::try_from(limit).unwrap_or(usize::MAX),
+        };
+        let (accounts, applied_index) = self.branch.read_state(|state| {
+            let ledger = &state.ledger;
+            let accounts: Vec<(u64, i64)> = match &visible {
+                None => ledger
+                    .accounts()
+                    .range((from, Bound::Unbounded))
+                    .take(limit)
+                    .map(|(&id, account)| (id, account.balance_minor_units))
+                    .collect(),
+                Some(visible) => visible
+                    .range((from, Bound::Unbounded))
+                    .filter_map(|&id| ledger.balance(id).map(|balance| (id, balance)))
+                    .take(limit)
+                    .collect(),
+            };
+            (accounts, state.last_applied.map_or(0, |id| id.index))
+        })?;
+        Ok(Box::pin(pages(accounts, applied_index)))
+    }
+}
+
+/// `accounts` as pages of at most [`LIST_PAGE_ACCOUNTS_MAX`], each carrying `applied_index`;
+/// one empty page if there are none, so the caller always learns the index.
+fn pages(
+    accounts: Vec<(u64, i64)>,
+    applied_index: u64,
+) -> impl Stream<Item = Result<pb::AccountsPage, Status>> + Send + 'static {
+    let count = accounts.len().div_ceil(LIST_PAGE_ACCOUNTS_MAX).max(1);
+    futures::stream::iter(0..count).map(move |page| {
+        let start = (page * LIST_PAGE_ACCOUNTS_MAX).min(accounts.len());
+        let end = (start + LIST_PAGE_ACCOUNTS_MAX).min(accounts.len());
+        Ok(pb::AccountsPage {
+            accounts: accounts[start..end]
+                .iter()
+                .map(|&(account, balance)| pb::AccountBalance {
+                    account,
+                    balance: Some(balance),
+                })
+                .collect(),
+            applied_index,
+        })
+    })
 }
 
 #[cfg(test)]
@@ -580,5 +669,21 @@ mod tests {
             code(write_result(&Outcome::NoCommand)),
             Some(tonic::Code::Internal)
         );
+    }
+
+    #[tokio::test]
+    async fn listings_are_bounded_pages_at_one_index() {
+        let accounts: Vec<(u64, i64)> = (0..2_500).map(|id| (id, id as i64 - 7)).collect();
+        let got: Vec<pb::AccountsPage> = pages(accounts, 42)
+            .map(|page| page.expect("a page"))
+            .collect()
+            .await;
+        let sizes: Vec<usize> = got.iter().map(|page| page.accounts.len()).collect();
+        assert_eq!(sizes, vec![1_000, 1_000, 500]);
+        assert!(got.iter().all(|page| page.applied_index == 42));
+        assert_eq!(got[2].accounts[499].account, 2_499);
+        assert_eq!(got[2].accounts[499].balance, Some(2_492));
+        let empty: Vec<_> = pages(Vec::new(), 9).collect().await;
+        assert_eq!(empty.len(), 1, "an empty listing still says its index");
     }
 }

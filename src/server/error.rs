@@ -36,6 +36,9 @@ pub enum ServiceError {
     /// The cluster removed this branch: it serves no customers any more.
     #[error("branch {branch} was removed from the cluster (by the membership entry at log index {log_index}) and no longer serves customers; use another branch")]
     Removed { branch: BranchId, log_index: u64 },
+    /// A backup could not be encoded.
+    #[error("the backup could not be made: {0}")]
+    Backup(String),
     /// A ledger outcome the call cannot have: a bug, said as such.
     #[error("unexpected ledger outcome {0}")]
     UnexpectedOutcome(String),
@@ -68,7 +71,7 @@ impl ServiceError {
             ServiceError::PeerTrafficRefused(_) => Code::PermissionDenied,
             ServiceError::BalanceOutOfRange(_) => Code::OutOfRange,
             ServiceError::NotReady | ServiceError::RequestIdExpired => Code::Unavailable,
-            ServiceError::UnexpectedOutcome(_) => Code::Internal,
+            ServiceError::UnexpectedOutcome(_) | ServiceError::Backup(_) => Code::Internal,
             ServiceError::Removed { .. } => Code::FailedPrecondition,
         }
     }

@@ -5,6 +5,8 @@
 //! - [`accounts`]: the bank's own `bank.v1.Accounts`.
 //! - [`peer`]: branch-to-branch traffic (`bank.peer.v1.Peer`).
 //! - [`members`]: membership at runtime, for operators (`bank.admin.v1.Members`).
+//! - [`backup`]: an operator's consistent backup of a live branch (`bank.admin.v1.Backup`),
+//!   guarded like the peer service.
 //! - [`health`]: `grpc.health.v1.Health`, from the branch's Raft state; server reflection.
 //! - [`auth`]: who may call what (cluster certificates for peers, bearer tokens for customers).
 //! - [`admission`]: the bound on customer calls in flight, shared by both customer APIs.
@@ -17,6 +19,7 @@
 pub mod accounts;
 pub mod admission;
 pub mod auth;
+pub mod backup;
 pub mod course;
 pub mod error;
 pub mod health;
@@ -141,6 +144,11 @@ where
     .max_decoding_message_size(MESSAGE_SIZE_MAX_BYTES);
     let accounts = AccountsService::new(branch.clone(), admission, tokens).into_server();
     let id = branch.id;
+    // Operators only, checked like the peer service.
+    let backup = tonic::service::interceptor::InterceptedService::new(
+        backup::BackupService::new(branch.clone()).into_server(),
+        peer_auth,
+    );
     let (health, health_watch) = health::start(
         &branch,
         &[
@@ -172,6 +180,7 @@ where
         .add_service(metrics::observed(id, accounts))
         .add_service(metrics::observed(id, peer))
         .add_service(metrics::observed(id, members))
+        .add_service(metrics::observed(id, backup))
         .add_service(health)
         .add_optional_service(reflection_v1)
         .add_optional_service(reflection_v1alpha)

@@ -132,6 +132,7 @@ pub(crate) fn error_kind(error: &ClientError) -> String {
             format!("refused_{:?}", status.code()).to_lowercase()
         }
         ClientError::NoBranches | ClientError::BadAddress { .. } => "client".to_string(),
+        ClientError::Stream { .. } => "stream".to_string(),
     }
 }
 

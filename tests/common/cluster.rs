@@ -136,3 +136,27 @@ pub async fn start_cluster_with_requests_max(
         .await
         .expect("cluster starts")
 }
+
+/// The durable log of the (stopped) branch whose data is in `dir`: the index it is purged up
+/// to (`None`: nothing purged), and every entry it holds by log index, with its proposal
+/// (`None`: a blank or membership entry).
+pub async fn durable_log(dir: &Path) -> (Option<u64>, Vec<(u64, Option<bank::ledger::Proposal>)>) {
+    use openraft::storage::RaftLogStorage;
+    use openraft::{EntryPayload, RaftLogReader};
+    let store =
+        bank::raft::durable::DurableStore::open(dir).expect("open the stopped branch's data");
+    let mut log = store.log_store();
+    let state = log.get_log_state().await.expect("log state");
+    let entries = log.try_get_log_entries(0..).await.expect("log entries");
+    let entries = entries
+        .into_iter()
+        .map(|entry| {
+            let proposal = match entry.payload {
+                EntryPayload::Normal(proposal) => Some(proposal),
+                EntryPayload::Blank | EntryPayload::Membership(_) => None,
+            };
+            (entry.log_id.index, proposal)
+        })
+        .collect();
+    (state.last_purged_log_id.map(|id| id.index), entries)
+}

@@ -17,6 +17,9 @@
 //! [`SNAPSHOT_EVERY_LOGS`](super::SNAPSHOT_EVERY_LOGS) entries and the log is purged behind
 //! them, so disk use and replay time stay bounded.
 //!
+//! A store may also be seeded from a backup ([`seed`]): it then holds a snapshot and a purged
+//! log, as a follower's does after it installed a snapshot, and no vote.
+//!
 //! redb checksums its commits and recovers to the last complete commit after a crash, so a torn
 //! tail never surfaces as a half-written entry. A file redb cannot open is reported, never
 //! silently replaced: the branch refuses to start.
@@ -76,6 +79,8 @@ pub enum DurableError {
         what: &'static str,
         source: serde_json::Error,
     },
+    #[error("{path}: cannot seed it from a backup: {why}")]
+    Seed { path: PathBuf, why: String },
     #[error("{path}: the latest snapshot does not load: {why}. This branch will not serve state it cannot trust; restore the data directory, or start the branch afresh with `--rejoin` after moving it away")]
     Snapshot { path: PathBuf, why: String },
 }
@@ -333,11 +338,18 @@ impl DurableStore {
             .map_err(|e| self.describe(e, "removal"))
     }
 
-    /// Whether this branch has ever taken part in a cluster: it has a vote or a log.
+    /// Whether this branch has ever taken part in a cluster: it has a vote or a snapshot (a
+    /// branch restored from a backup has a snapshot and no vote yet, see [`seed`]).
     pub fn is_initialized(&self) -> Result<bool, DurableError> {
         let vote: Option<Vote<NodeId>> =
             self.get_meta(VOTE).map_err(|e| self.describe(e, "vote"))?;
-        Ok(vote.is_some())
+        if vote.is_some() {
+            return Ok(true);
+        }
+        let snapshot = self
+            .snapshot_record()
+            .map_err(|e| self.describe(e, "snapshot record"))?;
+        Ok(snapshot.is_some())
     }
 
     fn describe(&self, e: StorageError, what: &'static str) -> DurableError {
@@ -471,9 +483,11 @@ impl DurableStore {
 }
 
 mod log_store;
+pub mod seed;
 #[cfg(test)]
 mod tests;
 mod writer;
 
 pub use log_store::DurableLogStore;
+pub use seed::Seed;
 use writer::{Job, Writer, PURGE_CHUNK_ENTRIES};

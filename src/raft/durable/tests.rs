@@ -161,3 +161,57 @@ async fn the_latest_snapshot_file_is_restored_and_a_damaged_one_refused() {
     }
     assert_eq!(std::fs::read(&path).expect("still there"), bytes);
 }
+
+/// A seeded store reads back as a follower's after it installed a snapshot and purged its
+/// log: the snapshot at (term 0, I) with the new membership, the log empty up to I, no vote.
+#[tokio::test]
+async fn a_seeded_store_looks_like_an_installed_snapshot() {
+    use openraft::storage::RaftStateMachine;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut ledger = crate::ledger::Ledger::new();
+    let opened = ledger.apply(&crate::ledger::Command::Open {
+        account: 9,
+        balance_minor_units: 120,
+        overdraft_limit_minor_units: 0,
+        balance_max_minor_units: 1_000,
+    });
+    assert!(matches!(opened, crate::ledger::Outcome::Opened { .. }));
+    let bytes = ledger.encode_snapshot().expect("encode");
+    let voters: BTreeMap<NodeId, String> = [(1, "127.0.0.1:7001".to_string())].into();
+    let learners: BTreeMap<NodeId, String> = [(8, "127.0.0.1:7008".to_string())].into();
+    let seed = Seed {
+        ledger_snapshot: &bytes,
+        applied_index: 4_321,
+        voters: &voters,
+        learners: &learners,
+    };
+    {
+        let store = DurableStore::open(dir.path()).expect("open");
+        assert!(!store.is_initialized().expect("read"));
+        store.seed(&seed).expect("seed");
+        assert!(store.seed(&seed).is_err(), "a second seed is refused");
+    }
+    let store = DurableStore::open(dir.path()).expect("reopen");
+    assert!(
+        store.is_initialized().expect("read"),
+        "a seeded store has state"
+    );
+    let mut log = store.log_store();
+    assert_eq!(log.read_vote().await.expect("vote"), None);
+    let state = log.get_log_state().await.expect("log state");
+    let expected = LogId::new(openraft::CommittedLeaderId::new(0, 0), 4_321);
+    assert_eq!(state.last_purged_log_id, Some(expected));
+    assert_eq!(state.last_log_id, Some(expected));
+    let mut state_machine = StateMachineStore::restore(store).expect("restore");
+    let (applied, membership) = state_machine.applied_state().await.expect("applied");
+    assert_eq!(applied, Some(expected));
+    let voter_ids: Vec<NodeId> = membership.membership().voter_ids().collect();
+    assert_eq!(voter_ids, vec![1]);
+    let learner_ids: Vec<NodeId> = membership.membership().learner_ids().collect();
+    assert_eq!(learner_ids, vec![8]);
+    assert_eq!(
+        state_machine.read(|state| state.ledger.clone()),
+        Some(ledger)
+    );
+}

@@ -1,0 +1,82 @@
+//! Output files written whole or not at all (`bank account export -o`, `bank backup -o`): the
+//! bytes go to `FILE.partial` beside FILE, which is flushed, synced, optionally checked, and
+//! only then renamed over FILE, and the directory synced. A failure at any step removes the
+//! partial file, so FILE is never left half-written.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+const WRITE_BUFFER_BYTES: usize = 1024 * 1024;
+
+/// An output file being written; see the module documentation.
+pub struct PartialFile {
+    path: PathBuf,
+    partial: PathBuf,
+    out: BufWriter<File>,
+    /// Whether the partial file was renamed into place (then there is nothing to remove).
+    done: bool,
+}
+
+impl PartialFile {
+    /// Starts writing `path` (as `path.partial`).
+    pub fn create(path: &Path) -> Result<PartialFile> {
+        let name = path
+            .file_name()
+            .with_context(|| format!("{}: names no file", path.display()))?;
+        let mut partial_name = name.to_os_string();
+        partial_name.push(".partial");
+        let partial = path.with_file_name(partial_name);
+        let file = File::create(&partial)
+            .with_context(|| format!("cannot create {}", partial.display()))?;
+        Ok(PartialFile {
+            path: path.to_path_buf(),
+            partial,
+            out: BufWriter::with_capacity(WRITE_BUFFER_BYTES, file),
+            done: false,
+        })
+    }
+
+    /// Where the bytes go until [`PartialFile::finish`].
+    pub fn out(&mut self) -> &mut BufWriter<File> {
+        &mut self.out
+    }
+
+    /// Flushes and syncs the partial file, runs `check` on it (e.g. reads it back), and only
+    /// if that passes renames it over the final path and syncs the directory.
+    pub fn finish<T>(mut self, check: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+        let partial = self.partial.clone();
+        self.out
+            .flush()
+            .and_then(|()| self.out.get_ref().sync_all())
+            .with_context(|| format!("cannot write {}", partial.display()))?;
+        let checked = check(&partial)?;
+        std::fs::rename(&partial, &self.path).with_context(|| {
+            format!(
+                "cannot rename {} to {}",
+                partial.display(),
+                self.path.display()
+            )
+        })?;
+        self.done = true;
+        let dir = match self.path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => Path::new("."),
+        };
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("cannot sync directory {}", dir.display()))?;
+        Ok(checked)
+    }
+}
+
+impl Drop for PartialFile {
+    fn drop(&mut self) {
+        if !self.done {
+            // Best effort: a partial file is never left behind as if it were output.
+            let _ = std::fs::remove_file(&self.partial);
+        }
+    }
+}
