@@ -13,7 +13,7 @@ use clap::{Parser, Subcommand};
     name = "bank",
     version,
     about = "A replicated bank: gRPC branches kept consistent with Raft",
-    after_help = "Example:\n  bank run input.json -o output.json"
+    after_help = "Example:\n  bank run examples/scenarios/p1.json -o output.json"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -51,12 +51,12 @@ fn init_logging(format: LogFormat) {
 enum Command {
     /// Start every branch in this process, run the customers over gRPC, write the output.
     #[command(
-        after_help = "Example:\n  bank run input.json\n  bank run input.json -o out.json --concurrent"
+        after_help = "Example:\n  bank run examples/scenarios/p1.json\n  bank run examples/scenarios/concurrent.json -o out.json --concurrent"
     )]
     Run(cli::run::RunArgs),
     /// Start every branch of the scenario on 127.0.0.1:(base-port + branch id) until Ctrl-C.
     #[command(
-        after_help = "Example:\n  bank server input.json --base-port 50050 --data-dir /var/lib/bank"
+        after_help = "Example:\n  bank server examples/scenarios/p1.json --base-port 50050 --data-dir /var/lib/bank"
     )]
     Server(cli::run::ServerArgs),
     /// Run one branch in this process, as part of a cluster of branches in several processes
@@ -110,7 +110,9 @@ enum Command {
     )]
     Status(cli::status::StatusArgs),
     /// Run the scenario's customers against a running `bank server`.
-    #[command(after_help = "Example:\n  bank client input.json --base-port 50050 -o output.json")]
+    #[command(
+        after_help = "Example:\n  bank client examples/scenarios/p1.json --base-port 50050 -o output.json"
+    )]
     Client(cli::run::ClientArgs),
 }
 
