@@ -19,10 +19,10 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Serve Prometheus metrics over HTTP at http://ADDR/metrics (for run, server, branch).
-    #[arg(long, global = true, value_name = "ADDR")]
+    #[arg(long, global = true, value_name = "ADDR", env = "BANK_METRICS")]
     metrics: Option<SocketAddr>,
     /// How logs are written to stderr; RUST_LOG sets the levels.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "BANK_LOG_FORMAT")]
     log_format: LogFormat,
 }
 
@@ -62,10 +62,16 @@ enum Command {
     /// Run one branch in this process, as part of a cluster of branches in several processes
     /// or hosts. State is durable in --data-dir; a restart resumes from it.
     #[command(after_help = "Example (three branches, one per terminal):\n  \
+        bank branch --config examples/config/branch-1.toml\n  \
+        bank branch --config examples/config/branch-2.toml\n  \
+        bank branch --config examples/config/branch-3.toml\n\n\
+        The same with flags only:\n  \
         bank branch --id 1 --listen 127.0.0.1:7001 --peer 2=127.0.0.1:7002 --peer 3=127.0.0.1:7003 --data-dir d1 --balance 400\n  \
         bank branch --id 2 --listen 127.0.0.1:7002 --peer 1=127.0.0.1:7001 --peer 3=127.0.0.1:7003 --data-dir d2 --balance 400\n  \
         bank branch --id 3 --listen 127.0.0.1:7003 --peer 1=127.0.0.1:7001 --peer 2=127.0.0.1:7002 --data-dir d3 --balance 400\n\n\
         A new cluster is created once every branch is up with an empty data directory. \
+        Every flag is also a --config key (its long name) and a BANK_* environment variable; \
+        flags win over the file, the file over the environment. \
         TLS (mutual between branches): see `bank certs --help`; customer tokens: --tokens (README: TLS and tokens).")]
     Branch(cli::branch::BranchArgs),
     /// Make a test CA and a certificate for the branches (server and client authentication).
@@ -137,7 +143,14 @@ async fn dispatch(command: Command, metrics: Option<SocketAddr>) -> anyhow::Resu
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cli::config::parse::<Cli>(std::env::args_os().collect()) {
+        Ok(cli::config::Parsed::Run(cli)) => cli,
+        Ok(cli::config::Parsed::Printed) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

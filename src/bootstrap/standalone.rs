@@ -58,7 +58,13 @@ pub struct BranchConfig {
     pub tokens: Option<std::sync::Arc<crate::server::auth::Tokens>>,
     /// Customer calls in flight at most ([`crate::server::admission`]).
     pub requests_max: usize,
+    /// How long [`RunningBranch::shutdown`] lets in-flight calls finish before it stops
+    /// serving regardless.
+    pub drain_timeout: Duration,
 }
+
+/// The default of [`BranchConfig::drain_timeout`].
+pub const DRAIN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 
 impl BranchConfig {
     /// Branch `id` on `listener`, plaintext, open, with the default bound on calls in flight.
@@ -79,6 +85,7 @@ impl BranchConfig {
             tls: None,
             tokens: None,
             requests_max: CUSTOMER_REQUESTS_MAX_DEFAULT,
+            drain_timeout: DRAIN_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -90,6 +97,8 @@ pub struct RunningBranch {
     server: JoinHandle<Result<(), tonic::transport::Error>>,
     /// Creating the cluster, or finishing a rejoin: stopped with the branch.
     background: Option<JoinHandle<()>>,
+    /// [`BranchConfig::drain_timeout`].
+    drain_timeout: Duration,
 }
 
 /// What this branch's disk says about this start.
@@ -113,6 +122,7 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
         tls,
         tokens,
         requests_max,
+        drain_timeout,
     } = config;
     if peers.contains_key(&id) {
         return Err(ClusterError::Branch {
@@ -151,7 +161,7 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
     if let Some(state) = rejoin_state {
         branch.vote_guard().set(!state.caught_up, state.term_floor);
     }
-    let mut running = RunningBranch::serve(branch, listener, server_config);
+    let mut running = RunningBranch::serve(branch, listener, server_config, drain_timeout);
     if let Some(state) = rejoin_state {
         let rejoining = Rejoining {
             branch: running.branch.clone(),
@@ -306,7 +316,12 @@ async fn open_and_add_learners(
 
 impl RunningBranch {
     /// Serves `branch` on `listener` until [`RunningBranch::shutdown`].
-    fn serve(branch: Branch, listener: TcpListener, config: ServerConfig) -> RunningBranch {
+    fn serve(
+        branch: Branch,
+        listener: TcpListener,
+        config: ServerConfig,
+        drain_timeout: Duration,
+    ) -> RunningBranch {
         let (shutdown, mut stop) = watch::channel(false);
         let server_branch = branch.clone();
         let server = tokio::spawn(async move {
@@ -321,6 +336,7 @@ impl RunningBranch {
             shutdown,
             server,
             background: None,
+            drain_timeout,
         }
     }
 
@@ -330,11 +346,14 @@ impl RunningBranch {
         if let Some(background) = self.background {
             background.abort();
         }
-        match tokio::time::timeout(Duration::from_secs(5), self.server).await {
+        match tokio::time::timeout(self.drain_timeout, self.server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!("server stopped with an error: {e}"),
             Ok(Err(e)) => tracing::warn!("server task failed: {e}"),
-            Err(_) => tracing::warn!("server did not drain within 5 s"),
+            Err(_) => tracing::warn!(
+                "server did not drain within {:?} (--drain-timeout)",
+                self.drain_timeout
+            ),
         }
         if let Err(e) = self.branch.shutdown().await {
             tracing::warn!("raft shutdown: {e}");

@@ -15,6 +15,7 @@ pub mod bench;
 pub mod branch;
 pub mod certs;
 pub mod check;
+pub mod config;
 pub mod run;
 pub mod signals;
 pub mod status;

@@ -65,21 +65,17 @@ pub fn standalone_config(
     dir: &Path,
     initial_balance: u64,
 ) -> BranchConfig {
-    BranchConfig {
+    BranchConfig::new(
         id,
         listener,
-        peers: addresses
+        addresses
             .iter()
             .filter(|(&peer, _)| peer != id)
             .map(|(&peer, addr)| (peer, addr.to_string()))
             .collect(),
-        data_dir: dir.join(format!("branch-{id}")),
+        dir.join(format!("branch-{id}")),
         initial_balance,
-        rejoin: false,
-        tls: None,
-        tokens: None,
-        requests_max: bank::server::CUSTOMER_REQUESTS_MAX_DEFAULT,
-    }
+    )
 }
 
 /// The cluster's leader, once there is one (at most [`LEADER_DEADLINE`]).
