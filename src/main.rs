@@ -6,7 +6,7 @@ mod cli;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
@@ -115,6 +115,12 @@ enum Command {
         after_help = "Example:\n  bank status --branch 127.0.0.1:7001\n  bank status --branch 127.0.0.1:7001 --json"
     )]
     Status(cli::status::StatusArgs),
+    /// Print a shell completion script for bank (bash, zsh, fish, elvish or powershell).
+    #[command(after_help = "Examples:\n  \
+        bank completions bash > ~/.local/share/bash-completion/completions/bank\n  \
+        bank completions zsh > ~/.zfunc/_bank      (with fpath+=~/.zfunc before compinit)\n  \
+        bank completions fish > ~/.config/fish/completions/bank.fish")]
+    Completions(cli::completions::CompletionsArgs),
     /// Run the scenario's customers against a running `bank server`.
     #[command(
         after_help = "Example:\n  bank client examples/scenarios/p1.json --base-port 50050 -o output.json"
@@ -135,6 +141,7 @@ async fn dispatch(command: Command, metrics: Option<SocketAddr>) -> anyhow::Resu
         Command::Account(args) => cli::account::run(args).await,
         Command::Status(args) => cli::status::run(args).await,
         Command::Bench(args) => cli::bench::run(args).await,
+        Command::Completions(args) => cli::completions::run(args, Cli::command()),
     };
     if let Some(exporter) = exporter {
         exporter.stop().await;

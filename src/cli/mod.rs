@@ -8,13 +8,15 @@
 //! the library, where both can call it.
 //!
 //! Shared here: [`storage`] (`--data-dir`), [`start_metrics`] (`--metrics`); in their own files:
-//! TLS and token options with the TLS hint ([`tls`]), Ctrl-C and SIGTERM ([`signals`]).
+//! TLS and token options with the TLS hint ([`tls`]), Ctrl-C and SIGTERM ([`signals`]), and
+//! config files and the `BANK_*` environment for any subcommand that takes them ([`config`]).
 
 pub mod account;
 pub mod bench;
 pub mod branch;
 pub mod certs;
 pub mod check;
+pub mod completions;
 pub mod config;
 pub mod run;
 pub mod signals;
