@@ -151,3 +151,32 @@ pub async fn run(args: BranchArgs) -> Result<()> {
     eprintln!("bank branch {id}: stopped");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::BranchArgs;
+
+    /// Every setting of `bank branch` has its environment variable, named after the flag:
+    /// a flag added without one fails here, saying what to add.
+    #[test]
+    fn every_flag_has_its_bank_environment_variable() {
+        let command = <BranchArgs as clap::Args>::augment_args(clap::Command::new("branch"));
+        let mut checked = 0;
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "print-config" {
+                continue;
+            }
+            let expected = format!("BANK_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(
+                arg.get_env(),
+                Some(OsStr::new(&expected)),
+                "--{long} needs `env = \"{expected}\"`"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 12, "only {checked} flags found");
+    }
+}
