@@ -6,23 +6,23 @@ mod cli;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
     name = "bank",
     version,
     about = "A replicated bank: gRPC branches kept consistent with Raft",
-    after_help = "Example:\n  bank run input.json -o output.json"
+    after_help = "Example:\n  bank run examples/scenarios/p1.json -o output.json"
 )]
 struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Serve Prometheus metrics over HTTP at http://ADDR/metrics (for run, server, branch).
-    #[arg(long, global = true, value_name = "ADDR")]
+    #[arg(long, global = true, value_name = "ADDR", env = "BANK_METRICS")]
     metrics: Option<SocketAddr>,
     /// How logs are written to stderr; RUST_LOG sets the levels.
-    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "BANK_LOG_FORMAT")]
     log_format: LogFormat,
 }
 
@@ -51,21 +51,27 @@ fn init_logging(format: LogFormat) {
 enum Command {
     /// Start every branch in this process, run the customers over gRPC, write the output.
     #[command(
-        after_help = "Example:\n  bank run input.json\n  bank run input.json -o out.json --concurrent"
+        after_help = "Example:\n  bank run examples/scenarios/p1.json\n  bank run examples/scenarios/concurrent.json -o out.json --concurrent"
     )]
     Run(cli::run::RunArgs),
     /// Start every branch of the scenario on 127.0.0.1:(base-port + branch id) until Ctrl-C.
     #[command(
-        after_help = "Example:\n  bank server input.json --base-port 50050 --data-dir /var/lib/bank"
+        after_help = "Example:\n  bank server examples/scenarios/p1.json --base-port 50050 --data-dir /var/lib/bank"
     )]
     Server(cli::run::ServerArgs),
     /// Run one branch in this process, as part of a cluster of branches in several processes
     /// or hosts. State is durable in --data-dir; a restart resumes from it.
     #[command(after_help = "Example (three branches, one per terminal):\n  \
+        bank branch --config examples/config/branch-1.toml\n  \
+        bank branch --config examples/config/branch-2.toml\n  \
+        bank branch --config examples/config/branch-3.toml\n\n\
+        The same with flags only:\n  \
         bank branch --id 1 --listen 127.0.0.1:7001 --peer 2=127.0.0.1:7002 --peer 3=127.0.0.1:7003 --data-dir d1 --balance 400\n  \
         bank branch --id 2 --listen 127.0.0.1:7002 --peer 1=127.0.0.1:7001 --peer 3=127.0.0.1:7003 --data-dir d2 --balance 400\n  \
         bank branch --id 3 --listen 127.0.0.1:7003 --peer 1=127.0.0.1:7001 --peer 2=127.0.0.1:7002 --data-dir d3 --balance 400\n\n\
         A new cluster is created once every branch is up with an empty data directory. \
+        Every flag is also a --config key (its long name) and a BANK_* environment variable; \
+        flags win over the file, the file over the environment. \
         TLS (mutual between branches): see `bank certs --help`; customer tokens: --tokens (README: TLS and tokens).")]
     Branch(cli::branch::BranchArgs),
     /// Make a test CA and a certificate for the branches (server and client authentication).
@@ -140,8 +146,16 @@ enum Command {
         without --balance (the restored ledger has its own)."
     )]
     Restore(cli::restore::RestoreArgs),
+    /// Print a shell completion script for bank (bash, zsh, fish, elvish or powershell).
+    #[command(after_help = "Examples:\n  \
+        bank completions bash > ~/.local/share/bash-completion/completions/bank\n  \
+        bank completions zsh > ~/.zfunc/_bank      (with fpath+=~/.zfunc before compinit)\n  \
+        bank completions fish > ~/.config/fish/completions/bank.fish")]
+    Completions(cli::completions::CompletionsArgs),
     /// Run the scenario's customers against a running `bank server`.
-    #[command(after_help = "Example:\n  bank client input.json --base-port 50050 -o output.json")]
+    #[command(
+        after_help = "Example:\n  bank client examples/scenarios/p1.json --base-port 50050 -o output.json"
+    )]
     Client(cli::run::ClientArgs),
 }
 
@@ -161,6 +175,7 @@ async fn dispatch(command: Command, metrics: Option<SocketAddr>) -> anyhow::Resu
         Command::Bench(args) => cli::bench::run(args).await,
         Command::Backup(args) => cli::backup::run(args).await,
         Command::Restore(args) => cli::restore::run(args),
+        Command::Completions(args) => cli::completions::run(args, Cli::command()),
     };
     if let Some(exporter) = exporter {
         exporter.stop().await;
@@ -169,7 +184,14 @@ async fn dispatch(command: Command, metrics: Option<SocketAddr>) -> anyhow::Resu
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match cli::config::parse::<Cli>(std::env::args_os().collect()) {
+        Ok(cli::config::Parsed::Run(cli)) => cli,
+        Ok(cli::config::Parsed::Printed) => return ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

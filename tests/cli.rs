@@ -86,7 +86,74 @@ fn with_events(events: &str) -> String {
 fn missing_file_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("nope.json");
-    assert_refused_path(&missing, &dir.path().join("output.json"), &["nope.json"]);
+    assert_refused_path(
+        &missing,
+        &dir.path().join("output.json"),
+        &[
+            "nope.json",
+            "try one of the examples: bank run examples/scenarios/p1.json",
+        ],
+    );
+}
+
+/// An unreadable scenario names its cause once: the error's message already holds the OS
+/// error, so it must not also come back as the error's source in the printed chain.
+#[test]
+fn unreadable_file_names_its_cause_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let run = bank([
+        "run",
+        dir.path().to_str().expect("utf-8 path"),
+        "-o",
+        dir.path().join("output.json").to_str().expect("utf-8 path"),
+    ]);
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(!run.status.success(), "accepted; stderr: {stderr}");
+    assert!(stderr.contains("cannot read scenario file"), "{stderr}");
+    assert_eq!(stderr.matches("os error").count(), 1, "{stderr}");
+    assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
+}
+
+/// The example scenarios shipped for a first run work, with the balances they are written for.
+#[test]
+fn example_scenarios_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (file, extra, summary) in [
+        ("p1.json", None, "all 3 branches agree: balance 325"),
+        ("p3.json", None, "all 3 branches agree: balance 145"),
+        (
+            "concurrent.json",
+            Some("--concurrent"),
+            "all 5 branches agree: balance 1100",
+        ),
+    ] {
+        let input = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("examples/scenarios")
+            .join(file);
+        let output = dir.path().join(file);
+        let mut args = vec![
+            "run".to_string(),
+            input.to_str().expect("utf-8 path").to_string(),
+            "-o".to_string(),
+            output.to_str().expect("utf-8 path").to_string(),
+        ];
+        args.extend(extra.map(str::to_string));
+        let run = bank(&args);
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert!(
+            run.status.success(),
+            "{file}: stdout: {stdout}\nstderr: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert!(stdout.contains(summary), "{file}: {stdout}");
+        let written: Value =
+            serde_json::from_str(&std::fs::read_to_string(&output).expect("output written"))
+                .expect("output is JSON");
+        assert!(
+            written.as_array().is_some_and(|a| !a.is_empty()),
+            "{file}: {written}"
+        );
+    }
 }
 
 #[test]

@@ -133,7 +133,7 @@ pub async fn bind_loopback(
         let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let listener = TcpListener::bind(addr)
             .await
-            .map_err(|source| ClusterError::Bind { addr, source })?;
+            .map_err(|cause| ClusterError::Bind { addr, cause })?;
         listeners.push((id, listener));
     }
     Ok(listeners)

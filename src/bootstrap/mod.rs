@@ -29,10 +29,10 @@ use crate::BranchId;
 pub enum ClusterError {
     #[error("no branches to start")]
     Empty,
-    #[error("cannot listen on {addr}: {source} (is another bank server running? try another --base-port)")]
+    #[error("cannot listen on {addr}: {cause} (is another bank server running? try another --base-port)")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("branch {id}: {what}")]
     Branch { id: BranchId, what: String },
@@ -40,7 +40,7 @@ pub enum ClusterError {
     Request(#[from] BranchError),
     #[error(transparent)]
     Build(#[from] BuildError),
-    #[error("{0}")]
+    #[error(transparent)]
     Membership(#[from] MembershipRefused),
     #[error(transparent)]
     Storage(#[from] DurableError),

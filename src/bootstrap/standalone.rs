@@ -70,7 +70,13 @@ pub struct BranchConfig {
     pub tokens: Option<std::sync::Arc<crate::server::auth::Tokens>>,
     /// Customer calls in flight at most ([`crate::server::admission`]).
     pub requests_max: usize,
+    /// How long [`RunningBranch::shutdown`] lets in-flight calls finish before it stops
+    /// serving regardless.
+    pub drain_timeout: Duration,
 }
+
+/// The default of [`BranchConfig::drain_timeout`].
+pub const DRAIN_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 
 impl BranchConfig {
     /// Branch `id` on `listener`, plaintext, open, with the default bound on calls in flight.
@@ -92,6 +98,7 @@ impl BranchConfig {
             tls: None,
             tokens: None,
             requests_max: CUSTOMER_REQUESTS_MAX_DEFAULT,
+            drain_timeout: DRAIN_TIMEOUT_DEFAULT,
         }
     }
 }
@@ -105,6 +112,8 @@ pub struct RunningBranch {
     background: Option<JoinHandle<()>>,
     /// Records on disk that the cluster removed this branch, once it is told.
     removal: Option<JoinHandle<()>>,
+    /// [`BranchConfig::drain_timeout`].
+    drain_timeout: Duration,
 }
 
 /// What this branch's disk says about this start.
@@ -131,6 +140,7 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
         tls,
         tokens,
         requests_max,
+        drain_timeout,
     } = config;
     if rejoin && join.is_some() {
         return Err(ClusterError::JoinAndRejoin);
@@ -184,7 +194,7 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
     if let Some(state) = rejoin_state {
         branch.vote_guard().set(!state.caught_up, state.term_floor);
     }
-    let mut running = RunningBranch::serve(branch, listener, server_config);
+    let mut running = RunningBranch::serve(branch, listener, server_config, drain_timeout);
     running.removal = Some(tokio::spawn(record_removal(
         running.branch.clone(),
         disk.store.clone(),
@@ -391,7 +401,12 @@ async fn record_removal(branch: Branch, store: DurableStore) {
 
 impl RunningBranch {
     /// Serves `branch` on `listener` until [`RunningBranch::shutdown`].
-    fn serve(branch: Branch, listener: TcpListener, config: ServerConfig) -> RunningBranch {
+    fn serve(
+        branch: Branch,
+        listener: TcpListener,
+        config: ServerConfig,
+        drain_timeout: Duration,
+    ) -> RunningBranch {
         let (shutdown, mut stop) = watch::channel(false);
         let server_branch = branch.clone();
         let server = tokio::spawn(async move {
@@ -407,6 +422,7 @@ impl RunningBranch {
             server,
             background: None,
             removal: None,
+            drain_timeout,
         }
     }
 
@@ -416,11 +432,14 @@ impl RunningBranch {
         for task in [self.background, self.removal].into_iter().flatten() {
             task.abort();
         }
-        match tokio::time::timeout(Duration::from_secs(5), self.server).await {
+        match tokio::time::timeout(self.drain_timeout, self.server).await {
             Ok(Ok(Ok(()))) => {}
             Ok(Ok(Err(e))) => tracing::warn!("server stopped with an error: {e}"),
             Ok(Err(e)) => tracing::warn!("server task failed: {e}"),
-            Err(_) => tracing::warn!("server did not drain within 5 s"),
+            Err(_) => tracing::warn!(
+                "server did not drain within {:?} (--drain-timeout)",
+                self.drain_timeout
+            ),
         }
         if let Err(e) = self.branch.shutdown().await {
             tracing::warn!("raft shutdown: {e}");

@@ -1,11 +1,17 @@
 //! `bank branch`: one branch in this process, part of a cluster of branches in several
 //! processes or hosts ([`bank::bootstrap::standalone`]), with its TLS and customer tokens,
 //! until Ctrl-C or SIGTERM.
+//!
+//! Every flag can also come from a `--config` TOML file (its long name is the key, see
+//! [`super::config`]) and from a `BANK_*` environment variable (`--data-dir`: `BANK_DATA_DIR`;
+//! `--peer`: `BANK_PEER`, comma-separated). The command line wins over the file, the file over
+//! the environment.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
@@ -13,54 +19,69 @@ use bank::bootstrap::standalone::{self, BranchConfig};
 use bank::server::auth::Tokens;
 use bank::tls::TlsFiles;
 
+use super::config::ConfigArgs;
 use super::signals::ShutdownSignals;
 
 #[derive(clap::Args)]
 pub struct BranchArgs {
     /// This branch's id (a positive integer, unique in the cluster).
-    #[arg(long)]
+    #[arg(long, env = "BANK_ID", value_parser = clap::value_parser!(u64).range(1..))]
     id: u64,
-    /// Address to serve customers and peers on, host:port.
-    #[arg(long)]
+    /// Address to serve customers and peers on.
+    #[arg(long, env = "BANK_LISTEN", value_name = "HOST:PORT")]
     listen: SocketAddr,
-    /// Another branch, as ID=HOST:PORT; repeat for each.
-    #[arg(long = "peer", value_name = "ID=HOST:PORT", value_parser = parse_peer)]
+    /// Another branch, as ID=HOST:PORT; repeat for each (BANK_PEER: comma-separated).
+    #[arg(long = "peer", env = "BANK_PEER", value_name = "ID=HOST:PORT", value_parser = parse_peer,
+          value_delimiter = ',')]
     peers: Vec<(u64, String)>,
     /// Where this branch keeps its state.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, env = "BANK_DATA_DIR", value_name = "DIR")]
     data_dir: PathBuf,
     /// The shared account's initial balance (the same on every branch).
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, env = "BANK_BALANCE", default_value_t = 0)]
     balance: u64,
     /// Rebuild this branch from its peers after its data was lost (empty --data-dir).
     /// Every other branch must be up.
-    #[arg(long)]
+    #[arg(long, env = "BANK_REJOIN")]
     rejoin: bool,
     /// Join a running cluster through any of its branches, HOST:PORT: start with an empty
     /// --data-dir; the branch is added as a learner, caught up, and promoted to voter if the
     /// cluster has fewer than five. Ignored once the branch has state.
-    #[arg(long, value_name = "HOST:PORT", conflicts_with = "rejoin")]
+    #[arg(
+        long,
+        env = "BANK_JOIN",
+        value_name = "HOST:PORT",
+        conflicts_with = "rejoin"
+    )]
     join: Option<String>,
     /// This branch's certificate (PEM, from `bank certs`): serve TLS only, and use it as
     /// the client certificate to its peers. Needs --tls-key and --tls-ca.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "BANK_TLS_CERT", value_name = "FILE")]
     tls_cert: Option<PathBuf>,
     /// The private key of --tls-cert (PEM).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "BANK_TLS_KEY", value_name = "FILE")]
     tls_key: Option<PathBuf>,
     /// The cluster's CA certificate (PEM): peers must present a certificate it signed.
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "BANK_TLS_CA", value_name = "FILE")]
     tls_ca: Option<PathBuf>,
     /// Require customers to send a bearer token from this JSON file, restricted to
     /// accounts: {"tokens":[{"name":"alice","token":"...","accounts":[1,2]}]} ("all" for
     /// every account).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, env = "BANK_TOKENS", value_name = "FILE")]
     tokens: Option<PathBuf>,
     /// Customer calls (both APIs) this branch answers at once; past it a call is refused
     /// at once with RESOURCE_EXHAUSTED ("retry later") instead of queueing.
-    #[arg(long, value_name = "N", default_value_t = bank::server::CUSTOMER_REQUESTS_MAX_DEFAULT,
+    #[arg(long, env = "BANK_REQUESTS_MAX", value_name = "N",
+          default_value_t = bank::server::CUSTOMER_REQUESTS_MAX_DEFAULT,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000))]
     pub requests_max: usize,
+    /// On shutdown, how long in-flight calls may take to finish before the branch stops
+    /// serving regardless; with units: 500ms, 5s, 1m.
+    #[arg(long, env = "BANK_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "5s",
+          value_parser = humantime::parse_duration)]
+    drain_timeout: Duration,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 pub fn parse_peer(text: &str) -> Result<(u64, String), String> {
@@ -124,6 +145,7 @@ pub async fn run(args: BranchArgs) -> Result<()> {
         tls: tls.clone(),
         tokens: tokens.clone(),
         requests_max: args.requests_max,
+        drain_timeout: args.drain_timeout,
     })
     .await?;
     eprintln!(
@@ -139,4 +161,33 @@ pub async fn run(args: BranchArgs) -> Result<()> {
     running.shutdown().await;
     eprintln!("bank branch {id}: stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ffi::OsStr;
+
+    use super::BranchArgs;
+
+    /// Every setting of `bank branch` has its environment variable, named after the flag:
+    /// a flag added without one fails here, saying what to add.
+    #[test]
+    fn every_flag_has_its_bank_environment_variable() {
+        let command = <BranchArgs as clap::Args>::augment_args(clap::Command::new("branch"));
+        let mut checked = 0;
+        for arg in command.get_arguments() {
+            let Some(long) = arg.get_long() else { continue };
+            if long == "print-config" {
+                continue;
+            }
+            let expected = format!("BANK_{}", long.to_uppercase().replace('-', "_"));
+            assert_eq!(
+                arg.get_env(),
+                Some(OsStr::new(&expected)),
+                "--{long} needs `env = \"{expected}\"`"
+            );
+            checked += 1;
+        }
+        assert!(checked >= 12, "only {checked} flags found");
+    }
 }

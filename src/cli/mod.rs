@@ -9,7 +9,8 @@
 //!
 //! Shared here: [`storage`] (`--data-dir`), [`start_metrics`] (`--metrics`); in their own files:
 //! TLS and token options with the TLS hint ([`tls`]), Ctrl-C and SIGTERM ([`signals`]), output
-//! files written whole or not at all ([`output`]).
+//! files written whole or not at all ([`output`]), and config files and the `BANK_*`
+//! environment for any subcommand that takes them ([`config`]).
 
 pub mod account;
 pub mod backup;
@@ -17,6 +18,8 @@ pub mod bench;
 pub mod branch;
 pub mod certs;
 pub mod check;
+pub mod completions;
+pub mod config;
 pub mod export;
 pub mod member;
 pub mod output;

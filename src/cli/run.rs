@@ -5,17 +5,21 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::ErrorKind;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
 use bank::workload::course::{run_customers, run_scenario, start_cluster, Branches};
-use bank::workload::scenario::{render_output, write_output, Scenario};
+use bank::workload::scenario::{render_output, write_output, Scenario, ScenarioError};
 
 use super::signals::ShutdownSignals;
 use super::storage;
+
+/// The scenario a missing input file is pointed at (shipped in the repository).
+const EXAMPLE_SCENARIO: &str = "examples/scenarios/p1.json";
 
 /// How long `bank client` waits for `bank server`'s branches to answer.
 const SERVER_WAIT: Duration = Duration::from_secs(30);
@@ -60,7 +64,7 @@ pub struct ClientArgs {
 
 /// `bank run`.
 pub async fn run(args: RunArgs) -> Result<()> {
-    let scenario = Scenario::load(&args.input)?;
+    let scenario = load(&args.input, "run")?;
     let finished = run_scenario(&scenario, args.concurrent, storage(args.data_dir)).await?;
     write_output(&args.output, &finished.output)?;
     print!("{}", summarize(&finished.balances, finished.identical)?);
@@ -78,7 +82,7 @@ pub async fn run(args: RunArgs) -> Result<()> {
 
 /// `bank server`.
 pub async fn server(args: ServerArgs) -> Result<()> {
-    let scenario = Scenario::load(&args.input)?;
+    let scenario = load(&args.input, "server")?;
     // Handlers first: a signal that arrives while the cluster starts is kept, not fatal.
     let mut signals = ShutdownSignals::install()?;
     let cluster = start_cluster(&scenario, Some(args.base_port), storage(args.data_dir)).await?;
@@ -100,7 +104,7 @@ pub async fn server(args: ServerArgs) -> Result<()> {
 
 /// `bank client`.
 pub async fn client(args: ClientArgs) -> Result<()> {
-    let scenario = Scenario::load(&args.input)?;
+    let scenario = load(&args.input, "client")?;
     let base_port = args.base_port;
     let mut addresses = BTreeMap::new();
     for branch in &scenario.branches {
@@ -130,6 +134,18 @@ pub async fn client(args: ClientArgs) -> Result<()> {
     print!("{}", summarize(&balances, true)?);
     println!("output written to {}", args.output.display());
     Ok(())
+}
+
+/// The scenario file behind `bank COMMAND input`; a missing one points at the examples, the
+/// usual first mistake on a fresh clone.
+fn load(input: &Path, command: &str) -> Result<Scenario> {
+    match Scenario::load(input) {
+        Err(ScenarioError::Read { cause, .. }) if cause.kind() == ErrorKind::NotFound => bail!(
+            "no scenario file at {}; try one of the examples: bank {command} {EXAMPLE_SCENARIO}",
+            input.display()
+        ),
+        loaded => Ok(loaded?),
+    }
 }
 
 /// One line per branch, then whether they agree (`identical`: the branches' ledgers are). An

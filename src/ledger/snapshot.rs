@@ -42,11 +42,18 @@ pub enum SnapshotError {
     #[error("the snapshot's checksum does not match its contents: it is damaged")]
     Checksum,
     #[error("the snapshot's header does not decode: {0}")]
-    Header(#[from] serde_json::Error),
+    Header(serde_json::Error),
     #[error("the snapshot's accounts are out of order: account {next} follows account {previous}")]
     Order { previous: u64, next: u64 },
     #[error("the snapshot's ledger breaks an invariant: {0}")]
     Invariant(InvariantViolation),
+}
+
+// By hand, not `#[from]`: the message shows the cause, so it is not also its `source()`.
+impl From<serde_json::Error> for SnapshotError {
+    fn from(error: serde_json::Error) -> Self {
+        SnapshotError::Header(error)
+    }
 }
 
 #[derive(Serialize)]

@@ -49,7 +49,14 @@ pub enum BuildError {
     #[error(transparent)]
     Storage(#[from] DurableError),
     #[error("raft: {0}")]
-    Raft(#[from] BranchError),
+    Raft(BranchError),
+}
+
+// By hand, not `#[from]`: the message shows the cause, so it is not also its `source()`.
+impl From<BranchError> for BuildError {
+    fn from(error: BranchError) -> Self {
+        BuildError::Raft(error)
+    }
 }
 
 impl BranchBuilder {

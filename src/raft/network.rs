@@ -59,19 +59,30 @@ impl Connector for Tcp {
 /// An error reaching a peer: the address is malformed, or the call failed on the wire.
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
-    #[error("peer address {addr:?} cannot be used: {source}")]
-    BadAddress {
-        addr: String,
-        source: InvalidAddress,
-    },
+    #[error("peer address {addr:?} cannot be used: {cause}")]
+    BadAddress { addr: String, cause: InvalidAddress },
     #[error("peer call failed: {0}")]
-    Call(#[from] tonic::Status),
+    Call(tonic::Status),
     #[error("peer call failed: no answer within {0:?}")]
     Timeout(Duration),
     #[error("peer sent a reply that does not decode: {0}")]
-    Decode(#[from] serde_json::Error),
+    Decode(serde_json::Error),
     #[error("the leader answered {answered} outcomes for {proposals} proposals")]
     OutcomeCount { answered: usize, proposals: usize },
+}
+
+// By hand, not `#[from]`: the message already shows the cause, so it is not also the error's
+// `source()` (an `{:#}` chain would print it twice).
+impl From<tonic::Status> for PeerError {
+    fn from(status: tonic::Status) -> Self {
+        PeerError::Call(status)
+    }
+}
+
+impl From<serde_json::Error> for PeerError {
+    fn from(error: serde_json::Error) -> Self {
+        PeerError::Decode(error)
+    }
 }
 
 impl From<CallError> for PeerError {
@@ -166,9 +177,9 @@ impl Peers {
             keep_alive: Some(KEEP_ALIVE_INTERVAL),
         };
         let endpoint = endpoint(addr, &config)
-            .map_err(|source| PeerError::BadAddress {
+            .map_err(|cause| PeerError::BadAddress {
                 addr: addr.to_string(),
-                source,
+                cause,
             })?
             .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
             .keep_alive_while_idle(true);

@@ -58,8 +58,8 @@ pub enum BenchError {
     Config(String),
     #[error("opening account {account}: {outcome:?}")]
     Open { account: u64, outcome: Outcome },
-    #[error("reading the balances at {addr}: {source}")]
-    Read { addr: String, source: ClientError },
+    #[error("reading the balances at {addr}: {cause}")]
+    Read { addr: String, cause: ClientError },
 }
 
 /// Opens accounts `1..=accounts` in batches; accounts that exist already are kept as they are.
@@ -105,9 +105,9 @@ pub async fn read_all(
         let reply = client
             .get_balances(&ids, ReadLevel::Linearizable)
             .await
-            .map_err(|source| BenchError::Read {
+            .map_err(|cause| BenchError::Read {
                 addr: addr.to_string(),
-                source,
+                cause,
             })?;
         balances.extend(reply.balances.iter().map(|b| b.balance));
         next = last + 1;

@@ -97,10 +97,10 @@ pub struct CustomerReplies {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
-    #[error("cannot read scenario file {path}: {source}")]
+    #[error("cannot read scenario file {path}: {cause}")]
     Read {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{origin}: not valid JSON at line {line}, column {column}: {message}")]
     Syntax {
@@ -111,10 +111,10 @@ pub enum ScenarioError {
     },
     #[error("{origin}: {message}")]
     Invalid { origin: String, message: String },
-    #[error("cannot write output file {path}: {source}")]
+    #[error("cannot write output file {path}: {cause}")]
     Write {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
 }
 
@@ -157,9 +157,9 @@ const ID_MAX: i64 = i32::MAX as i64;
 
 impl Scenario {
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Read {
+        let text = std::fs::read_to_string(path).map_err(|cause| ScenarioError::Read {
             path: path.to_path_buf(),
-            source,
+            cause,
         })?;
         Scenario::parse(&text, &path.display().to_string())
     }
@@ -406,9 +406,9 @@ pub fn render_output(variant: Variant, customers: &[CustomerReplies]) -> Value {
 /// Writes `output` as pretty JSON, atomically: a temporary file beside `path`, fsync'd, then
 /// renamed over it. On any error the temporary file is removed.
 pub fn write_output(path: &Path, output: &Value) -> Result<(), ScenarioError> {
-    let write_error = |source| ScenarioError::Write {
+    let write_error = |cause| ScenarioError::Write {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let mut text =
         serde_json::to_string_pretty(output).map_err(|e| write_error(std::io::Error::other(e)))?;

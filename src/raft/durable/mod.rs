@@ -64,20 +64,20 @@ pub const DATABASE_FILE: &str = "branch.redb";
 /// Why a branch's data directory cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum DurableError {
-    #[error("cannot create data directory {path}: {source}")]
+    #[error("cannot create data directory {path}: {cause}")]
     CreateDir {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
-    #[error("cannot open {path}: {source}. The file may be damaged or in use by another bank process; this branch will not serve state it cannot trust. Stop the other process, or restore the file, or move it away to start this branch afresh")]
-    Open { path: PathBuf, source: redb::Error },
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: redb::Error },
-    #[error("{path}: stored {what} does not decode: {source}. The file is damaged; this branch will not serve state it cannot trust")]
+    #[error("cannot open {path}: {cause}. The file may be damaged or in use by another bank process; this branch will not serve state it cannot trust. Stop the other process, or restore the file, or move it away to start this branch afresh")]
+    Open { path: PathBuf, cause: redb::Error },
+    #[error("{path}: {cause}")]
+    Io { path: PathBuf, cause: redb::Error },
+    #[error("{path}: stored {what} does not decode: {cause}. The file is damaged; this branch will not serve state it cannot trust")]
     Decode {
         path: PathBuf,
         what: &'static str,
-        source: serde_json::Error,
+        cause: serde_json::Error,
     },
     #[error("{path}: cannot seed it from a backup: {why}")]
     Seed { path: PathBuf, why: String },
@@ -165,9 +165,9 @@ fn decode_error(e: serde_json::Error) -> StorageError {
 impl DurableStore {
     /// Opens (or creates) the database in `dir`.
     pub fn open(dir: &Path) -> Result<DurableStore, DurableError> {
-        std::fs::create_dir_all(dir).map_err(|source| DurableError::CreateDir {
+        std::fs::create_dir_all(dir).map_err(|cause| DurableError::CreateDir {
             path: dir.to_path_buf(),
-            source,
+            cause,
         })?;
         let path = dir.join(DATABASE_FILE);
         // "Already open" also covers a handle of this process that is still closing (openraft's
@@ -188,7 +188,7 @@ impl DurableStore {
                 Err(e) => {
                     return Err(DurableError::Open {
                         path: path.clone(),
-                        source: e.into(),
+                        cause: e.into(),
                     })
                 }
             }
@@ -198,7 +198,7 @@ impl DurableStore {
         let writer = Writer::start(db.clone(), Arc::clone(&unflushed), &path).map_err(|e| {
             DurableError::Open {
                 path: path.clone(),
-                source: e.into(),
+                cause: e.into(),
             }
         })?;
         let store = DurableStore {
@@ -217,7 +217,7 @@ impl DurableStore {
             })
             .map_err(|e| DurableError::Io {
                 path: store.path.to_path_buf(),
-                source: e,
+                cause: e,
             })?;
         // Entries up to the recorded purged id may remain (deleted in chunks after a purge):
         // readers skip them from the start.
@@ -356,7 +356,7 @@ impl DurableStore {
         DurableError::Decode {
             path: self.path.to_path_buf(),
             what,
-            source: serde_json::Error::io(std::io::Error::other(e.to_string())),
+            cause: serde_json::Error::io(std::io::Error::other(e.to_string())),
         }
     }
 
