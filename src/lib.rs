@@ -11,16 +11,18 @@
 //! ```text
 //! cli (binary) ─ parses, prints, exit codes
 //!   │
-//!   ├─ bootstrap ── starts branches: a local cluster, a standalone branch, a rejoin; genesis
+//!   ├─ bootstrap ── starts branches: a local cluster, a standalone branch, a rejoin, a join,
+//!   │                a restore; genesis
 //!   ├─ workload ─── load and scenarios: the course runner, bank bench, the Jepsen workload
 //!   ├─ check ────── Jepsen-style history checker
 //!   │
-//!   ├─ server ───── gRPC services: course API, bank.v1, peer, health; auth, admission,
-//!   │                metrics; the one error → Status mapping
-//!   ├─ client ───── bank.v1 client, course client, cluster status; one endpoint builder
+//!   ├─ server ───── gRPC services: course API, bank.v1, peer, members, backup, health; auth,
+//!   │                admission, metrics; the one error → Status mapping
+//!   ├─ client ───── bank.v1 client, course client, cluster status, members, backup
 //!   │
 //!   └─ node ─────── the Branch facade: writes (forward, retry, group commit), linearizable
-//!        │           reads, membership, peer calls, Raft state as plain values
+//!        │           reads, membership (checked member changes), peer calls, Raft state
+//!        │           as plain values
 //!        ├─ raft ── openraft's glue: type config, log stores (memory, redb), state machine,
 //!        │           peer network, codec, runtime
 //!        └─ ledger ─ the pure state machine: accounts, commands, request ids, snapshots
@@ -44,7 +46,8 @@
 //!   [`node::BranchBuilder`] — with [`raft`], the only code that names openraft.
 //! - [`server`]: the services a branch serves; [`server::error`] is the only place a gRPC
 //!   status is built.
-//! - [`bootstrap`]: creating, resuming, refusing and rejoining clusters; the genesis entry.
+//! - [`bootstrap`]: creating, resuming, refusing, rejoining and joining clusters, and
+//!   restoring a branch from a backup; the genesis entry.
 //! - [`client`]: what customers and operators call branches with.
 //! - [`workload`]: the course's scenario formats and runner, `bank bench`, the Jepsen workload,
 //!   all on one driver loop.

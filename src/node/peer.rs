@@ -162,12 +162,11 @@ impl Branch {
             (applied, state.ledger.state_digest())
         })?;
         let members = membership
-            .members
-            .iter()
-            .map(|(&id, address)| Member {
+            .each()
+            .map(|(id, address, voter)| Member {
                 id,
-                address: address.clone(),
-                voter: membership.voters.contains(&id),
+                address: address.to_string(),
+                voter,
             })
             .collect();
         Ok(StatusReply {

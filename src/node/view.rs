@@ -131,6 +131,15 @@ fn committed_index(raft: &Metrics) -> Option<u64> {
     matched[matched.len() / 2]
 }
 
+impl Membership {
+    /// Every member, in id order: its id, its address, and whether it votes.
+    pub fn each(&self) -> impl Iterator<Item = (BranchId, &str, bool)> {
+        self.members
+            .iter()
+            .map(|(&id, address)| (id, address.as_str(), self.voters.contains(&id)))
+    }
+}
+
 /// Follows a branch's Raft state: [`RaftWatch::changed`] wakes on every change.
 pub struct RaftWatch {
     metrics: tokio::sync::watch::Receiver<Metrics>,

@@ -39,12 +39,11 @@ impl MembersService {
 /// The members of `membership`, as the API lists them.
 fn members_of(membership: &Membership) -> Vec<Member> {
     membership
-        .members
-        .iter()
-        .map(|(&id, address)| Member {
+        .each()
+        .map(|(id, address, voter)| Member {
             id,
-            address: address.clone(),
-            voter: membership.voters.contains(&id),
+            address: address.to_string(),
+            voter,
         })
         .collect()
 }
