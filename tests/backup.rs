@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use bank::bootstrap::local::Storage;
 use bank::bootstrap::standalone::{self, BranchConfig};
+use bank::client::members::MembersError;
 use bank::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Token, Write};
 use bank::ledger::{Command, Ledger, RequestId, BATCH_ITEMS_MAX};
 use common::*;
@@ -678,5 +679,17 @@ async fn under_tls_and_tokens_listings_and_backups_are_guarded() {
         .expect("a backup with the branch certificate");
     let backup = bank::backup::decode(&bytes).expect("the backup checks");
     assert_eq!(backup.summary.header.accounts, 6);
+    // Membership is the operators' too: refused to a customer, answered to a branch certificate.
+    let refused = bank::client::members::list(&addr, Some(&customer_tls))
+        .await
+        .expect_err("a member listing without a cluster certificate");
+    assert!(
+        matches!(&refused, MembersError::Refused { code, .. } if *code == tonic::Code::Unauthenticated),
+        "{refused}"
+    );
+    let members = bank::client::members::list(&addr, Some(&operator_tls))
+        .await
+        .expect("a member listing with the branch certificate");
+    assert_eq!(members.members.len(), 1);
     running.shutdown().await;
 }
