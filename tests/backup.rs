@@ -601,8 +601,8 @@ fn damaged_backups_are_refused() {
 }
 
 /// One branch with TLS and customer tokens: a listing shows a token only its accounts; a
-/// backup needs a certificate the cluster's CA signed (the branch's own), like the peer
-/// service: a customer's TLS (the CA only) is refused.
+/// backup (and a member listing) needs a certificate the cluster's CA signed (the branch's
+/// own), like the peer service: a customer's TLS (the CA only) is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn under_tls_and_tokens_listings_and_backups_are_guarded() {
     const ALICE: &str = "alice-token-0123456789abcdef";
