@@ -16,6 +16,7 @@ use crate::node::{Branch, BranchError, MemberChange, MemberRefused, REQUEST_DEAD
 use crate::proto::admin::members_client::MembersClient;
 use crate::proto::admin::AddMemberRequest;
 use crate::raft::network::{within, CallError, Peers};
+use crate::raft::runtime::jittered;
 use crate::BranchId;
 
 /// How long a joining branch keeps trying to catch up and be promoted.
@@ -64,7 +65,7 @@ pub(super) async fn ask_to_join(
             Err(e) if Instant::now() >= deadline => return Err(failed(e.to_string())),
             Err(e) => tracing::info!(branch = id, "join at {join}: {e}; retrying"),
         }
-        tokio::time::sleep(SURVEY_PAUSE).await;
+        tokio::time::sleep(jittered(SURVEY_PAUSE)).await;
     }
 }
 
@@ -95,7 +96,7 @@ pub(super) async fn promote_when_caught_up(branch: Branch) {
             Err(BranchError::ShuttingDown) => return,
             Err(e) => tracing::info!(branch = id, "joining: still catching up: {e}"),
         }
-        tokio::time::sleep(SURVEY_PAUSE).await;
+        tokio::time::sleep(jittered(SURVEY_PAUSE)).await;
     }
     tracing::error!(
         branch = id,

@@ -16,6 +16,7 @@ use crate::node::{
 };
 use crate::raft::durable::{DurableStore, RejoinState};
 use crate::raft::network::Peers;
+use crate::raft::runtime::jittered;
 use crate::BranchId;
 
 /// How long a rejoining branch keeps trying to catch up before it gives up (it then stays safe:
@@ -88,7 +89,7 @@ impl Rejoining {
                 Err(e) => tracing::info!(branch = id, "rejoin: still catching up: {e}"),
             }
             if !state.caught_up {
-                tokio::time::sleep(SURVEY_PAUSE).await;
+                tokio::time::sleep(jittered(SURVEY_PAUSE)).await;
             }
         }
         branch.vote_guard().set(false, state.term_floor);

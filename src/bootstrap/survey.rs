@@ -10,6 +10,7 @@ use tokio::time::Instant;
 use super::ClusterError;
 use crate::proto::peer::{StatusReply, StatusRequest};
 use crate::raft::network::Peers;
+use crate::raft::runtime::jittered;
 use crate::BranchId;
 
 /// How long the lowest-id branch of a new cluster waits for every peer to come up.
@@ -50,7 +51,7 @@ pub(super) async fn survey_peers(
                 deadline: PEERS_DEADLINE,
             });
         }
-        tokio::time::sleep(SURVEY_PAUSE).await;
+        tokio::time::sleep(jittered(SURVEY_PAUSE)).await;
     }
 }
 
@@ -119,7 +120,7 @@ pub(super) async fn survey_for_rejoin(
                 deadline: PEERS_DEADLINE,
             });
         }
-        tokio::time::sleep(SURVEY_PAUSE).await;
+        tokio::time::sleep(jittered(SURVEY_PAUSE)).await;
     }
     if !answered.values().any(|status| status.has_state) {
         return Err(ClusterError::NothingToRejoin);

@@ -62,6 +62,16 @@ impl RngCore for ThreadRng {
     }
 }
 
+/// `pause` with jitter: a duration drawn uniformly between half of it and all of it, from
+/// [`ThreadRng`] (so a simulation stays deterministic per seed). Every retry loop waits this,
+/// so that branches retrying the same thing spread out instead of retrying in step.
+pub fn jittered(pause: Duration) -> Duration {
+    use rand::Rng;
+    let half = pause / 2;
+    let extra = ThreadRng.gen_range(0..=half.as_micros().min(u128::from(u64::MAX)) as u64);
+    half + Duration::from_micros(extra)
+}
+
 /// [`TokioRuntime`] with [`ThreadRng`] as its generator.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct BankRuntime;
