@@ -137,7 +137,11 @@ pub(super) fn pair_operations(history: &History) -> Result<Recorded, Violation> 
                 min_balances,
             } => {
                 if seen_init_or_invoke {
-                    return Err(ill_formed(line, "init must come once, before every invoke"));
+                    return Err(ill_formed(
+                        line,
+                        "init must come once, before every invoke",
+                        None,
+                    ));
                 }
                 seen_init_or_invoke = true;
                 recorded.init = balances.clone();
@@ -174,6 +178,7 @@ pub(super) fn pair_operations(history: &History) -> Result<Recorded, Violation> 
                         return Err(ill_formed(
                             line,
                             format!("a transfer from account {from} to itself"),
+                            Some(line),
                         ));
                     }
                 }
@@ -219,6 +224,7 @@ pub(super) fn pair_operations(history: &History) -> Result<Recorded, Violation> 
                     "process {process} completes at {time_us} µs the operation it invoked at {} µs (line {})",
                     operation.invoke_us, operation.line
                 ),
+                Some(operation.line),
             ));
         }
         if let Err(reason) = fits(&operation.op, &outcome) {
@@ -228,6 +234,7 @@ pub(super) fn pair_operations(history: &History) -> Result<Recorded, Violation> 
                     "the completion of process {process}'s {}: {reason}",
                     DescribeOp(&operation.op)
                 ),
+                Some(operation.line),
             ));
         }
         operation.outcome = outcome;
@@ -238,10 +245,12 @@ pub(super) fn pair_operations(history: &History) -> Result<Recorded, Violation> 
     Ok(recorded)
 }
 
-fn ill_formed(line: usize, reason: impl Into<String>) -> Violation {
+/// An ill-formed history at `line`, about the operation invoked at line `operation` if any.
+fn ill_formed(line: usize, reason: impl Into<String>, operation: Option<usize>) -> Violation {
     Violation::IllFormed {
         line,
         reason: reason.into(),
+        operation,
     }
 }
 
