@@ -216,33 +216,44 @@ pub(super) fn pair_operations(history: &History) -> Result<Recorded, Violation> 
                 time_us: *time_us,
             });
         };
-        let operation = &mut recorded.operations[index];
-        if *time_us < operation.invoke_us {
-            return Err(ill_formed(
-                line,
-                format!(
-                    "process {process} completes at {time_us} µs the operation it invoked at {} µs (line {})",
-                    operation.invoke_us, operation.line
-                ),
-                Some(operation.line),
-            ));
-        }
-        if let Err(reason) = fits(&operation.op, &outcome) {
-            return Err(ill_formed(
-                line,
-                format!(
-                    "the completion of process {process}'s {}: {reason}",
-                    DescribeOp(&operation.op)
-                ),
-                Some(operation.line),
-            ));
-        }
-        operation.outcome = outcome;
-        operation.complete_us = Some(*time_us);
+        complete(&mut recorded.operations[index], line, *time_us, outcome)?;
         recorded.end_us = recorded.end_us.max(*time_us);
     }
     recorded.end_us = recorded.end_us.saturating_add(1);
     Ok(recorded)
+}
+
+/// Completes `operation` with the completion at `line`, if it fits.
+fn complete(
+    operation: &mut Operation,
+    line: usize,
+    time_us: u64,
+    outcome: Outcome,
+) -> Result<(), Violation> {
+    let process = operation.process;
+    if time_us < operation.invoke_us {
+        return Err(ill_formed(
+            line,
+            format!(
+                "process {process} completes at {time_us} µs the operation it invoked at {} µs (line {})",
+                operation.invoke_us, operation.line
+            ),
+            Some(operation.line),
+        ));
+    }
+    if let Err(reason) = fits(&operation.op, &outcome) {
+        return Err(ill_formed(
+            line,
+            format!(
+                "the completion of process {process}'s {}: {reason}",
+                DescribeOp(&operation.op)
+            ),
+            Some(operation.line),
+        ));
+    }
+    operation.outcome = outcome;
+    operation.complete_us = Some(time_us);
+    Ok(())
 }
 
 /// An ill-formed history at `line`, about the operation invoked at line `operation` if any.
