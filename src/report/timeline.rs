@@ -514,6 +514,55 @@ mod tests {
     }
 
     #[test]
+    fn a_big_history_is_drawn_bounded_around_what_is_blamed() {
+        // 20,000 deposits by 8 processes; the last read sees none of them.
+        let mut events = vec![Event::Init {
+            balances: BTreeMap::from([(1, 0)]),
+            min_balances: BTreeMap::new(),
+        }];
+        let operations = 20_000u64;
+        for n in 0..operations {
+            let process = n % 8;
+            events.push(Event::Invoke {
+                process,
+                time_us: n * 10,
+                op: Op::Deposit {
+                    account: 1,
+                    amount: 1,
+                },
+            });
+            events.push(Event::Ok {
+                process,
+                time_us: n * 10 + 5,
+                result: crate::check::OpResult::balance(n as i64 + 1),
+            });
+        }
+        events.push(Event::Invoke {
+            process: 9,
+            time_us: operations * 10,
+            op: Op::Read { accounts: vec![1] },
+        });
+        events.push(Event::Ok {
+            process: 9,
+            time_us: operations * 10 + 5,
+            result: crate::check::OpResult::read(BTreeMap::from([(1, 0)])),
+        });
+        let history = History::from_events(events);
+        let verdict = crate::check::check(&history);
+        let blame = verdict.as_ref().expect_err("the read is stale").blame();
+        let html = check_page("big.jsonl", &history, &verdict);
+        assert!(html.len() < 4_000_000, "{} bytes", html.len());
+        assert_eq!(html.matches("data-op=").count(), OPERATIONS_DRAWN_MAX);
+        assert!(
+            html.contains("15\u{2009}001 left out"),
+            "the page says what is missing"
+        );
+        for line in blame.operations {
+            assert!(html.contains(&format!("class=\"op ok blamed\" data-op=\"{line}\"")));
+        }
+    }
+
+    #[test]
     fn an_ill_formed_history_is_still_drawn() {
         let history = History::parse(
             r#"{"type":"invoke","process":1,"time_us":0,"op":{"type":"read","accounts":[1]}}
