@@ -84,6 +84,20 @@ fn level_label(level: u32) -> String {
     }
 }
 
+/// A round latency as a tick label: `duration_us` without trailing zeros (`150 ms`, `2.5 ms`).
+fn tick_label(us: f64) -> String {
+    let label = duration_us(us);
+    match label.split_once(' ') {
+        Some((number, unit)) if number.contains('.') => {
+            format!(
+                "{} {unit}",
+                number.trim_end_matches('0').trim_end_matches('.')
+            )
+        }
+        _ => label,
+    }
+}
+
 /// The HDR percentile plot: each kind's curve and all requests' together.
 pub fn percentile_svg(report: &BenchReport) -> String {
     // The last point (100%) is drawn one level past the last finite one, and at least at
@@ -119,7 +133,7 @@ pub fn percentile_svg(report: &BenchReport) -> String {
         .collect();
     let y_ticks: Vec<(f64, String)> = ticks(0.0, latency_max, 6)
         .into_iter()
-        .map(|us| (us, duration_us(us)))
+        .map(|us| (us, tick_label(us)))
         .collect();
     svg.push_str(&frame.x_axis(&x_ticks, "percentile"));
     svg.push_str(&frame.y_axis(&y_ticks, "latency"));
@@ -283,5 +297,8 @@ mod tests {
         assert_eq!(level_label(1), "90%");
         assert_eq!(level_label(2), "99%");
         assert_eq!(level_label(4), "99.99%");
+        assert_eq!(tick_label(150_000.0), "150 ms");
+        assert_eq!(tick_label(2_500.0), "2.5 ms");
+        assert_eq!(tick_label(0.0), "0 µs");
     }
 }

@@ -33,7 +33,7 @@ pub struct Frame {
     y: (f64, f64),
 }
 
-const MARGIN_LEFT: f64 = 70.0;
+const MARGIN_LEFT: f64 = 84.0;
 const MARGIN_RIGHT: f64 = 24.0;
 const MARGIN_TOP: f64 = 30.0;
 const MARGIN_BOTTOM: f64 = 48.0;

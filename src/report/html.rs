@@ -50,7 +50,7 @@ th, td { text-align: left; padding: 3px 12px 3px 0; vertical-align: top; }
 th { color: #5b6478; font-weight: 600; }
 td.num, th.num { text-align: right; padding-left: 12px; }
 tr.blamed td { color: #b3261e; font-weight: 600; }
-ul.blamed li { color: #b3261e; }
+ul.blamed li, ul.blamed a { color: #b3261e; }
 svg text { font-family: system-ui, sans-serif; font-size: 11px; fill: #1d2433; }
 svg .axis line, svg .axis path { stroke: #8a93a6; }
 svg .grid, svg .axis line.grid { stroke: #e6e9f0; }

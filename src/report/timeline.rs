@@ -265,7 +265,7 @@ fn timeline_svg(operations: &[Drawn], chosen: &[usize], blamed: &BTreeSet<usize>
         *per_lane.entry(operations[index].process).or_default() += 1;
     }
     let busiest = per_lane.values().copied().max().unwrap_or(1) as f64;
-    let plot_width = (busiest * 40.0).clamp(1_100.0, 24_000.0);
+    let plot_width = (busiest * 40.0).clamp(1_000.0, 24_000.0);
     let width = LABELS_WIDTH + plot_width + 20.0;
     let height = AXIS_HEIGHT + lanes.len() as f64 * LANE_HEIGHT + 10.0;
     let span_us = (end_us - start_us) as f64;
@@ -331,8 +331,14 @@ fn bar(operation: &Drawn, blamed: bool, y: f64, x: &impl Fn(u64) -> f64, end_x: 
         operation.end.class(),
         if blamed { " blamed" } else { "" }
     );
+    // A blamed operation is a link target: the list of blamed operations scrolls to it.
+    let id = if blamed {
+        format!(" id=\"op-{}\"", operation.line)
+    } else {
+        String::new()
+    };
     let mut svg = format!(
-        "<g class=\"{class}\" data-op=\"{}\" data-process=\"{}\"><title>{}</title>\
+        "<g class=\"{class}\" data-op=\"{}\" data-process=\"{}\"{id}><title>{}</title>\
          <rect x=\"{left:.1}\" y=\"{y:.1}\" width=\"{bar_width:.1}\" height=\"{BAR_HEIGHT}\" rx=\"2\"/>",
         operation.line,
         operation.process,
@@ -406,10 +412,12 @@ pub fn check_page(name: &str, history: &History, verdict: &Result<Summary, Viola
     if !blamed.is_empty() || !blame.branches.is_empty() {
         body.push_str("<h2>Blamed</h2>\n<ul class=\"blamed\">");
         for &index in &blamed {
+            let operation = &paired.operations[index];
             let _ = write!(
                 body,
-                "<li>{}</li>",
-                escape(&title(&paired.operations[index]))
+                "<li><a href=\"#op-{}\">{}</a></li>",
+                operation.line,
+                escape(&title(operation))
             );
         }
         for branch in &blame.branches {
