@@ -11,6 +11,8 @@
 //! ```text
 //! cli (binary) ─ parses, prints, exit codes
 //!   │
+//!   ├─ report ───── pictures as self-contained HTML: a checked history, a bench run
+//!   │                (above check and workload, whose results it draws)
 //!   ├─ bootstrap ── starts branches: a local cluster, a standalone branch, a rejoin, a join,
 //!   │                a restore; genesis
 //!   ├─ workload ─── load and scenarios: the course runner, bank bench, the Jepsen workload
@@ -52,6 +54,8 @@
 //! - [`workload`]: the course's scenario formats and runner, `bank bench`, the Jepsen workload,
 //!   all on one driver loop.
 //! - [`check`]: linearizability per account, conservation, minimum balances, convergence.
+//! - [`report`]: `bank check --html` and `bank bench --html`: a history drawn with what the
+//!   checker blames, a run's throughput and latency distribution; inline SVG, escaped.
 //! - [`rpc`]: the one endpoint builder and the one bound on a call, for every outbound call.
 //! - [`tls`]: `bank certs` and the rustls configurations of branches and clients.
 //! - [`backup`]: the backup file (`bank backup`, `bank restore`): format, writing, checking.
@@ -71,6 +75,7 @@ pub mod client;
 pub mod ledger;
 pub mod node;
 pub mod raft;
+pub mod report;
 pub mod rpc;
 pub mod server;
 #[cfg(feature = "simulation")]

@@ -87,7 +87,8 @@ enum Command {
     Certs(cli::certs::CertsArgs),
     /// Check a recorded history (JSON lines): linearizability per account, conservation of
     /// money, minimum balances, agreement of the branches' final states. Exits 0 if it passes.
-    #[command(after_help = "Example:\n  bank check history.jsonl\n\n\
+    #[command(after_help = "Example:\n  bank check history.jsonl\n  \
+        bank check history.jsonl --html report.html   (the history drawn)\n\n\
         The format is documented in the library's `check` module.")]
     Check(cli::check::CheckArgs),
     /// Open accounts, move money and read balances on the bank.v1 accounts API.
@@ -107,7 +108,8 @@ enum Command {
         bank bench --clients 16 --duration 10\n  \
         bank bench --data-dir /tmp/bench --clients 64 --mix deposit=50,transfer=50 --duration 20\n  \
         bank bench --batch 1000 --mix transfer=100 --count 1000000 --json\n  \
-        bank bench --branch 127.0.0.1:7001 --branch 127.0.0.1:7002 --clients 8 --count 10000\n\n\
+        bank bench --branch 127.0.0.1:7001 --branch 127.0.0.1:7002 --clients 8 --count 10000\n  \
+        bank bench --duration 10 --html bench.html   (throughput and latency charts)\n\n\
         Without --branch it starts its own cluster on loopback (in memory, or durable with \
         --data-dir). At the end every branch's balances are read back and checked: all branches \
         agree and the total is what the acknowledged deposits and withdrawals make it.")]

@@ -87,3 +87,66 @@ fn bad_flags_are_refused_with_a_clear_message() {
         assert!(stderr.contains(expected), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn the_html_report_draws_throughput_and_percentiles_with_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report = dir.path().join("bench.html");
+    let report_arg = report.to_str().expect("utf-8 path");
+    bench(&[
+        "--count",
+        "200",
+        "--clients",
+        "2",
+        "--accounts",
+        "10",
+        "--html",
+        report_arg,
+    ]);
+    let html = std::fs::read_to_string(&report).expect("the report is written");
+    for chart in ["throughput", "percentiles"] {
+        let svg = common::svg_with_class(&html, chart)
+            .unwrap_or_else(|| panic!("no {chart} chart in the page"));
+        let points = common::start_tags(svg)
+            .into_iter()
+            .filter(|tag| tag.name == "circle" && tag.has_class("point"))
+            .count();
+        assert!(points >= 1, "the {chart} chart has no point");
+    }
+    let tags = common::start_tags(&html);
+    assert!(
+        !tags.iter().any(|tag| tag.name == "script"
+            || tag.attribute("src").is_some()
+            || tag.attribute("href").is_some()),
+        "the page loads nothing"
+    );
+    let command = html
+        .split("<code class=\"command\">")
+        .nth(1)
+        .and_then(|rest| rest.split("</code>").next())
+        .expect("the command line is on the page");
+    assert!(
+        command.starts_with("bank bench --count 200 --clients 2"),
+        "{command}"
+    );
+    assert!(command.contains("--html"), "{command}");
+    assert!(html.contains("cores"), "the machine is on the page");
+    assert!(!dir.path().join("bench.html.partial").exists());
+}
+
+#[test]
+fn an_html_report_that_cannot_be_written_fails_before_the_run() {
+    let output = common::bank([
+        "bench",
+        "--count",
+        "10",
+        "--html",
+        "/nonexistent/dir/bench.html",
+    ]);
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("cannot write the report to /nonexistent/dir/bench.html"),
+        "{stderr}"
+    );
+}

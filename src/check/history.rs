@@ -281,4 +281,10 @@ impl History {
     pub fn events(&self) -> impl Iterator<Item = &Event> {
         self.events.iter().map(|(_, event)| event)
     }
+
+    /// The events with their line numbers in the file (an operation's id is the line of its
+    /// invoke: what [`crate::check::Blame`] names).
+    pub fn lines(&self) -> impl Iterator<Item = (usize, &Event)> {
+        self.events.iter().map(|(line, event)| (*line, event))
+    }
 }

@@ -143,7 +143,8 @@
 //!
 //! - `history`: the format above ([`Event`], [`Op`], [`OpResult`], [`Observation`]),
 //!   [`HistoryWriter`] and [`History`].
-//! - `violation`: [`Violation`] and the [`Subject`] / [`OpRef`] its messages name.
+//! - `violation`: [`Violation`], the [`Subject`] / [`OpRef`] its messages name, and the
+//!   [`Blame`] it puts on operations and final states (for `bank check --html`).
 //! - `pairing` (check 1), `minimums` (2), `convergence` (3), `linearizability` (4, with
 //!   `model`, `search`, `event_list` and `memo`), `conservation` (5).
 //! - This file: [`check`] / [`check_with`], which run them in order, [`Limits`] and [`Summary`].
@@ -168,7 +169,7 @@ use std::fmt;
 pub use history::{
     BranchId, Event, History, HistoryError, HistoryWriter, Observation, Op, OpResult, ProcessId,
 };
-pub use violation::{OpRef, Subject, Violation};
+pub use violation::{Blame, OpRef, Subject, Violation};
 
 use conservation::check_conservation;
 use convergence::check_convergence;

@@ -137,7 +137,11 @@ pub(super) fn pair_operations(history: &History) -> Result<Recorded, Violation> 
                 min_balances,
             } => {
                 if seen_init_or_invoke {
-                    return Err(ill_formed(line, "init must come once, before every invoke"));
+                    return Err(ill_formed(
+                        line,
+                        "init must come once, before every invoke",
+                        None,
+                    ));
                 }
                 seen_init_or_invoke = true;
                 recorded.init = balances.clone();
@@ -174,6 +178,7 @@ pub(super) fn pair_operations(history: &History) -> Result<Recorded, Violation> 
                         return Err(ill_formed(
                             line,
                             format!("a transfer from account {from} to itself"),
+                            Some(line),
                         ));
                     }
                 }
@@ -211,37 +216,52 @@ pub(super) fn pair_operations(history: &History) -> Result<Recorded, Violation> 
                 time_us: *time_us,
             });
         };
-        let operation = &mut recorded.operations[index];
-        if *time_us < operation.invoke_us {
-            return Err(ill_formed(
-                line,
-                format!(
-                    "process {process} completes at {time_us} µs the operation it invoked at {} µs (line {})",
-                    operation.invoke_us, operation.line
-                ),
-            ));
-        }
-        if let Err(reason) = fits(&operation.op, &outcome) {
-            return Err(ill_formed(
-                line,
-                format!(
-                    "the completion of process {process}'s {}: {reason}",
-                    DescribeOp(&operation.op)
-                ),
-            ));
-        }
-        operation.outcome = outcome;
-        operation.complete_us = Some(*time_us);
+        complete(&mut recorded.operations[index], line, *time_us, outcome)?;
         recorded.end_us = recorded.end_us.max(*time_us);
     }
     recorded.end_us = recorded.end_us.saturating_add(1);
     Ok(recorded)
 }
 
-fn ill_formed(line: usize, reason: impl Into<String>) -> Violation {
+/// Completes `operation` with the completion at `line`, if it fits.
+fn complete(
+    operation: &mut Operation,
+    line: usize,
+    time_us: u64,
+    outcome: Outcome,
+) -> Result<(), Violation> {
+    let process = operation.process;
+    if time_us < operation.invoke_us {
+        return Err(ill_formed(
+            line,
+            format!(
+                "process {process} completes at {time_us} µs the operation it invoked at {} µs (line {})",
+                operation.invoke_us, operation.line
+            ),
+            Some(operation.line),
+        ));
+    }
+    if let Err(reason) = fits(&operation.op, &outcome) {
+        return Err(ill_formed(
+            line,
+            format!(
+                "the completion of process {process}'s {}: {reason}",
+                DescribeOp(&operation.op)
+            ),
+            Some(operation.line),
+        ));
+    }
+    operation.outcome = outcome;
+    operation.complete_us = Some(time_us);
+    Ok(())
+}
+
+/// An ill-formed history at `line`, about the operation invoked at line `operation` if any.
+fn ill_formed(line: usize, reason: impl Into<String>, operation: Option<usize>) -> Violation {
     Violation::IllFormed {
         line,
         reason: reason.into(),
+        operation,
     }
 }
 

@@ -162,6 +162,14 @@ fn stale_read_after_an_acknowledged_deposit() {
          deposit of 50 into account 1 (line 3, invoked at 0 µs, ok at 10 µs)), the balance \
          is 150"
     );
+    // The picture blames what the message names: the read, then the deposit before it.
+    assert_eq!(
+        found.blame(),
+        Blame {
+            operations: vec![5, 3],
+            branches: vec![]
+        }
+    );
 }
 
 #[test]
@@ -330,6 +338,13 @@ fn divergent_final_states() {
         found.to_string(),
         "branches 1 and 3 diverged: account 2 is 5 on branch 1 and missing on branch 3"
     );
+    assert_eq!(
+        found.blame(),
+        Blame {
+            operations: vec![],
+            branches: vec![1, 3]
+        }
+    );
     let digests = violation(
         r#"
 {"type":"final","branch":1,"balances":{},"digest":"a"}
@@ -372,9 +387,17 @@ fn ill_formed_histories() {
 {"type":"ok","process":3,"time_us":6,"result":{"balances":{}}}"#,
     );
     assert!(
-        matches!(backwards, Violation::IllFormed { line: 2, .. }),
+        matches!(
+            backwards,
+            Violation::IllFormed {
+                line: 2,
+                operation: Some(1),
+                ..
+            }
+        ),
         "{backwards}"
     );
+    assert_eq!(backwards.blame().operations, [1]);
     let wrong_result = violation(
         r#"{"type":"invoke","process":3,"time_us":7,"op":{"type":"deposit","account":1,"amount":5}}
 {"type":"ok","process":3,"time_us":8,"result":{"from_balance":5}}"#,

@@ -1,6 +1,7 @@
 //! What the checker reports: [`Violation`], the first way a history is wrong, and the
 //! [`Subject`] / [`OpRef`] that name where a balance was seen, with the wording of every
-//! message. Every check builds its violations from here, so the messages live in one place.
+//! message; and [`Blame`], the operations and final states a violation names, as data. Every
+//! check builds its violations from here, so the messages live in one place.
 
 use std::fmt;
 
@@ -100,7 +101,12 @@ pub enum Violation {
         second_line: usize,
     },
     #[error("line {line}: {reason}")]
-    IllFormed { line: usize, reason: String },
+    IllFormed {
+        line: usize,
+        reason: String,
+        /// The line of the invoke of the operation it is about, if it is about one.
+        operation: Option<usize>,
+    },
     #[error(
         "account {account}'s balance {balance} is below its minimum {min_balance}, in {seen_in}"
     )]
@@ -150,6 +156,88 @@ pub enum Violation {
         expected_min: i128,
         expected_max: i128,
     },
+}
+
+/// What a [`Violation`] names: the operations it blames, each by the line of its invoke event
+/// (the operation's id in a history file), and the branches whose final states it blames. The
+/// message says the same in words; this is for pictures (`bank check --html`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Blame {
+    /// Lines of invoke events, in the order the message names them, without repeats.
+    pub operations: Vec<usize>,
+    /// Branches whose `final` lines are blamed, without repeats.
+    pub branches: Vec<BranchId>,
+}
+
+impl Blame {
+    fn operation(&mut self, line: usize) {
+        if !self.operations.contains(&line) {
+            self.operations.push(line);
+        }
+    }
+
+    fn branch(&mut self, branch: BranchId) {
+        if !self.branches.contains(&branch) {
+            self.branches.push(branch);
+        }
+    }
+
+    fn subject(&mut self, subject: &Subject) {
+        match subject {
+            Subject::Op(op) => self.operation(op.line),
+            Subject::Final { branch } => self.branch(*branch),
+        }
+    }
+}
+
+impl Violation {
+    /// The operations and final states this violation blames: for a history that is not
+    /// linearizable, the operation no order explains and the last one that could come before
+    /// it; for a balance below its minimum or money not conserved, where it was seen; for
+    /// diverged branches, both branches; for an ill-formed history, the operation(s) the line
+    /// is about. A completion without an invoke and an inconclusive search blame none.
+    pub fn blame(&self) -> Blame {
+        let mut blame = Blame::default();
+        match self {
+            Violation::CompletionWithoutInvoke { .. } | Violation::Inconclusive { .. } => {}
+            Violation::DoubleInvoke {
+                first_line,
+                second_line,
+                ..
+            } => {
+                blame.operation(*first_line);
+                blame.operation(*second_line);
+            }
+            Violation::IllFormed { operation, .. } => {
+                if let Some(line) = operation {
+                    blame.operation(*line);
+                }
+            }
+            Violation::BelowMinimum { seen_in, .. } | Violation::NotConserved { seen_in, .. } => {
+                blame.subject(seen_in)
+            }
+            Violation::Divergence {
+                branch,
+                other_branch,
+                ..
+            }
+            | Violation::DigestMismatch {
+                branch,
+                other_branch,
+                ..
+            } => {
+                blame.branch(*branch);
+                blame.branch(*other_branch);
+            }
+            Violation::NotLinearizable { subject, last, .. } => {
+                blame.subject(subject);
+                if let Some(last) = last {
+                    blame.subject(last);
+                }
+            }
+        }
+        blame
+    }
 }
 
 fn show_balance(balance: Option<i64>) -> String {

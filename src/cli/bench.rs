@@ -1,7 +1,9 @@
 //! `bank bench`: load a cluster (its own on loopback, or a running one) with concurrent clients
 //! through [`bank::workload::bench`], with a progress bar, and report throughput, latency,
-//! errors and the invariant check.
+//! errors and the invariant check; with `--html`, also as a page of charts
+//! ([`bank::report::bench_page`]).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -14,6 +16,7 @@ use bank::bootstrap::local::{bind_loopback, LocalCluster};
 use bank::client::{ClientConfig, ReadLevel};
 use bank::workload::bench::{BenchConfig, BenchReport, Length};
 
+use super::output::PartialFile;
 use super::storage;
 use super::tls::{client_token, TlsArgs};
 
@@ -58,6 +61,10 @@ pub struct BenchArgs {
     /// Record the run's history here (JSON lines, for `bank check`; needs --batch 1).
     #[arg(long, value_name = "FILE")]
     history: Option<PathBuf>,
+    /// Also write the report as a self-contained HTML page in FILE: throughput over the run,
+    /// the latency distribution (HDR percentile plot), the command line and the machine.
+    #[arg(long, value_name = "FILE")]
+    html: Option<PathBuf>,
     /// With --branch, on a TLS cluster.
     #[command(flatten)]
     tls: TlsArgs,
@@ -115,6 +122,15 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         (args.branches.clone(), None)
     };
 
+    // Created before the run, so that a path that cannot be written fails before the load.
+    let html = match &args.html {
+        Some(path) => Some(
+            PartialFile::create(path)
+                .with_context(|| format!("cannot write the report to {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let context = bank::report::RunContext::here(std::env::args());
     let progress = Progress::start(length);
     let result = bank::workload::bench::run_bench(&addresses, &config, progress.done.clone()).await;
     progress.finish();
@@ -125,6 +141,13 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     if let Some(path) = &args.history {
         write_history(path, &report)
             .with_context(|| format!("writing the history to {}", path.display()))?;
+    }
+    if let (Some(mut file), Some(path)) = (html, &args.html) {
+        let page = bank::report::bench_page(&report, &context);
+        file.out()
+            .write_all(page.as_bytes())
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        file.finish(|_| Ok(()))?;
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);

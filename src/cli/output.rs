@@ -1,4 +1,5 @@
-//! Output files written whole or not at all (`bank account export -o`, `bank backup -o`): the
+//! Output files written whole or not at all (`bank account export -o`, `bank backup -o`, the
+//! `--html` pages of `bank check` and `bank bench`): the
 //! bytes go to `FILE.partial` beside FILE, which is flushed, synced, optionally checked, and
 //! only then renamed over FILE, and the directory synced. A failure at any step removes the
 //! partial file, so FILE is never left half-written.
@@ -70,6 +71,15 @@ impl PartialFile {
             .with_context(|| format!("cannot sync directory {}", dir.display()))?;
         Ok(checked)
     }
+}
+
+/// Writes `bytes` to `path` whole or not at all (through a [`PartialFile`]).
+pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
+    let mut file = PartialFile::create(path)?;
+    file.out()
+        .write_all(bytes)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    file.finish(|_| Ok(()))
 }
 
 impl Drop for PartialFile {

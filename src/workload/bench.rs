@@ -30,7 +30,7 @@ use crate::ledger::BATCH_ITEMS_MAX;
 
 pub use super::driver::{drive, DriveReport, Length};
 pub use super::mix::Mix;
-pub use super::report::{BenchReport, Invariants, Latency};
+pub use super::report::{BenchReport, Invariants, Latency, LatencyPoint, Throughput};
 
 /// Opening balance of every benchmark account: large, so withdrawals rarely fail.
 pub const OPENING_BALANCE: u64 = 1_000_000_000;
@@ -247,9 +247,11 @@ pub async fn run_bench(
         operations_per_s: tally.operations as f64 / elapsed_s.max(1e-9),
         latency: Latency::of(&tally.all()),
         latency_by_kind: tally.latency_by_kind(),
+        latency_curves: tally.latency_curves(),
         errors: tally.errors,
         invariants,
         history,
+        throughput: driven.throughput,
     })
 }
 

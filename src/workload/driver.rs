@@ -6,6 +6,9 @@
 //! drive their load through it, as does [`drive`], the same loop for any system
 //! (`bank-etcd-compare` measures bank and etcd with it).
 //!
+//! The driver also counts completions per time bucket of the run ([`Throughput`], bounded in
+//! buckets), one count per client merged at the end, for `bank bench --html`'s throughput chart.
+//!
 //! Bounded: the loop only waits on the operations themselves, and each is bounded by its
 //! client (the `bank.v1` client gives up at its deadline); the run ends at its limit or when
 //! its stop flag is set, checked before every operation.
@@ -23,7 +26,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::history::{Completion, Recorder};
-use super::report::{Latency, Tally};
+use super::report::{Latency, Tally, Throughput};
 use crate::check::Op;
 
 /// How long a run lasts.
@@ -111,16 +114,19 @@ impl Plan {
     }
 }
 
-/// What a run leaves: the workers (with what they tallied), in client order, and how long it
-/// took.
+/// What a run leaves: the workers (with what they tallied), in client order, how long it took,
+/// and when their operations completed.
 #[derive(Debug)]
 pub struct Driven<W> {
     pub workers: Vec<W>,
     pub elapsed: Duration,
+    pub throughput: Throughput,
 }
 
 /// What the clients share: the limit, the stop flag, the units claimed.
 struct Shared {
+    /// When the run started: the origin of the throughput buckets.
+    started: Instant,
     limit: Limit,
     /// `None` for a run without a duration, or one too long for the clock.
     deadline: Option<Instant>,
@@ -152,6 +158,7 @@ pub async fn run<W: Worker>(workers: Vec<W>, plan: Plan) -> Driven<W> {
     let started = Instant::now();
     let clients = workers.len() as u64;
     let shared = Arc::new(Shared {
+        started,
         limit: plan.limit,
         deadline: match plan.limit {
             Limit::Duration(duration) => started.checked_add(duration),
@@ -164,8 +171,9 @@ pub async fn run<W: Worker>(workers: Vec<W>, plan: Plan) -> Driven<W> {
     for (index, worker) in workers.into_iter().enumerate() {
         let (shared, history) = (shared.clone(), plan.history.clone());
         tasks.spawn(async move {
-            let worker = client(worker, index as u64, clients, &shared, history.as_ref()).await;
-            (index, worker)
+            let (worker, throughput) =
+                client(worker, index as u64, clients, &shared, history.as_ref()).await;
+            (index, worker, throughput)
         });
     }
     let mut done = Vec::with_capacity(clients as usize);
@@ -174,22 +182,31 @@ pub async fn run<W: Worker>(workers: Vec<W>, plan: Plan) -> Driven<W> {
         done.push(joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
     }
     let elapsed = started.elapsed();
-    done.sort_by_key(|&(index, _)| index);
+    done.sort_by_key(|&(index, _, _)| index);
+    let mut throughput = Throughput::default();
+    let mut workers = Vec::with_capacity(done.len());
+    for (_, worker, counted) in done {
+        throughput.merge(counted);
+        workers.push(worker);
+    }
     Driven {
-        workers: done.into_iter().map(|(_, worker)| worker).collect(),
+        workers,
         elapsed,
+        throughput,
     }
 }
 
 /// One client's loop: claim, pick, (record the invocation), send and time, (record the
-/// completion), tally; until the run is over.
+/// completion), tally; until the run is over. Returns the worker and when its operations
+/// completed.
 async fn client<W: Worker>(
     mut worker: W,
     index: u64,
     clients: u64,
     shared: &Shared,
     history: Option<&Recorder>,
-) -> W {
+) -> (W, Throughput) {
+    let mut throughput = Throughput::default();
     let mut process = index;
     let mut done = 0u64;
     while shared.claim(worker.units(), &mut done) {
@@ -202,6 +219,7 @@ async fn client<W: Worker>(
         let began = Instant::now();
         let answer = worker.perform(&op).await;
         let latency = began.elapsed();
+        throughput.record(shared.started.elapsed(), worker.units());
         if let Some(recorder) = recording {
             let completion = worker.completion(&op, &answer);
             let in_doubt = matches!(completion, Completion::Info(_));
@@ -212,7 +230,7 @@ async fn client<W: Worker>(
         }
         worker.tally(op, answer, latency);
     }
-    worker
+    (worker, throughput)
 }
 
 /// What [`drive`] measured.
@@ -411,6 +429,8 @@ mod tests {
         let driven = run(counters(3, 4), Plan::new(Limit::Total(40))).await;
         let tallied: u64 = driven.workers.iter().map(|w| w.tallied).sum();
         assert_eq!(tallied, 10);
+        // Every completion is in the throughput buckets, in units.
+        assert_eq!(driven.throughput.completions.iter().sum::<u64>(), 40);
     }
 
     #[tokio::test]

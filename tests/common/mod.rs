@@ -2,6 +2,7 @@
 //!
 //! - `cluster`: in-process clusters on `127.0.0.1:0` ports, and the only place the tests
 //!   reach into openraft's API (`Branch::raft`);
+//! - `html`: the start tags of the pages `--html` writes, to find elements by class;
 //! - `grpc`: channels, clients and calls for the course API, the accounts API and the peer
 //!   service;
 //! - `process`: the built `bank` binary and child processes (killed on drop, bounded runs);
@@ -15,6 +16,7 @@
 
 mod cluster;
 mod grpc;
+mod html;
 mod ports;
 mod process;
 mod wait;
@@ -22,7 +24,7 @@ mod wait;
 // Re-exported so tests write `common::bank(...)`; a test target that uses none of a file's
 // helpers would otherwise warn.
 #[allow(unused_imports)]
-pub use {cluster::*, grpc::*, ports::*, process::*, wait::*};
+pub use {cluster::*, grpc::*, html::*, ports::*, process::*, wait::*};
 
 use std::path::{Path, PathBuf};
 
