@@ -11,6 +11,8 @@
 //! ```text
 //! cli (binary) ─ parses, prints, exit codes
 //!   │
+//!   ├─ web ──────── the HTTP listener: /metrics, the live page and its event stream, the
+//!   │                page's buttons (through a control the cli wires in)
 //!   ├─ bootstrap ── starts branches: a local cluster, a standalone branch, a rejoin, a join,
 //!   │                a restore; genesis
 //!   ├─ workload ─── load and scenarios: the course runner, bank bench, the Jepsen workload
@@ -51,6 +53,7 @@
 //! - [`client`]: what customers and operators call branches with.
 //! - [`workload`]: the course's scenario formats and runner, `bank bench`, the Jepsen workload,
 //!   all on one driver loop.
+//! - [`web`]: the HTTP listener (`--http`): `/metrics` and a live page of the cluster.
 //! - [`check`]: linearizability per account, conservation, minimum balances, convergence.
 //! - [`rpc`]: the one endpoint builder and the one bound on a call, for every outbound call.
 //! - [`tls`]: `bank certs` and the rustls configurations of branches and clients.
@@ -76,6 +79,7 @@ pub mod server;
 #[cfg(feature = "simulation")]
 pub mod sim;
 pub mod tls;
+pub mod web;
 pub mod workload;
 
 /// A branch's id: the `id` of a branch in a scenario file, `--id` of `bank branch`, and the
