@@ -193,3 +193,71 @@ impl Feed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stream_that_stops_reading_is_dropped_and_the_others_keep_receiving() {
+        let feed = Feed::new(true);
+        let _stalled = feed.subscribe().expect("room");
+        let mut reading = feed.subscribe().expect("room");
+        for round in 0..=CLIENT_BUFFER {
+            feed.broadcast(round.to_string().into());
+            let received = reading.try_recv().expect("the reader gets every snapshot");
+            assert_eq!(&*received, round.to_string());
+        }
+        assert_eq!(
+            feed.clients(),
+            1,
+            "the stalled stream was dropped, never waited for"
+        );
+    }
+
+    #[test]
+    fn streams_are_capped_and_a_closed_one_frees_its_place() {
+        let feed = Feed::new(false);
+        let mut open: Vec<_> = (0..CLIENTS_MAX)
+            .map(|_| feed.subscribe().expect("room"))
+            .collect();
+        assert_eq!(feed.subscribe().err(), Some(Full));
+        drop(open.pop());
+        let late = feed.subscribe().expect("a closed stream frees its place");
+        feed.broadcast("latest".into());
+        drop(late);
+        let mut newest = {
+            drop(open.pop());
+            feed.subscribe().expect("room")
+        };
+        assert_eq!(
+            newest.try_recv().map(|text| text.to_string()),
+            Ok("latest".to_string()),
+            "a new stream starts with the latest snapshot"
+        );
+    }
+
+    #[test]
+    fn no_control_is_offered_off_loopback() {
+        struct Nothing;
+        impl Control for Nothing {
+            fn act(
+                &self,
+                _: super::super::control::Action,
+                _: crate::BranchId,
+            ) -> super::super::control::Acted<'_> {
+                Box::pin(async { Ok(()) })
+            }
+        }
+        let view = View {
+            control: Some(Arc::new(Nothing)),
+            ..View::default()
+        };
+        let remote = Feed::new(false);
+        remote.show(view.clone());
+        assert!(remote.control().is_none());
+        let local = Feed::new(true);
+        local.show(view);
+        assert!(local.control().is_some());
+    }
+}
