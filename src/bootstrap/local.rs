@@ -545,6 +545,11 @@ impl LocalCluster {
         self.partition.is_cut(id)
     }
 
+    /// The branches cut off now.
+    pub fn cut_off(&self) -> Vec<BranchId> {
+        self.partition.cut_off()
+    }
+
     /// Branches stopped by [`LocalCluster::stop`] and not restarted, with their addresses.
     pub fn stopped(&self) -> &BTreeMap<BranchId, SocketAddr> {
         &self.stopped

@@ -55,6 +55,12 @@ impl Partition {
                 .contains(&id)
     }
 
+    /// The branches cut off now.
+    pub fn cut_off(&self) -> Vec<BranchId> {
+        let cut = self.cut.read().unwrap_or_else(|p| p.into_inner());
+        cut.iter().copied().collect()
+    }
+
     /// Whether `from` may not reach `to`.
     fn separates(&self, from: BranchId, to: Option<BranchId>) -> bool {
         self.any.load(Ordering::Relaxed)

@@ -84,6 +84,17 @@ impl Control for LocalControl {
             done.map_err(|e| e.to_string())
         })
     }
+
+    fn cut_off(&self) -> Vec<BranchId> {
+        // Busy (a stop or restart in progress): no marks this once rather than a wait.
+        match self.0.try_lock() {
+            Ok(cluster) => cluster
+                .as_ref()
+                .map(LocalCluster::cut_off)
+                .unwrap_or_default(),
+            Err(_) => Vec::new(),
+        }
+    }
 }
 
 /// Hands `bank run`'s customer events to the page.

@@ -56,6 +56,11 @@ pub type Acted<'a> = Pin<Box<dyn Future<Output = Result<(), String>> + Send + 'a
 /// Something that can break and mend the branches of a cluster this process runs.
 pub trait Control: Send + Sync + 'static {
     fn act(&self, action: Action, branch: BranchId) -> Acted<'_>;
+
+    /// The branches cut off now, for the page to mark; must not wait (none if it would).
+    fn cut_off(&self) -> Vec<BranchId> {
+        Vec::new()
+    }
 }
 
 #[cfg(test)]

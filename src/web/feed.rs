@@ -185,7 +185,12 @@ impl Feed {
         }
         let activity = lock(&self.shared.activity).iter().cloned().collect();
         let controls = self.shared.loopback && view.control.is_some();
-        let snapshot = sampler.sample(status, activity, controls);
+        let cut_off = view
+            .control
+            .as_ref()
+            .map(|c| c.cut_off())
+            .unwrap_or_default();
+        let snapshot = sampler.sample(status, activity, controls, &cut_off);
         *lock(&self.shared.leader) = snapshot.leader;
         match serde_json::to_string(&snapshot) {
             Ok(text) => text.into(),

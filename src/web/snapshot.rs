@@ -39,6 +39,8 @@ pub struct BranchRow {
     pub requests_per_second: Option<f64>,
     /// Their mean latency over the same interval, in milliseconds.
     pub latency_ms: Option<f64>,
+    /// Cut off from the other branches on purpose (the page's cut button).
+    pub cut_off: bool,
 }
 
 /// One change of leader.
@@ -95,6 +97,8 @@ pub struct Sampler {
     leader: Option<BranchId>,
     leader_since_ms: Option<u64>,
     timeline: VecDeque<LeaderChange>,
+    /// The branches of the last answer, to list when nobody answers.
+    known: Vec<BranchStatus>,
 }
 
 impl Sampler {
@@ -104,11 +108,33 @@ impl Sampler {
         status: Result<ClusterStatus, String>,
         activity: Vec<Activity>,
         controls: bool,
+        cut_off: &[BranchId],
     ) -> Snapshot {
         let at_ms = now_ms();
         let (status, error) = match status {
-            Ok(status) => (Some(status), None),
-            Err(error) => (None, Some(error)),
+            Ok(status) => {
+                self.known = status.branches.clone();
+                (Some(status), None)
+            }
+            Err(error) => {
+                // Nobody answered: the branches last seen, every one unreachable.
+                let branches = self
+                    .known
+                    .iter()
+                    .map(|known| BranchStatus {
+                        id: known.id,
+                        address: known.address.clone(),
+                        voter: known.voter,
+                        ..unreachable()
+                    })
+                    .collect();
+                let status = ClusterStatus {
+                    asked: String::new(),
+                    leader: None,
+                    branches,
+                };
+                (Some(status), Some(error))
+            }
         };
         let leader = status.as_ref().and_then(|s| s.leader);
         let term = status.as_ref().and_then(|s| {
@@ -138,6 +164,7 @@ impl Sampler {
                 let (requests_per_second, latency_ms) =
                     rates.get(&branch.id).copied().unwrap_or((None, None));
                 BranchRow {
+                    cut_off: cut_off.contains(&branch.id),
                     health: health(&branch),
                     status: branch,
                     requests_per_second,
@@ -199,6 +226,28 @@ impl Sampler {
     }
 }
 
+/// A branch that did not answer: nothing known but what the caller fills in.
+fn unreachable() -> BranchStatus {
+    BranchStatus {
+        id: 0,
+        address: String::new(),
+        reachable: false,
+        error: None,
+        role: None,
+        voter: None,
+        term: None,
+        leader: None,
+        applied_index: None,
+        last_log_index: None,
+        committed_index: None,
+        lag: None,
+        digest: None,
+        accounts: None,
+        balances_total: None,
+        original_balance: None,
+    }
+}
+
 fn health(branch: &BranchStatus) -> &'static str {
     match (branch.reachable, branch.leader) {
         (false, _) => "down",
@@ -243,27 +292,29 @@ mod tests {
     #[test]
     fn leader_changes_make_the_timeline_and_down_branches_show() {
         let mut sampler = Sampler::default();
-        let first = sampler.sample(Ok(cluster(Some(1), 0)), Vec::new(), false);
+        let first = sampler.sample(Ok(cluster(Some(1), 0)), Vec::new(), false, &[]);
         assert_eq!(first.timeline.len(), 1);
         assert_eq!(first.original_balance, Some(100));
-        let same = sampler.sample(Ok(cluster(Some(1), 0)), Vec::new(), false);
+        let same = sampler.sample(Ok(cluster(Some(1), 0)), Vec::new(), false, &[]);
         assert_eq!(same.timeline.len(), 1, "no change, no new entry");
-        let moved = sampler.sample(Ok(cluster(Some(2), 1)), Vec::new(), false);
+        let moved = sampler.sample(Ok(cluster(Some(2), 1)), Vec::new(), false, &[]);
         assert_eq!(moved.timeline.len(), 2);
         assert_eq!(moved.leader, Some(2));
         assert_eq!(moved.branches[0].health, "down");
         assert_eq!(moved.branches[1].health, "serving");
-        let lost = sampler.sample(Err("nobody answers".into()), Vec::new(), false);
+        let lost = sampler.sample(Err("nobody answers".into()), Vec::new(), false, &[2]);
         assert_eq!(lost.leader, None);
         assert_eq!(lost.error.as_deref(), Some("nobody answers"));
-        assert!(lost.branches.is_empty());
+        assert_eq!(lost.branches.len(), 3, "the branches last seen stay listed");
+        assert!(lost.branches.iter().all(|b| b.health == "down"));
+        assert!(lost.branches[1].cut_off);
     }
 
     #[test]
     fn the_timeline_is_bounded() {
         let mut sampler = Sampler::default();
         for round in 0..(TIMELINE_MAX as u64 * 2) {
-            sampler.sample(Ok(cluster(Some(1 + round % 3), 0)), Vec::new(), false);
+            sampler.sample(Ok(cluster(Some(1 + round % 3), 0)), Vec::new(), false, &[]);
         }
         assert_eq!(sampler.timeline.len(), TIMELINE_MAX);
     }

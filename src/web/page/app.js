@@ -50,7 +50,8 @@ function branches(snap) {
     cell(tr, show(b.term));
     cell(tr, show(b.last_log_index) + " / " + show(b.committed_index) + " / " + show(b.applied_index));
     cell(tr, show(b.lag));
-    cell(tr, b.reachable ? b.health : "unreachable", "health health-" + b.health);
+    const state = !b.reachable ? "unreachable" : b.cut_off ? "cut off" : b.health;
+    cell(tr, state, "health health-" + (b.cut_off && b.reachable ? "degraded" : b.health));
     cell(tr, show(b.digest), "digest").title = b.error || "";
     cell(tr, b.requests_per_second == null ? "–" : b.requests_per_second.toFixed(1));
     cell(tr, b.latency_ms == null ? "–" : b.latency_ms.toFixed(2) + " ms");
@@ -58,8 +59,8 @@ function branches(snap) {
     const up = b.reachable;
     button(ctl, "stop", b.id, up);
     button(ctl, "restart", b.id, !up);
-    button(ctl, "cut", b.id, up);
-    button(ctl, "heal", b.id, up);
+    button(ctl, "cut", b.id, up && !b.cut_off);
+    button(ctl, "heal", b.id, b.cut_off);
     body.appendChild(tr);
   }
 }
