@@ -206,3 +206,76 @@ async fn streams_past_the_cap_get_503_until_one_closes() {
     web.stop().await;
     cluster.shutdown().await;
 }
+
+/// `bank run --http --pace`: every customer event shows on the page as it happens, with the
+/// leader the branch forwarded it to; the page stays up after the run until Ctrl-C.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paced_run_shows_every_customer_event_then_stays_up_until_interrupted() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let scenario = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/scenarios/p3.json");
+    let events: usize = {
+        let text = std::fs::read_to_string(scenario).expect("scenario");
+        let entries: Vec<serde_json::Value> = serde_json::from_str(&text).expect("JSON");
+        entries
+            .iter()
+            .filter_map(|e| e["events"].as_array())
+            .map(Vec::len)
+            .sum()
+    };
+    let http: SocketAddr = format!("127.0.0.1:{}", common::free_port())
+        .parse()
+        .expect("address");
+    let output = dir.path().join("output.json");
+    let mut run = common::ChildGuard::spawn(
+        common::bank_command()
+            .arg("run")
+            .arg(scenario)
+            .arg("-o")
+            .arg(&output)
+            .args(["--http", &http.to_string(), "--pace", "50"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped()),
+    );
+    let stderr = run.child_mut().stderr.take().expect("piped stderr");
+    let mut stderr = common::StderrCapture::new(stderr);
+    let deadline = Deadline::after(Duration::from_secs(30));
+    let waited = tokio::task::block_in_place(|| run.wait_accepting(http, &deadline));
+    assert!(waited.is_ok(), "{waited:?}: {}", stderr.text());
+    let (code, stream) = Stream::open(http).await;
+    assert_eq!(code, 200);
+    let mut stream = stream.expect("open");
+    let snapshot = loop {
+        let snapshot = stream.next(deadline.remaining()).await;
+        if snapshot["activity"].as_array().map_or(0, Vec::len) == events {
+            break snapshot;
+        }
+    };
+    let activity = snapshot["activity"].as_array().expect("activity");
+    assert!(
+        activity
+            .iter()
+            .all(|a| a["leader"].is_u64() && a["customer"].is_u64() && a["balance"].is_i64()),
+        "{snapshot}"
+    );
+    assert_eq!(snapshot["controls"], true, "a local cluster on loopback");
+    let said = eventually(
+        "bank run says the page stays up",
+        Duration::from_secs(20),
+        || {
+            let text = stderr.text();
+            async move { text.contains("until Ctrl-C").then_some(text) }
+        },
+    )
+    .await;
+    assert!(output.is_file(), "{said}");
+    run.signal("INT");
+    let status = tokio::task::block_in_place(|| run.wait_exit(Duration::from_secs(20)));
+    assert_eq!(
+        status.map(|s| s.success()),
+        Some(true),
+        "{}",
+        stderr.finish()
+    );
+}

@@ -106,7 +106,10 @@ async fn run_watched(args: RunArgs, scenario: Scenario, web: &Web) -> Result<()>
     let options = CustomerOptions {
         concurrent: args.concurrent,
         pace: Duration::from_millis(args.pace),
-        observer: Some(std::sync::Arc::new(PageObserver(web.feed().clone()))),
+        observer: Some(std::sync::Arc::new(PageObserver {
+            feed: web.feed().clone(),
+            cluster: shared.clone(),
+        })),
     };
     let ran = async {
         let branches = Branches::new(&addresses)?;

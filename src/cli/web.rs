@@ -97,12 +97,21 @@ impl Control for LocalControl {
     }
 }
 
-/// Hands `bank run`'s customer events to the page.
-pub struct PageObserver(pub Feed);
+/// Hands `bank run`'s customer events to the page, with the leader the branch that received
+/// each one knew then (where it forwarded the event).
+pub struct PageObserver {
+    pub feed: Feed,
+    pub cluster: SharedCluster,
+}
 
 impl Observer for PageObserver {
     fn seen(&self, event: &SeenEvent) {
-        self.0.record(Activity {
+        // Never waits: if a button holds the cluster, the feed's last poll says.
+        let leader = self.cluster.try_lock().ok().and_then(|cluster| {
+            let branch = cluster.as_ref()?.branch(event.branch)?;
+            branch.branch.view().leader
+        });
+        self.feed.record(Activity {
             at_ms: 0,
             customer: event.customer,
             event_id: event.event_id,
@@ -111,7 +120,7 @@ impl Observer for PageObserver {
             money: event.money,
             result: if event.success { "success" } else { "fail" },
             balance: event.balance,
-            leader: None,
+            leader,
         });
     }
 }

@@ -124,10 +124,12 @@ impl Feed {
         lock(&self.shared.clients).len()
     }
 
-    /// Records a customer event for the page (the oldest beyond the bound are dropped); the
-    /// leader is the one the last poll saw.
+    /// Records a customer event for the page (the oldest beyond the bound are dropped); if
+    /// the caller does not know the leader, it is the one the last poll saw.
     pub fn record(&self, mut activity: Activity) {
-        activity.leader = *lock(&self.shared.leader);
+        if activity.leader.is_none() {
+            activity.leader = *lock(&self.shared.leader);
+        }
         activity.at_ms = now_ms();
         let mut kept = lock(&self.shared.activity);
         if kept.len() == ACTIVITY_MAX {
