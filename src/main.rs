@@ -58,12 +58,12 @@ fn init_logging(format: LogFormat) {
 enum Command {
     /// Start every branch in this process, run the customers over gRPC, write the output.
     #[command(
-        after_help = "Example:\n  bank run examples/scenarios/p1.json\n  bank run examples/scenarios/concurrent.json -o out.json --concurrent"
+        after_help = "Example:\n  bank run examples/scenarios/p1.json\n  bank run examples/scenarios/concurrent.json -o out.json --concurrent\n  bank run examples/scenarios/p3.json --http 127.0.0.1:8080 --pace 500   (watch it at http://127.0.0.1:8080/)"
     )]
     Run(cli::run::RunArgs),
     /// Start every branch of the scenario on 127.0.0.1:(base-port + branch id) until Ctrl-C.
     #[command(
-        after_help = "Example:\n  bank server examples/scenarios/p1.json --base-port 50050 --data-dir /var/lib/bank"
+        after_help = "Example:\n  bank server examples/scenarios/p1.json --base-port 50050 --data-dir /var/lib/bank\n  bank server examples/scenarios/p1.json --http 127.0.0.1:8080   (a live page with buttons to stop, restart, cut off and heal branches)"
     )]
     Server(cli::run::ServerArgs),
     /// Run one branch in this process, as part of a cluster of branches in several processes

@@ -119,6 +119,11 @@ impl Feed {
         Ok(receiver)
     }
 
+    /// Ends every event stream (the listener is stopping: open pages must not hold it).
+    pub fn close_streams(&self) {
+        lock(&self.shared.clients).clear();
+    }
+
     /// Event streams open now.
     pub fn clients(&self) -> usize {
         lock(&self.shared.clients).len()

@@ -100,6 +100,7 @@ impl Web {
     pub async fn stop(self) {
         let _ = self.stop.send(true);
         self.feed.show(View::default());
+        self.feed.close_streams();
         let mut task = self.task;
         match tokio::time::timeout(STOP_DEADLINE, &mut task).await {
             Ok(Ok(Ok(()))) => {}
