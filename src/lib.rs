@@ -13,6 +13,8 @@
 //!   │
 //!   ├─ report ───── pictures as self-contained HTML: a checked history, a bench run
 //!   │                (above check and workload, whose results it draws)
+//!   ├─ web ──────── the HTTP listener: /metrics, the live page and its event stream, the
+//!   │                page's buttons (through a control the cli wires in)
 //!   ├─ bootstrap ── starts branches: a local cluster, a standalone branch, a rejoin, a join,
 //!   │                a restore; genesis
 //!   ├─ workload ─── load and scenarios: the course runner, bank bench, the Jepsen workload
@@ -53,6 +55,7 @@
 //! - [`client`]: what customers and operators call branches with.
 //! - [`workload`]: the course's scenario formats and runner, `bank bench`, the Jepsen workload,
 //!   all on one driver loop.
+//! - [`web`]: the HTTP listener (`--http`): `/metrics` and a live page of the cluster.
 //! - [`check`]: linearizability per account, conservation, minimum balances, convergence.
 //! - [`report`]: `bank check --html` and `bank bench --html`: a history drawn with what the
 //!   checker blames, a run's throughput and latency distribution; inline SVG, escaped.
@@ -81,6 +84,7 @@ pub mod server;
 #[cfg(feature = "simulation")]
 pub mod sim;
 pub mod tls;
+pub mod web;
 pub mod workload;
 
 /// A branch's id: the `id` of a branch in a scenario file, `--id` of `bank branch`, and the

@@ -18,9 +18,16 @@ use clap::{CommandFactory, Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Serve Prometheus metrics over HTTP at http://ADDR/metrics (for run, server, branch).
-    #[arg(long, global = true, value_name = "ADDR", env = "BANK_METRICS")]
-    metrics: Option<SocketAddr>,
+    /// Serve a live page of the cluster at http://ADDR/ and Prometheus metrics at
+    /// http://ADDR/metrics (for run, server, branch). --metrics is the same flag.
+    #[arg(
+        long,
+        visible_alias = "metrics",
+        global = true,
+        value_name = "ADDR",
+        env = "BANK_HTTP"
+    )]
+    http: Option<SocketAddr>,
     /// How logs are written to stderr; RUST_LOG sets the levels.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "BANK_LOG_FORMAT")]
     log_format: LogFormat,
@@ -51,12 +58,12 @@ fn init_logging(format: LogFormat) {
 enum Command {
     /// Start every branch in this process, run the customers over gRPC, write the output.
     #[command(
-        after_help = "Example:\n  bank run examples/scenarios/p1.json\n  bank run examples/scenarios/concurrent.json -o out.json --concurrent"
+        after_help = "Example:\n  bank run examples/scenarios/p1.json\n  bank run examples/scenarios/concurrent.json -o out.json --concurrent\n  bank run examples/scenarios/p3.json --http 127.0.0.1:8080 --pace 500   (watch it at http://127.0.0.1:8080/)"
     )]
     Run(cli::run::RunArgs),
     /// Start every branch of the scenario on 127.0.0.1:(base-port + branch id) until Ctrl-C.
     #[command(
-        after_help = "Example:\n  bank server examples/scenarios/p1.json --base-port 50050 --data-dir /var/lib/bank"
+        after_help = "Example:\n  bank server examples/scenarios/p1.json --base-port 50050 --data-dir /var/lib/bank\n  bank server examples/scenarios/p1.json --http 127.0.0.1:8080   (a live page with buttons to stop, restart, cut off and heal branches)"
     )]
     Server(cli::run::ServerArgs),
     /// Run one branch in this process, as part of a cluster of branches in several processes
@@ -161,13 +168,13 @@ enum Command {
     Client(cli::run::ClientArgs),
 }
 
-/// Runs `command`, with the metrics endpoint up around it if `--metrics` asks for one.
-async fn dispatch(command: Command, metrics: Option<SocketAddr>) -> anyhow::Result<()> {
-    let exporter = cli::start_metrics(metrics).await?;
+/// Runs `command`, with the HTTP listener up around it if `--http` asks for one.
+async fn dispatch(command: Command, http: Option<SocketAddr>) -> anyhow::Result<()> {
+    let web = cli::web::start(http).await?;
     let result = match command {
-        Command::Run(args) => cli::run::run(args).await,
-        Command::Server(args) => cli::run::server(args).await,
-        Command::Branch(args) => cli::branch::run(args).await,
+        Command::Run(args) => cli::run::run(args, web.as_ref()).await,
+        Command::Server(args) => cli::run::server(args, web.as_ref()).await,
+        Command::Branch(args) => cli::branch::run(args, web.as_ref()).await,
         Command::Certs(args) => cli::certs::run(args),
         Command::Client(args) => cli::run::client(args).await,
         Command::Check(args) => cli::check::run(args),
@@ -179,13 +186,14 @@ async fn dispatch(command: Command, metrics: Option<SocketAddr>) -> anyhow::Resu
         Command::Restore(args) => cli::restore::run(args),
         Command::Completions(args) => cli::completions::run(args, Cli::command()),
     };
-    if let Some(exporter) = exporter {
-        exporter.stop().await;
+    if let Some(web) = web {
+        web.stop().await;
     }
     result
 }
 
 fn main() -> ExitCode {
+    cli::config::rename_env("BANK_METRICS", "BANK_HTTP");
     let cli = match cli::config::parse::<Cli>(std::env::args_os().collect()) {
         Ok(cli::config::Parsed::Run(cli)) => cli,
         Ok(cli::config::Parsed::Printed) => return ExitCode::SUCCESS,
@@ -202,7 +210,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(dispatch(cli.command, cli.metrics)) {
+    match runtime.block_on(dispatch(cli.command, cli.http)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

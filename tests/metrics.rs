@@ -5,7 +5,7 @@ mod common;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bank::server::metrics::Exporter;
+use bank::web::Web;
 use common::{call, client, start_cluster};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -51,7 +51,7 @@ fn sample(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counters_move_with_traffic() {
     let cluster = start_cluster(3, 100).await;
-    let exporter = Exporter::start("127.0.0.1:0".parse().expect("address"))
+    let exporter = Web::start("127.0.0.1:0".parse().expect("address"))
         .await
         .expect("metrics endpoint starts");
     let before = scrape(exporter.local_addr()).await;

@@ -14,23 +14,34 @@
 //! a mix of branches with and without state, is refused (see `open_stores`).
 //!
 //! [`LocalCluster::shutdown`] stops the servers (draining in-flight calls) and the Raft nodes.
+//!
+//! Breaking it on purpose (the live page's buttons, tests): [`LocalCluster::stop`] stops one
+//! branch's server and Raft node as a crash would, keeping its storage;
+//! [`LocalCluster::restart`] starts it again on the same address from that storage (durable:
+//! its data directory; in memory: the log and snapshot it kept, as a disk would keep them,
+//! the applied state rebuilt from them). [`LocalCluster::cut`] and [`LocalCluster::heal`]
+//! cut a branch off from its peers and back ([`super::partition`]).
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use super::partition::{Partition, PartitionConnector};
 pub use super::ClusterError;
 use super::{check_identity, check_initial_balance, open_shared_account};
 use crate::node::{voters_and_learners, Branch, BranchBuilder, MembershipChange, Storage as Store};
 use crate::raft::durable::{ClusterIdentity, DurableStore};
+use crate::raft::log_store::LogStore;
 use crate::raft::network::Peers;
-use crate::raft::state_machine::StateMachineData;
+use crate::raft::state_machine::{StateMachineData, StateMachineStore};
 use crate::server::{self, ServerConfig};
 use crate::BranchId;
 
@@ -46,25 +57,66 @@ pub struct LocalBranch {
     pub branch: Branch,
 }
 
+/// One branch's server task, and how to stop it.
+struct Server {
+    stop: watch::Sender<bool>,
+    task: JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+/// What a branch keeps across [`LocalCluster::stop`] and [`LocalCluster::restart`].
+#[derive(Clone)]
+enum Kept {
+    Memory {
+        log: LogStore,
+        state_machine: StateMachineStore,
+    },
+    Durable(DurableStore),
+}
+
+impl Kept {
+    fn new(durable: Option<DurableStore>) -> Kept {
+        match durable {
+            Some(store) => Kept::Durable(store),
+            None => Kept::Memory {
+                log: LogStore::default(),
+                state_machine: StateMachineStore::default(),
+            },
+        }
+    }
+
+    /// The storage of the branch's next incarnation: the same data directory, or the kept log
+    /// with the applied state rebuilt from the kept snapshot (as after a crash).
+    fn storage(&self, first: bool) -> Result<Store, String> {
+        Ok(match self {
+            Kept::Durable(store) => Store::Durable(store.clone()),
+            Kept::Memory { log, state_machine } => Store::Kept {
+                log: log.clone(),
+                state_machine: if first {
+                    state_machine.clone()
+                } else {
+                    state_machine.restarted().map_err(|e| e.to_string())?
+                },
+            },
+        })
+    }
+}
+
 /// Every branch of a scenario, running in this process.
 pub struct LocalCluster {
     branches: BTreeMap<BranchId, LocalBranch>,
-    shutdown: watch::Sender<bool>,
-    servers: JoinSet<(BranchId, Result<(), tonic::transport::Error>)>,
+    servers: BTreeMap<BranchId, Server>,
+    /// Branches stopped by [`LocalCluster::stop`], by id: their address.
+    stopped: BTreeMap<BranchId, SocketAddr>,
+    kept: BTreeMap<BranchId, Kept>,
     peers: Peers,
+    partition: Arc<Partition>,
+    /// `host:port` -> branch id, for the partition's connectors.
+    by_address: Arc<BTreeMap<String, BranchId>>,
     server_config: ServerConfig,
 }
 
-/// Creates branch `id`, in memory or on `durable`.
-async fn create_branch(
-    id: BranchId,
-    peers: Peers,
-    durable: Option<DurableStore>,
-) -> Result<Branch, ClusterError> {
-    let storage = match durable {
-        Some(store) => Store::Durable(store),
-        None => Store::Memory,
-    };
+/// Creates branch `id` on `storage`.
+async fn create_branch(id: BranchId, peers: Peers, storage: Store) -> Result<Branch, ClusterError> {
     Ok(BranchBuilder::new(id, peers)
         .storage(storage)
         .build()
@@ -205,25 +257,33 @@ impl LocalCluster {
                 .map(|(&id, a)| (id, a.to_string()))
                 .collect(),
         );
-        let (shutdown, _) = watch::channel(false);
         let mut cluster = LocalCluster {
             branches: BTreeMap::new(),
-            shutdown,
-            servers: JoinSet::new(),
-            peers: peers.clone(),
+            servers: BTreeMap::new(),
+            stopped: BTreeMap::new(),
+            kept: BTreeMap::new(),
+            peers,
+            partition: Arc::default(),
+            by_address: Arc::new(
+                addresses
+                    .iter()
+                    .map(|(&id, a)| (a.to_string(), id))
+                    .collect(),
+            ),
             server_config,
         };
         let mut stores = stores;
         for (id, listener) in listeners {
             let addr = addresses[&id];
-            let durable = stores.as_mut().and_then(|s| s.remove(&id));
-            let branch = match create_branch(id, peers.clone(), durable).await {
+            let kept = Kept::new(stores.as_mut().and_then(|s| s.remove(&id)));
+            let branch = match cluster.create(id, &kept, true).await {
                 Ok(branch) => branch,
                 Err(e) => {
                     cluster.shutdown().await;
                     return Err(e);
                 }
             };
+            cluster.kept.insert(id, kept);
             cluster.serve(id, addr, branch, listener);
         }
         let started = match start {
@@ -239,21 +299,38 @@ impl LocalCluster {
         }
     }
 
-    /// Serves `branch` on `listener` until the cluster shuts down.
+    /// Branch `id`'s peers: the cluster's, through the partition.
+    fn peers_of(&self, id: BranchId) -> Peers {
+        self.peers
+            .clone()
+            .with_connector(Arc::new(PartitionConnector {
+                from: id,
+                partition: self.partition.clone(),
+                branches: self.by_address.clone(),
+            }))
+    }
+
+    /// Creates branch `id` on `kept` (its first incarnation, or a restart).
+    async fn create(&self, id: BranchId, kept: &Kept, first: bool) -> Result<Branch, ClusterError> {
+        let storage = kept
+            .storage(first)
+            .map_err(|what| ClusterError::Branch { id, what })?;
+        create_branch(id, self.peers_of(id), storage).await
+    }
+
+    /// Serves `branch` on `listener` until the cluster shuts down or the branch is stopped.
     fn serve(&mut self, id: BranchId, addr: SocketAddr, branch: Branch, listener: TcpListener) {
-        let mut stop = self.shutdown.subscribe();
+        let (stop, mut stopped) = watch::channel(false);
         let server_branch = branch.clone();
         let config = self.server_config.clone();
-        self.servers.spawn(async move {
+        let task = tokio::spawn(async move {
             let signal = async move {
                 // An error means the sender is gone: stop as well.
-                let _ = stop.wait_for(|stop| *stop).await;
+                let _ = stopped.wait_for(|stop| *stop).await;
             };
-            (
-                id,
-                server::serve(server_branch, listener, config, signal).await,
-            )
+            server::serve(server_branch, listener, config, signal).await
         });
+        self.servers.insert(id, Server { stop, task });
         self.branches.insert(id, LocalBranch { addr, branch });
     }
 
@@ -276,7 +353,12 @@ impl LocalCluster {
             id,
             what: format!("listener has no address: {e}"),
         })?;
-        let branch = create_branch(id, self.peers.clone(), durable).await?;
+        let mut by_address = (*self.by_address).clone();
+        by_address.insert(addr.to_string(), id);
+        self.by_address = Arc::new(by_address);
+        let kept = Kept::new(durable);
+        let branch = self.create(id, &kept, true).await?;
+        self.kept.insert(id, kept);
         self.serve(id, addr, branch, listener);
         let learner = BTreeMap::from([(id, addr.to_string())]);
         let index = self.add_learners(learner).await?;
@@ -394,29 +476,124 @@ impl LocalCluster {
             })
     }
 
+    /// Stops branch `id` as a crash would: its server stops (in-flight calls drain, bounded,
+    /// and the port is released) and its Raft node shuts down; its storage is kept for
+    /// [`LocalCluster::restart`]. The last running branch is not stopped.
+    pub async fn stop(&mut self, id: BranchId) -> Result<(), ClusterError> {
+        let refused = |what: &str| ClusterError::Branch {
+            id,
+            what: what.to_string(),
+        };
+        if self.stopped.contains_key(&id) {
+            return Err(refused("already stopped"));
+        }
+        if self.branches.len() < 2 {
+            return Err(refused("cannot stop the last running branch"));
+        }
+        let local = self
+            .branches
+            .remove(&id)
+            .ok_or_else(|| refused("no such branch"))?;
+        if let Some(server) = self.servers.remove(&id) {
+            let _ = server.stop.send(true);
+            join_server(id, server, Instant::now() + SHUTDOWN_DEADLINE).await;
+        }
+        self.stopped.insert(id, local.addr);
+        local
+            .branch
+            .shutdown()
+            .await
+            .map_err(|e| refused(&format!("raft shutdown: {e}")))
+    }
+
+    /// Starts branch `id`, stopped by [`LocalCluster::stop`], again on its address from its
+    /// kept storage. It rejoins as itself: it catches up from the leader and votes again.
+    pub async fn restart(&mut self, id: BranchId) -> Result<(), ClusterError> {
+        let addr = *self.stopped.get(&id).ok_or(ClusterError::Branch {
+            id,
+            what: "not stopped".to_string(),
+        })?;
+        let kept = self.kept.get(&id).cloned().ok_or(ClusterError::Branch {
+            id,
+            what: "no storage kept".to_string(),
+        })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|cause| ClusterError::Bind { addr, cause })?;
+        let branch = self.create(id, &kept, false).await?;
+        self.stopped.remove(&id);
+        self.serve(id, addr, branch, listener);
+        Ok(())
+    }
+
+    /// Cuts branch `id` off from the other branches, both ways, until [`LocalCluster::heal`].
+    pub fn cut(&self, id: BranchId) -> Result<(), ClusterError> {
+        self.known(id)?;
+        self.partition.cut(id);
+        Ok(())
+    }
+
+    /// Reconnects branch `id` to the others.
+    pub fn heal(&self, id: BranchId) -> Result<(), ClusterError> {
+        self.known(id)?;
+        self.partition.heal(id);
+        Ok(())
+    }
+
+    /// Whether branch `id` is cut off from the others.
+    pub fn is_cut(&self, id: BranchId) -> bool {
+        self.partition.is_cut(id)
+    }
+
+    /// The branches cut off now.
+    pub fn cut_off(&self) -> Vec<BranchId> {
+        self.partition.cut_off()
+    }
+
+    /// Branches stopped by [`LocalCluster::stop`] and not restarted, with their addresses.
+    pub fn stopped(&self) -> &BTreeMap<BranchId, SocketAddr> {
+        &self.stopped
+    }
+
+    fn known(&self, id: BranchId) -> Result<(), ClusterError> {
+        if self.branches.contains_key(&id) || self.stopped.contains_key(&id) {
+            Ok(())
+        } else {
+            Err(ClusterError::Branch {
+                id,
+                what: "no such branch".to_string(),
+            })
+        }
+    }
+
     /// Stops serving (in-flight calls drain, bounded) and shuts every Raft node down.
     pub async fn shutdown(mut self) {
-        let _ = self.shutdown.send(true);
-        let drained = tokio::time::timeout(SHUTDOWN_DEADLINE, async {
-            while let Some(joined) = self.servers.join_next().await {
-                match joined {
-                    Ok((_, Ok(()))) => {}
-                    Ok((id, Err(e))) => {
-                        tracing::warn!(branch = id, "server stopped with an error: {e}")
-                    }
-                    Err(e) => tracing::warn!("server task failed: {e}"),
-                }
-            }
-        })
-        .await;
-        if drained.is_err() {
-            tracing::warn!("servers did not drain within {SHUTDOWN_DEADLINE:?}; stopping them");
-            self.servers.abort_all();
+        let servers = std::mem::take(&mut self.servers);
+        for server in servers.values() {
+            let _ = server.stop.send(true);
+        }
+        let deadline = Instant::now() + SHUTDOWN_DEADLINE;
+        for (id, server) in servers {
+            join_server(id, server, deadline).await;
         }
         for (id, local) in &self.branches {
             if let Err(e) = local.branch.shutdown().await {
                 tracing::warn!(branch = id, "raft shutdown: {e}");
             }
+        }
+    }
+}
+
+/// Waits for branch `id`'s server to drain, until `deadline`; then stops it regardless.
+async fn join_server(id: BranchId, server: Server, deadline: Instant) {
+    let mut task = server.task;
+    match tokio::time::timeout_at(deadline, &mut task).await {
+        Ok(Ok(Ok(()))) => {}
+        Ok(Ok(Err(e))) => tracing::warn!(branch = id, "server stopped with an error: {e}"),
+        Ok(Err(e)) => tracing::warn!(branch = id, "server task failed: {e}"),
+        Err(_) => {
+            tracing::warn!(branch = id, "server did not drain in time; stopping it");
+            task.abort();
         }
     }
 }

@@ -1,6 +1,7 @@
 //! Starting branches: the one place a cluster is created, resumed, refused or rejoined.
 //!
-//! - [`local`]: a whole cluster in one process, on loopback (`bank run`, `bank server`, tests).
+//! - [`local`]: a whole cluster in one process, on loopback (`bank run`, `bank server`, tests);
+//!   [`partition`]: cutting its branches off from each other on purpose.
 //! - [`standalone`]: one branch per process (`bank branch`), deciding from its own disk and
 //!   its peers' answers (`survey`); [`rejoin`]: a branch that lost its data rebuilding from
 //!   its peers; `join`: a new branch added to a running cluster.
@@ -10,6 +11,7 @@
 
 mod join;
 pub mod local;
+pub mod partition;
 pub mod rejoin;
 pub mod restore;
 pub mod standalone;

@@ -98,7 +98,7 @@ pub fn parse_peer(text: &str) -> Result<(u64, String), String> {
 }
 
 /// Runs the branch until a shutdown signal, then stops it cleanly.
-pub async fn run(args: BranchArgs) -> Result<()> {
+pub async fn run(args: BranchArgs, web: Option<&bank::web::Web>) -> Result<()> {
     let tls_files = TlsFiles::from_options(args.tls_cert, args.tls_key, args.tls_ca)?;
     let id = args.id;
     if id == 0 {
@@ -148,6 +148,7 @@ pub async fn run(args: BranchArgs) -> Result<()> {
         drain_timeout: args.drain_timeout,
     })
     .await?;
+    super::web::show_branch(web, listen, tls.as_ref().map(|t| t.peer_client.clone()));
     eprintln!(
         "bank branch {id}: serving on {listen}{}{}, data in {}; Ctrl-C to stop",
         if tls.is_some() { " (TLS)" } else { "" },

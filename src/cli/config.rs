@@ -105,6 +105,16 @@ pub fn parse<C: Parser>(args: Vec<OsString>) -> Result<Parsed<C>> {
     Ok(Parsed::Run(from_matches(&matches)))
 }
 
+/// Reads the environment variable `old` as `new` when only `old` is set (a renamed flag's
+/// variable keeps working). Call before any thread starts.
+pub fn rename_env(old: &str, new: &str) {
+    if std::env::var_os(new).is_none() {
+        if let Some(value) = std::env::var_os(old) {
+            std::env::set_var(new, value);
+        }
+    }
+}
+
 /// `command` with the environment variables of the flags `ids` switched off, wherever on the
 /// path `names` of subcommands they are defined (a global flag: at the top).
 fn without_env(mut command: Command, names: &[String], ids: &[String]) -> Command {

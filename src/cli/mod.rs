@@ -7,7 +7,8 @@
 //! of a command's work (e.g. a whole `bank run`: [`bank::workload::course::run_scenario`]) is in
 //! the library, where both can call it.
 //!
-//! Shared here: [`storage`] (`--data-dir`), [`start_metrics`] (`--metrics`); in their own files:
+//! Shared here: [`storage`] (`--data-dir`); in their own files: the HTTP listener (`--http`,
+//! [`web`]),
 //! TLS and token options with the TLS hint ([`tls`]), Ctrl-C and SIGTERM ([`signals`]), output
 //! files written whole or not at all ([`output`]), and config files and the `BANK_*`
 //! environment for any subcommand that takes them ([`config`]).
@@ -28,26 +29,13 @@ pub mod run;
 pub mod signals;
 pub mod status;
 pub mod tls;
+pub mod web;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
-
 use bank::bootstrap::local::Storage;
-use bank::server::metrics::Exporter;
 
 /// `--data-dir` as a storage: durable in DIR, or in memory without it.
 pub fn storage(data_dir: Option<PathBuf>) -> Storage {
     data_dir.map_or(Storage::Memory, Storage::Durable)
-}
-
-/// Starts the metrics endpoint if `--metrics` was given.
-pub async fn start_metrics(addr: Option<SocketAddr>) -> Result<Option<Exporter>> {
-    let Some(addr) = addr else { return Ok(None) };
-    let exporter = Exporter::start(addr)
-        .await
-        .with_context(|| format!("--metrics: cannot listen on {addr}"))?;
-    eprintln!("bank: metrics at http://{}/metrics", exporter.local_addr());
-    Ok(Some(exporter))
 }

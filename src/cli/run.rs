@@ -1,7 +1,9 @@
 //! The course's commands: `bank run` (every branch in this process, then the customers),
 //! `bank server` (the branches until Ctrl-C) and `bank client` (the customers against a
 //! running `bank server`). The work is [`bank::workload::course`]; here: arguments, the output
-//! file, and the summary of the branches' final balances.
+//! file, and the summary of the branches' final balances. With `--http`, the live page shows
+//! the local cluster and can break it; `bank run` then keeps it up after the customers, until
+//! Ctrl-C.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -12,11 +14,16 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use bank::workload::course::{run_customers, run_scenario, start_cluster, Branches};
+use bank::web::Web;
+use bank::workload::course::{
+    final_balances, run_customers, run_customers_with, run_scenario, start_cluster, Branches,
+    CustomerOptions,
+};
 use bank::workload::scenario::{render_output, write_output, Scenario, ScenarioError};
 
 use super::signals::ShutdownSignals;
 use super::storage;
+use super::web::{show_local, PageObserver, SharedCluster};
 
 /// The scenario a missing input file is pointed at (shipped in the repository).
 const EXAMPLE_SCENARIO: &str = "examples/scenarios/p1.json";
@@ -38,6 +45,10 @@ pub struct RunArgs {
     /// the same directory continues from it. Default: in memory, nothing left behind.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Wait MS milliseconds after each customer event, so that a person can follow the run
+    /// on the live page (--http).
+    #[arg(long, value_name = "MS", default_value_t = 0)]
+    pace: u64,
 }
 
 #[derive(clap::Args)]
@@ -63,8 +74,11 @@ pub struct ClientArgs {
 }
 
 /// `bank run`.
-pub async fn run(args: RunArgs) -> Result<()> {
+pub async fn run(args: RunArgs, web: Option<&Web>) -> Result<()> {
     let scenario = load(&args.input, "run")?;
+    if let Some(web) = web {
+        return run_watched(args, scenario, web).await;
+    }
     let finished = run_scenario(&scenario, args.concurrent, storage(args.data_dir)).await?;
     write_output(&args.output, &finished.output)?;
     print!("{}", summarize(&finished.balances, finished.identical)?);
@@ -80,8 +94,57 @@ pub async fn run(args: RunArgs) -> Result<()> {
     Ok(())
 }
 
+/// `bank run --http`: the customers paced, each event shown on the page as it happens, the
+/// page up until Ctrl-C after them.
+async fn run_watched(args: RunArgs, scenario: Scenario, web: &Web) -> Result<()> {
+    let mut signals = ShutdownSignals::install()?;
+    let cluster = start_cluster(&scenario, None, storage(args.data_dir)).await?;
+    let addresses = cluster.addresses();
+    let shared: SharedCluster = Default::default();
+    *shared.lock().await = Some(cluster);
+    show_local(Some(web), &shared, addresses.values().copied().collect());
+    let options = CustomerOptions {
+        concurrent: args.concurrent,
+        pace: Duration::from_millis(args.pace),
+        observer: Some(std::sync::Arc::new(PageObserver {
+            feed: web.feed().clone(),
+            cluster: shared.clone(),
+        })),
+    };
+    let ran = async {
+        let branches = Branches::new(&addresses)?;
+        let replies = run_customers_with(&scenario, &branches, &options).await?;
+        write_output(&args.output, &render_output(scenario.variant, &replies))?;
+        let guard = shared.lock().await;
+        let Some(cluster) = guard.as_ref() else {
+            bail!("the cluster shut down before the end of the run");
+        };
+        let (balances, identical) = final_balances(cluster).await?;
+        print!("{}", summarize(&balances, identical)?);
+        println!("output written to {}", args.output.display());
+        anyhow::Ok(())
+    };
+    let result = tokio::select! {
+        result = ran => result,
+        signal = signals.recv() => Err(anyhow::anyhow!("{signal} before the customers finished")),
+    };
+    if result.is_ok() {
+        eprintln!(
+            "bank run: done; the live page stays up at http://{}/ until Ctrl-C",
+            web.local_addr()
+        );
+        let signal = signals.recv().await;
+        eprintln!("bank run: {signal}, shutting down");
+    }
+    web.show(bank::web::View::default());
+    if let Some(cluster) = shared.lock().await.take() {
+        cluster.shutdown().await;
+    }
+    result
+}
+
 /// `bank server`.
-pub async fn server(args: ServerArgs) -> Result<()> {
+pub async fn server(args: ServerArgs, web: Option<&Web>) -> Result<()> {
     let scenario = load(&args.input, "server")?;
     // Handlers first: a signal that arrives while the cluster starts is kept, not fatal.
     let mut signals = ShutdownSignals::install()?;
@@ -90,6 +153,13 @@ pub async fn server(args: ServerArgs) -> Result<()> {
         .branches()
         .map(|(id, b)| format!("{id}={}", b.addr))
         .collect();
+    let shared: SharedCluster = Default::default();
+    show_local(
+        web,
+        &shared,
+        cluster.addresses().values().copied().collect(),
+    );
+    *shared.lock().await = Some(cluster);
     eprintln!(
         "bank server: {} branches ready ({}); Ctrl-C to stop",
         addresses.len(),
@@ -97,7 +167,12 @@ pub async fn server(args: ServerArgs) -> Result<()> {
     );
     let signal = signals.recv().await;
     eprintln!("bank server: {signal}, shutting down");
-    cluster.shutdown().await;
+    if let Some(web) = web {
+        web.show(bank::web::View::default());
+    }
+    if let Some(cluster) = shared.lock().await.take() {
+        cluster.shutdown().await;
+    }
     eprintln!("bank server: stopped");
     Ok(())
 }

@@ -72,10 +72,18 @@ pub struct BranchStatus {
     pub leader: Option<BranchId>,
     pub applied_index: Option<u64>,
     pub last_log_index: Option<u64>,
+    /// On the leader, its commit index (the Raft library reports no other branch's).
+    pub committed_index: Option<u64>,
     /// Entries the leader has applied that this branch has not.
     pub lag: Option<u64>,
     /// `Ledger::state_digest` at `applied_index`, as 16 hex digits.
     pub digest: Option<String>,
+    /// How many accounts its ledger holds at `applied_index`.
+    pub accounts: Option<u64>,
+    /// The sum of every balance at `applied_index`, in minor units.
+    pub balances_total: Option<i64>,
+    /// The shared account's (account 0's) balance at `applied_index`.
+    pub original_balance: Option<i64>,
 }
 
 /// The cluster as seen from one branch.
@@ -113,17 +121,21 @@ pub(crate) async fn connect(
     })
 }
 
-/// Asks the branch at `addr` for its status, within [`STATUS_DEADLINE`].
-async fn ask(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<StatusReply, StatusError> {
+/// Asks the branch at `addr` for its status, within `deadline` (connection included).
+async fn ask(
+    addr: &str,
+    tls: Option<&ClientTlsConfig>,
+    deadline: Duration,
+) -> Result<StatusReply, StatusError> {
     let unreachable = |reason: String, tls_mismatch| StatusError::Unreachable {
         addr: addr.to_string(),
         reason,
         tls_mismatch,
     };
-    let answered = tokio::time::timeout(STATUS_DEADLINE, async {
+    let answered = tokio::time::timeout(deadline, async {
         let channel = connect(addr, tls).await?;
         let mut request = tonic::Request::new(StatusRequest {});
-        request.set_timeout(STATUS_DEADLINE);
+        request.set_timeout(deadline);
         PeerClient::new(channel)
             .status(request)
             .await
@@ -142,12 +154,7 @@ async fn ask(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<StatusReply, S
             })
     })
     .await;
-    answered.unwrap_or_else(|_| {
-        Err(unreachable(
-            format!("no answer within {STATUS_DEADLINE:?}"),
-            None,
-        ))
-    })
+    answered.unwrap_or_else(|_| Err(unreachable(format!("no answer within {deadline:?}"), None)))
 }
 
 fn from_reply(address: String, reply: &StatusReply) -> BranchStatus {
@@ -162,8 +169,12 @@ fn from_reply(address: String, reply: &StatusReply) -> BranchStatus {
         leader: reply.leader,
         applied_index: reply.applied_index,
         last_log_index: reply.last_log_index,
+        committed_index: reply.committed_index,
         lag: None,
         digest: Some(format!("{:016x}", reply.digest)),
+        accounts: Some(reply.accounts),
+        balances_total: Some(reply.balances_total),
+        original_balance: reply.original_balance,
     }
 }
 
@@ -179,10 +190,21 @@ pub async fn cluster_status_with(
     addr: &str,
     tls: Option<&ClientTlsConfig>,
 ) -> Result<ClusterStatus, StatusError> {
-    let first = ask(addr, tls).await?;
+    cluster_status_within(addr, tls, STATUS_DEADLINE).await
+}
+
+/// [`cluster_status_with`], each call bounded by `deadline` rather than [`STATUS_DEADLINE`]:
+/// a live view that must notice a silent branch sooner (the calls run at once, so the whole
+/// answer takes at most twice `deadline`).
+pub async fn cluster_status_within(
+    addr: &str,
+    tls: Option<&ClientTlsConfig>,
+    deadline: Duration,
+) -> Result<ClusterStatus, StatusError> {
+    let first = ask(addr, tls, deadline).await?;
     let others = first.members.iter().filter(|member| member.id != first.id);
     let answers = futures::future::join_all(others.map(|member| async move {
-        match ask(&member.address, tls).await {
+        match ask(&member.address, tls, deadline).await {
             Ok(reply) => {
                 let mut status = from_reply(member.address.clone(), &reply);
                 status.voter = Some(member.voter);
@@ -199,8 +221,12 @@ pub async fn cluster_status_with(
                 leader: None,
                 applied_index: None,
                 last_log_index: None,
+                committed_index: None,
                 lag: None,
                 digest: None,
+                accounts: None,
+                balances_total: None,
+                original_balance: None,
             },
         }
     }))

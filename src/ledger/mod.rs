@@ -153,6 +153,11 @@ impl Ledger {
         &self.accounts
     }
 
+    /// The sum of every account's balance, kept as balances change (no walk over accounts).
+    pub fn balances_total_minor_units(&self) -> i128 {
+        self.balances_total_minor_units
+    }
+
     /// A deterministic 64-bit digest of every account (id, balance, limits) and the money
     /// totals: equal on replicas that applied the same log, for cheap convergence checks. The
     /// request log is not included. Stable across builds and platforms (FNV-1a).

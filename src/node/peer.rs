@@ -157,10 +157,19 @@ impl Branch {
     pub fn status(&self) -> Result<StatusReply, BranchError> {
         let view = self.view();
         let membership = self.membership();
-        let (applied_index, digest) = self.read_state(|state| {
-            let applied = state.last_applied.map(|id| id.index);
-            (applied, state.ledger.state_digest())
-        })?;
+        let (applied_index, digest, accounts, balances_total, original_balance) =
+            self.read_state(|state| {
+                let ledger = &state.ledger;
+                let total = ledger.balances_total_minor_units();
+                (
+                    state.last_applied.map(|id| id.index),
+                    ledger.state_digest(),
+                    ledger.accounts().len() as u64,
+                    // Clamped, not wrapped: i64 holds any total a person would look at.
+                    i64::try_from(total).unwrap_or(if total < 0 { i64::MIN } else { i64::MAX }),
+                    ledger.balance(crate::ledger::ORIGINAL_ACCOUNT),
+                )
+            })?;
         let members = membership
             .each()
             .map(|(id, address, voter)| Member {
@@ -181,6 +190,10 @@ impl Branch {
             last_log_index: view.last_log_index,
             digest,
             members,
+            accounts,
+            balances_total,
+            original_balance,
+            committed_index: view.committed_index,
         })
     }
 }

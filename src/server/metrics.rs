@@ -1,4 +1,5 @@
-//! The process's Prometheus metrics, and the HTTP endpoint that serves them (`GET /metrics`).
+//! The process's Prometheus metrics; the HTTP listener that serves them (`GET /metrics`) is
+//! the web layer's ([`crate::web`]).
 //!
 //! One registry per process ([`global`]), as Prometheus client libraries usually have: a
 //! `bank server` runs several branches in one process, so every series carries a `branch`
@@ -22,7 +23,7 @@
 //! Label values come from fixed sets (interfaces, status codes, branch ids), so the number of
 //! series stays bounded whatever customers send: an unknown method is labelled `unknown`.
 
-use std::future::Future;
+use std::sync::atomic::AtomicU64;
 use std::sync::OnceLock;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -83,6 +84,11 @@ pub struct Metrics {
     raft_purged_index: Gauges,
     health_serving: Gauges,
     invariant_checks: Family<BranchLabels, Counter>,
+    /// Customer calls (both customer APIs) per branch and their total seconds: what the live
+    /// page shows as requests per second and latency. Not registered, so `/metrics` is
+    /// unchanged by them.
+    customer_calls: Family<BranchLabels, Counter>,
+    customer_seconds: Family<BranchLabels, Counter<f64, AtomicU64>>,
 }
 
 /// The process's metrics.
@@ -168,6 +174,8 @@ impl Metrics {
             raft_purged_index,
             health_serving,
             invariant_checks,
+            customer_calls: Family::default(),
+            customer_seconds: Family::default(),
         }
     }
 
@@ -193,6 +201,28 @@ impl Metrics {
                 interface: interface.to_string(),
             })
             .observe(latency.as_secs_f64());
+        if matches!(interface, "deposit" | "withdraw" | "query" | "invalid") {
+            self.record_customer_call(branch, latency);
+        }
+    }
+
+    /// Counts one customer call answered by `branch` for the live page (see
+    /// [`Metrics::customer_calls`]); [`Metrics::record_request`] does it for the course API.
+    pub fn record_customer_call(&self, branch: BranchId, latency: Duration) {
+        let labels = BranchLabels { branch };
+        self.customer_calls.get_or_create(&labels).inc();
+        self.customer_seconds
+            .get_or_create(&labels)
+            .inc_by(latency.as_secs_f64());
+    }
+
+    /// Customer calls `branch` has answered and the seconds they took in total, if this
+    /// process serves `branch`.
+    pub fn customer_calls(&self, branch: BranchId) -> Option<(u64, f64)> {
+        let labels = BranchLabels { branch };
+        let calls = self.customer_calls.get(&labels)?.get();
+        let seconds = self.customer_seconds.get(&labels).map_or(0.0, |s| s.get());
+        Some((calls, seconds))
     }
 
     /// Mirrors a branch's Raft state into the Raft gauges.
@@ -336,6 +366,8 @@ where
     fn call(&mut self, request: http::Request<RequestBody>) -> Self::Future {
         let started = Instant::now();
         let method = method_label(request.uri().path());
+        // The bank's own customer API; the others (peer, members, backup) are not customers'.
+        let customer = request.uri().path().starts_with("/bank.v1.");
         let branch = self.branch;
         let answered = self.inner.call(request);
         Box::pin(async move {
@@ -357,76 +389,13 @@ where
             } else {
                 method
             };
-            global().record_request(branch, &interface, code_label(code), started.elapsed());
+            let latency = started.elapsed();
+            global().record_request(branch, &interface, code_label(code), latency);
+            if customer {
+                global().record_customer_call(branch, latency);
+            }
             response
         })
-    }
-}
-
-/// Bound on the metrics endpoint draining at [`Exporter::stop`].
-const EXPORTER_STOP_DEADLINE: Duration = Duration::from_secs(2);
-
-/// The metrics endpoint running in the background: `--metrics ADDR`.
-pub struct Exporter {
-    addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Exporter {
-    /// Binds `addr` and serves `GET /metrics` on it until [`Exporter::stop`].
-    pub async fn start(addr: std::net::SocketAddr) -> std::io::Result<Exporter> {
-        let listener = tokio::net::TcpListener::bind(addr).await?;
-        let addr = listener.local_addr()?;
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(serve(listener, async move {
-            // An error means the sender is gone: stop as well.
-            let _ = stopped.await;
-        }));
-        Ok(Exporter { addr, stop, task })
-    }
-
-    /// The address it serves on (the bound port when started on port 0).
-    pub fn local_addr(&self) -> std::net::SocketAddr {
-        self.addr
-    }
-
-    /// Stops serving: open scrapes finish, bounded by a short deadline.
-    pub async fn stop(self) {
-        let _ = self.stop.send(());
-        let mut task = self.task;
-        match tokio::time::timeout(EXPORTER_STOP_DEADLINE, &mut task).await {
-            Ok(Ok(Ok(()))) => {}
-            Ok(Ok(Err(e))) => tracing::warn!("metrics endpoint stopped with an error: {e}"),
-            Ok(Err(e)) => tracing::warn!("metrics endpoint task failed: {e}"),
-            Err(_) => {
-                tracing::warn!("metrics endpoint did not drain in {EXPORTER_STOP_DEADLINE:?}");
-                task.abort();
-            }
-        }
-    }
-}
-
-/// Serves `GET /metrics` (the [`global`] registry) on `listener` until `shutdown` completes.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = axum::Router::new().route("/metrics", axum::routing::get(scrape));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-}
-
-async fn scrape() -> axum::response::Response {
-    use axum::response::IntoResponse;
-    match global().render() {
-        Ok(text) => ([(http::header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response(),
-        Err(e) => (
-            http::StatusCode::INTERNAL_SERVER_ERROR,
-            format!("metrics do not encode: {e}\n"),
-        )
-            .into_response(),
     }
 }
 

@@ -10,7 +10,7 @@
 //! - [`health`]: `grpc.health.v1.Health`, from the branch's Raft state; server reflection.
 //! - [`auth`]: who may call what (cluster certificates for peers, bearer tokens for customers).
 //! - [`admission`]: the bound on customer calls in flight, shared by both customer APIs.
-//! - [`metrics`]: every call counted and timed; the HTTP `/metrics` endpoint.
+//! - [`metrics`]: every call counted and timed (served over HTTP by [`crate::web`]).
 //! - [`error`]: the one place errors become gRPC statuses.
 //!
 //! [`serve`] takes a bound listener, [`serve_incoming`] any stream of connections (the

@@ -9,11 +9,15 @@
 //! earlier writes) is sent with each event, as the original P3 client does, capped at
 //! [`WRITESET_IDS_MAX`] most recent ids so requests stay bounded.
 //!
+//! A run can be watched: [`CustomerOptions`] paces the events (so a person can follow them)
+//! and hands each answered event to an [`Observer`] (the live page), which must not block.
+//!
 //! A write is never retried: the original API has no request ids, so a retry could apply a
 //! deposit twice. Only queries, which change nothing, are retried while waiting for branches
 //! to come up ([`Branches::wait_until_serving`]).
 
 use std::num::TryFromIntError;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -65,9 +69,37 @@ impl CustomerError {
     }
 }
 
+/// One customer event, answered: what an [`Observer`] sees.
+#[derive(Debug, Clone)]
+pub struct SeenEvent {
+    pub customer: u32,
+    pub event_id: i32,
+    pub branch: BranchId,
+    pub interface: &'static str,
+    pub money: i32,
+    pub success: bool,
+    pub balance: i32,
+}
+
+/// Watches a run's customer events as they are answered. Called on the customer's task:
+/// it must return at once (record, or hand over through a bounded buffer).
+pub trait Observer: Send + Sync {
+    fn seen(&self, event: &SeenEvent);
+}
+
+/// How customers run: all at once or in order, paced or not, watched or not.
+#[derive(Clone, Default)]
+pub struct CustomerOptions {
+    pub concurrent: bool,
+    /// A pause after each event, so that a person can follow the run (zero: none).
+    pub pace: Duration,
+    pub observer: Option<Arc<dyn Observer>>,
+}
+
 async fn run_customer(
     branches: Branches,
     customer: Customer,
+    options: CustomerOptions,
 ) -> Result<CustomerReplies, CustomerError> {
     let mut replies = Vec::with_capacity(customer.events.len());
     let mut writeset: Vec<i32> = Vec::new();
@@ -92,6 +124,20 @@ async fn run_customer(
                 other => CustomerError::Client(other),
             })?;
         let success = reply.result == "success";
+        if let Some(observer) = &options.observer {
+            observer.seen(&SeenEvent {
+                customer: customer.id,
+                event_id: event.id,
+                branch: event.branch,
+                interface: event.interface.as_str(),
+                money: event.money,
+                success,
+                balance: reply.balance,
+            });
+        }
+        if !options.pace.is_zero() {
+            tokio::time::sleep(options.pace).await;
+        }
         // As the original client does: the writeset lists this customer's successful writes.
         if success && event.interface != Interface::Query {
             writeset.push(event.id);
@@ -115,10 +161,23 @@ pub async fn run_customers(
     branches: &Branches,
     concurrent: bool,
 ) -> Result<Vec<CustomerReplies>, CustomerError> {
-    if !concurrent {
+    let options = CustomerOptions {
+        concurrent,
+        ..CustomerOptions::default()
+    };
+    run_customers_with(scenario, branches, &options).await
+}
+
+/// [`run_customers`] with `options`: paced, watched.
+pub async fn run_customers_with(
+    scenario: &Scenario,
+    branches: &Branches,
+    options: &CustomerOptions,
+) -> Result<Vec<CustomerReplies>, CustomerError> {
+    if !options.concurrent {
         let mut all = Vec::with_capacity(scenario.customers.len());
         for customer in &scenario.customers {
-            all.push(run_customer(branches.clone(), customer.clone()).await?);
+            all.push(run_customer(branches.clone(), customer.clone(), options.clone()).await?);
         }
         return Ok(all);
     }
@@ -126,7 +185,8 @@ pub async fn run_customers(
     for (position, customer) in scenario.customers.iter().enumerate() {
         let branches = branches.clone();
         let customer = customer.clone();
-        tasks.spawn(async move { (position, run_customer(branches, customer).await) });
+        let options = options.clone();
+        tasks.spawn(async move { (position, run_customer(branches, customer, options).await) });
     }
     let mut all: Vec<Option<CustomerReplies>> =
         (0..scenario.customers.len()).map(|_| None).collect();
@@ -223,6 +283,16 @@ async fn run_on_cluster(
     let branches = Branches::new(&cluster.addresses()).map_err(CustomerError::from)?;
     let replies = run_customers(scenario, &branches, concurrent).await?;
     let output = render_output(scenario.variant, &replies);
+    let (balances, identical) = final_balances(cluster).await?;
+    Ok((output, balances, identical))
+}
+
+/// Every running branch's balance of the shared account once the cluster has settled, and
+/// whether their ledgers are identical.
+#[allow(clippy::type_complexity)]
+pub async fn final_balances(
+    cluster: &LocalCluster,
+) -> Result<(Vec<(u64, Option<i64>)>, bool), RunError> {
     let states = cluster.settled_states().await?;
     let balances = states
         .iter()
@@ -231,5 +301,5 @@ async fn run_on_cluster(
     let identical = states
         .windows(2)
         .all(|pair| pair[0].1.ledger == pair[1].1.ledger);
-    Ok((output, balances, identical))
+    Ok((balances, identical))
 }
