@@ -137,13 +137,15 @@ impl Branch {
                 }
             }
             let leader = self.replica.wait_for_leader(deadline).await?;
-            let Some(addr) = self.membership().members.get(&leader).cloned() else {
+            // This branch leads again (it did not a moment ago), or the leader's address is
+            // not known yet: look again after a pause.
+            let addr = (leader != self.id)
+                .then(|| self.membership().members.get(&leader).cloned())
+                .flatten();
+            let Some(addr) = addr else {
                 pause_before_retry(attempt, deadline).await;
                 continue;
             };
-            if leader == self.id {
-                continue;
-            }
             match self.forward_member_change(&addr, change, deadline).await {
                 Ok(answer) => return answer.map_err(BranchError::MemberRefused),
                 Err(why) => {
