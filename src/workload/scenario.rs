@@ -8,6 +8,10 @@
 //! - [`Variant::ClientCentric`] (P3): every event also names its `"branch"`. Output: one object
 //!   per event, `{"id": 1, "recv": [{"interface": "deposit", "branch": 1, "result": "success"}]}`
 //!   or, for a query, `{..., "balance": 10}` in place of `result`.
+//! - [`Variant::LamportClocks`] (P2): customers list `"customer-requests"`
+//!   `{"customer-request-id", "interface", "money"}` instead of events; customer *i* talks to
+//!   branch *i*. Output: the three parts of [`crate::workload::lamport`] (customer events,
+//!   branch events, all events), not a list of replies.
 //!
 //! Validation happens here, once, before any branch starts: every error names the file, the
 //! entry and the field to fix. The output is written atomically (temporary file, fsync,
@@ -45,6 +49,9 @@ pub enum Variant {
     Propagation,
     /// P3: each event names its branch; customers carry a writeset.
     ClientCentric,
+    /// P2: `customer-requests`, each with a `customer-request-id` unique in the file; customer
+    /// *i* talks to branch *i*; every process keeps a Lamport clock.
+    LamportClocks,
 }
 
 #[derive(Debug, Clone)]
@@ -55,7 +62,8 @@ pub struct BranchSpec {
 
 #[derive(Debug, Clone)]
 pub struct Event {
-    /// A label from the file; the course's files repeat ids, so it is not a key.
+    /// A label from the file; the course's files repeat ids, so it is not a key. In P2 it is
+    /// the `customer-request-id`, which the file keeps unique.
     pub id: i32,
     pub interface: Interface,
     /// The amount for deposit / withdraw (> 0); 0 for a query.
@@ -183,6 +191,8 @@ impl Scenario {
         // Customers with their raw events, resolved once all branches are known.
         // Customer ids may repeat: the course's Project_1/input1.json lists each customer twice.
         let mut raw_customers: Vec<(u32, &Vec<Value>, String)> = Vec::new();
+        // How many customers list `customer-requests` (P2) rather than `events`.
+        let mut with_requests = 0;
         for (position, entry) in entries.iter().enumerate() {
             let entry_no = position + 1;
             let object = entry
@@ -207,15 +217,22 @@ impl Scenario {
                 }
                 Some("customer") => {
                     let whose = format!("entry #{entry_no} (customer {id})");
-                    if object.contains_key("customer-requests") {
-                        return Err(format!(
-                            "{whose}: \"customer-requests\" is the course's Project 2 (Lamport clocks) format, which is not supported yet"
-                        ));
-                    }
-                    let events = object
-                        .get("events")
-                        .and_then(Value::as_array)
-                        .ok_or(format!("{whose}: \"events\" must be an array of events"))?;
+                    let events = match (object.get("events"), object.get("customer-requests")) {
+                        (Some(_), Some(_)) => {
+                            return Err(format!(
+                                "{whose}: has both \"events\" (Projects 1 and 3) and \"customer-requests\" (Project 2); keep one"
+                            ))
+                        }
+                        (None, Some(requests)) => {
+                            with_requests += 1;
+                            requests.as_array().ok_or(format!(
+                                "{whose}: \"customer-requests\" must be an array of requests"
+                            ))?
+                        }
+                        (events, None) => events.and_then(Value::as_array).ok_or(format!(
+                            "{whose}: \"events\" must be an array of events"
+                        ))?,
+                    };
                     raw_customers.push((id, events, whose));
                 }
                 Some(other) => {
@@ -245,7 +262,15 @@ impl Scenario {
             .filter(|e| e.get("branch").is_some())
             .count();
         let event_total: usize = raw_customers.iter().map(|(_, e, _)| e.len()).sum();
-        let variant = if with_branch == 0 {
+        let variant = if with_requests > 0 {
+            if with_requests < raw_customers.len() {
+                return Err(format!(
+                    "{with_requests} of {} customers list \"customer-requests\" (Project 2): either every customer does or none does",
+                    raw_customers.len()
+                ));
+            }
+            Variant::LamportClocks
+        } else if with_branch == 0 {
             Variant::Propagation
         } else if with_branch == event_total {
             Variant::ClientCentric
@@ -258,12 +283,18 @@ impl Scenario {
         let branch_ids: BTreeSet<BranchId> = branches.iter().map(|b| b.id).collect();
         let mut customers = Vec::with_capacity(raw_customers.len());
         for (id, raw_events, whose) in raw_customers {
-            if variant == Variant::Propagation
+            if variant != Variant::ClientCentric
                 && !branch_ids.contains(&BranchId::from(id))
                 && !raw_events.is_empty()
             {
                 return Err(format!(
-                    "{whose}: customer {id} talks to branch {id} (Project 1), but there is no branch {id}"
+                    "{whose}: customer {id} talks to branch {id} (Projects 1 and 2), but there is no branch {id}"
+                ));
+            }
+            if variant == Variant::LamportClocks && customers.iter().any(|c: &Customer| c.id == id)
+            {
+                return Err(format!(
+                    "{whose}: customer {id} is listed twice; Project 2 keeps one clock per customer"
                 ));
             }
             let mut events = Vec::with_capacity(raw_events.len());
@@ -272,6 +303,19 @@ impl Scenario {
                 events.push(parse_event(raw, id, variant, &branch_ids, &whose)?);
             }
             customers.push(Customer { id, events });
+        }
+        if variant == Variant::LamportClocks {
+            let mut seen = BTreeSet::new();
+            for customer in &customers {
+                for event in &customer.events {
+                    if !seen.insert(event.id) {
+                        return Err(format!(
+                            "customer {}: \"customer-request-id\" {} is used twice; Project 2 names every request once",
+                            customer.id, event.id
+                        ));
+                    }
+                }
+            }
         }
         Ok(Scenario {
             variant,
@@ -296,15 +340,19 @@ fn parse_event(
     let object = raw
         .as_object()
         .ok_or(format!("{whose} must be a JSON object"))?;
+    let id_key = match variant {
+        Variant::LamportClocks => "customer-request-id",
+        Variant::Propagation | Variant::ClientCentric => "id",
+    };
     let id = integer_field(
         object,
-        "id",
+        id_key,
         i64::from(i32::MIN),
         i64::from(i32::MAX),
         whose,
     )?;
-    let id = required(id, "id", whose)? as i32;
-    let whose = format!("{whose} (id {id})");
+    let id = required(id, id_key, whose)? as i32;
+    let whose = format!("{whose} ({id_key} {id})");
     let interface = match object.get("interface").and_then(Value::as_str) {
         Some(name) => match name.to_ascii_lowercase().as_str() {
             "deposit" => Interface::Deposit,
@@ -343,7 +391,7 @@ fn parse_event(
         }
     };
     let branch = match variant {
-        Variant::Propagation => BranchId::from(customer_id),
+        Variant::Propagation | Variant::LamportClocks => BranchId::from(customer_id),
         Variant::ClientCentric => {
             let branch = integer_field(object, "branch", 1, ID_MAX, &whose)?;
             let branch = required(branch, "branch", &whose)? as BranchId;
@@ -383,7 +431,8 @@ pub fn render_output(variant: Variant, customers: &[CustomerReplies]) -> Value {
     let mut entries = Vec::new();
     for customer in customers {
         match variant {
-            Variant::Propagation => {
+            // P2's real output is its three parts of events; its replies read as P1's.
+            Variant::Propagation | Variant::LamportClocks => {
                 let recv: Vec<Value> = customer
                     .replies
                     .iter()
@@ -489,6 +538,27 @@ mod tests {
                 19,
                 0,
             ),
+            (
+                "codlocker+CSE-531-Project/Project_2/input.json",
+                Variant::LamportClocks,
+                3,
+                6,
+                400,
+            ),
+            (
+                "codlocker+CSE-531-Project/Project_2/input_10.json",
+                Variant::LamportClocks,
+                10,
+                20,
+                400,
+            ),
+            (
+                "course-extra/P2/logical-clock_input_4x4.json",
+                Variant::LamportClocks,
+                4,
+                8,
+                400,
+            ),
         ];
         for (path, variant, branches, events, balance) in cases {
             let scenario = Scenario::load(&reference(path)).expect(path);
@@ -497,6 +567,33 @@ mod tests {
             assert_eq!(scenario.event_count(), events, "{path}");
             assert_eq!(scenario.initial_balance, balance, "{path}");
         }
+    }
+
+    #[test]
+    fn p2_requests_are_checked() {
+        let branch = r#"{"id": 1, "type": "branch", "balance": 10}"#;
+        let request = |id: i32| {
+            format!(r#"{{"customer-request-id": {id}, "interface": "deposit", "money": 1}}"#)
+        };
+        let customer = |id: u32, requests: &str| {
+            format!(r#"{{"id": {id}, "type": "customer", "customer-requests": [{requests}]}}"#)
+        };
+        let repeated = format!(
+            "[{branch}, {}]",
+            customer(1, &format!("{}, {}", request(7), request(7)))
+        );
+        assert!(error_of(&repeated).contains("\"customer-request-id\" 7 is used twice"));
+        let no_branch = format!("[{branch}, {}]", customer(2, &request(1)));
+        assert!(error_of(&no_branch).contains("there is no branch 2"));
+        let mixed = format!(
+            r#"[{branch}, {}, {{"id": 1, "type": "customer", "events": []}}]"#,
+            customer(1, &request(1))
+        );
+        assert!(error_of(&mixed).contains("either every customer does or none does"));
+        let unnamed = format!(
+            r#"[{branch}, {{"id": 1, "type": "customer", "customer-requests": [{{"interface": "query"}}]}}]"#
+        );
+        assert!(error_of(&unnamed).contains("\"customer-request-id\" is missing"));
     }
 
     #[test]
@@ -592,7 +689,7 @@ mod tests {
             (with_events(r#"{"interface": "query"}"#), &["\"id\" is missing"]),
             (with_events(r#"{"id": 1, "interface": "query", "branch": 1}, {"id": 2, "interface": "query"}"#), &["1 of 2 events"]),
             (format!(r#"[{{"id": 7, "type": "customer", "events": [{{"id": 1, "interface": "query"}}]}}, {BRANCHES}]"#), &["no branch 7"]),
-            (format!(r#"[{{"id": 1, "type": "customer", "customer-requests": []}}, {BRANCHES}]"#), &["Project 2"]),
+            (format!(r#"[{{"id": 1, "type": "customer", "customer-requests": [], "events": []}}, {BRANCHES}]"#), &["Project 2", "keep one"]),
         ];
         for (text, fragments) in cases {
             let message = error_of(text);
