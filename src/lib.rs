@@ -31,6 +31,8 @@
 //!        │           peer network, codec, runtime
 //!        └─ ledger ─ the pure state machine: accounts, commands, request ids, snapshots
 //!
+//! lamport ─ the course's Project 2 clocks: per-process Lamport clocks and event logs, carried
+//!            on the real peer messages (below raft and node, above ledger)
 //! rpc, tls ─ under every outbound call: the one endpoint builder, the one bound on a call,
 //!            TLS files and configurations
 //! backup ─── the backup file format: written by server, checked by client, restored by
@@ -75,6 +77,7 @@ pub mod backup;
 pub mod bootstrap;
 pub mod check;
 pub mod client;
+pub mod lamport;
 pub mod ledger;
 pub mod node;
 pub mod raft;

@@ -82,6 +82,24 @@ pub fn write_whole(path: &Path, bytes: &[u8]) -> Result<()> {
     file.finish(|_| Ok(()))
 }
 
+/// Writes several files that belong together (Project 2's three parts): every one is written
+/// and synced as a partial file before the first is renamed into place, so a failure while
+/// writing leaves none of them.
+pub fn write_all_whole(files: &[(PathBuf, Vec<u8>)]) -> Result<()> {
+    let mut partials = Vec::with_capacity(files.len());
+    for (path, bytes) in files {
+        let mut file = PartialFile::create(path)?;
+        file.out()
+            .write_all(bytes)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+        partials.push(file);
+    }
+    for file in partials {
+        file.finish(|_| Ok(()))?;
+    }
+    Ok(())
+}
+
 impl Drop for PartialFile {
     fn drop(&mut self) {
         if !self.done {

@@ -16,11 +16,13 @@ use anyhow::{bail, Context, Result};
 
 use bank::web::Web;
 use bank::workload::course::{
-    final_balances, run_customers, run_customers_with, run_scenario, start_cluster, Branches,
-    CustomerOptions,
+    clocked_parts, final_balances, run_customers, run_customers_with, run_scenario, start_cluster,
+    Branches, CustomerOptions,
 };
-use bank::workload::scenario::{render_output, write_output, Scenario, ScenarioError};
+use bank::workload::lamport::{part_paths, Parts};
+use bank::workload::scenario::{render_output, write_output, Scenario, ScenarioError, Variant};
 
+use super::output::write_all_whole;
 use super::signals::ShutdownSignals;
 use super::storage;
 use super::web::{show_local, PageObserver, SharedCluster};
@@ -80,7 +82,10 @@ pub async fn run(args: RunArgs, web: Option<&Web>) -> Result<()> {
         return run_watched(args, scenario, web).await;
     }
     let finished = run_scenario(&scenario, args.concurrent, storage(args.data_dir)).await?;
-    write_output(&args.output, &finished.output)?;
+    match &finished.clocked {
+        Some(parts) => write_parts(&args.output, parts)?,
+        None => write_output(&args.output, &finished.output)?,
+    }
     print!("{}", summarize(&finished.balances, finished.identical)?);
     println!(
         "{} branches ready in {:.2?}; {} customers, {} events in {:.2?}; output written to {}",
@@ -114,12 +119,16 @@ async fn run_watched(args: RunArgs, scenario: Scenario, web: &Web) -> Result<()>
     let ran = async {
         let branches = Branches::new(&addresses)?;
         let replies = run_customers_with(&scenario, &branches, &options).await?;
-        write_output(&args.output, &render_output(scenario.variant, &replies))?;
         let guard = shared.lock().await;
         let Some(cluster) = guard.as_ref() else {
             bail!("the cluster shut down before the end of the run");
         };
         let (balances, identical) = final_balances(cluster).await?;
+        if scenario.variant == Variant::LamportClocks {
+            write_parts(&args.output, &clocked_parts(cluster, replies)?)?;
+        } else {
+            write_output(&args.output, &render_output(scenario.variant, &replies))?;
+        }
         print!("{}", summarize(&balances, identical)?);
         println!("output written to {}", args.output.display());
         anyhow::Ok(())
@@ -180,6 +189,13 @@ pub async fn server(args: ServerArgs, web: Option<&Web>) -> Result<()> {
 /// `bank client`.
 pub async fn client(args: ClientArgs) -> Result<()> {
     let scenario = load(&args.input, "client")?;
+    if scenario.variant == Variant::LamportClocks {
+        bail!(
+            "{} is a Project 2 (Lamport clocks) scenario: its output needs the branches' own event logs, which `bank client` cannot read from `bank server`; run it with `bank run {}`",
+            args.input.display(),
+            args.input.display()
+        );
+    }
     let base_port = args.base_port;
     let mut addresses = BTreeMap::new();
     for branch in &scenario.branches {
@@ -208,6 +224,31 @@ pub async fn client(args: ClientArgs) -> Result<()> {
     }
     print!("{}", summarize(&balances, true)?);
     println!("output written to {}", args.output.display());
+    Ok(())
+}
+
+/// Writes Project 2's three parts: customer and branch events beside `output`, all events in
+/// it ([`part_paths`]); all three or none.
+fn write_parts(output: &Path, parts: &Parts) -> Result<()> {
+    let [customer, branch, all] = part_paths(output);
+    let mut files = Vec::with_capacity(3);
+    for (path, part) in [
+        (customer, &parts.customer),
+        (branch, &parts.branch),
+        (all, &parts.all),
+    ] {
+        let mut text = serde_json::to_vec_pretty(part)?;
+        text.push(b'\n');
+        files.push((path, text));
+    }
+    write_all_whole(&files)?;
+    let [customer, branch, _] = part_paths(output);
+    eprintln!(
+        "Lamport events: customers' in {}, branches' in {}, all in {}",
+        customer.display(),
+        branch.display(),
+        output.display()
+    );
     Ok(())
 }
 

@@ -12,8 +12,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+use crate::lamport;
 use crate::proto::customer::branch_client::BranchClient;
 use crate::proto::customer::{Reply, Request};
 use crate::rpc::{self as endpoint, within, CallError, EndpointConfig, TlsMismatch};
@@ -115,6 +117,18 @@ impl Branches {
         request: Request,
         deadline: Duration,
     ) -> Result<Reply, CourseError> {
+        self.deliver_clocked(branch, request, None, deadline).await
+    }
+
+    /// [`Branches::deliver`] for a Project 2 customer: `clock` is the customer's id and its
+    /// Lamport clock at this send, carried in the call's metadata ([`crate::lamport`]).
+    pub async fn deliver_clocked(
+        &self,
+        branch: BranchId,
+        request: Request,
+        clock: Option<(u32, u64)>,
+        deadline: Duration,
+    ) -> Result<Reply, CourseError> {
         let (addr, mut client) = self
             .clients
             .get(&branch)
@@ -122,6 +136,11 @@ impl Branches {
             .ok_or(CourseError::UnknownBranch(branch))?;
         let mut request = tonic::Request::new(request);
         request.set_timeout(deadline);
+        if let Some((customer, clock)) = clock {
+            let metadata = request.metadata_mut();
+            metadata.insert(lamport::CUSTOMER_HEADER, MetadataValue::from(customer));
+            metadata.insert(lamport::CLOCK_HEADER, MetadataValue::from(clock));
+        }
         within(deadline, client.msg_delivery(request))
             .await
             .map(tonic::Response::into_inner)

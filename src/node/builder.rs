@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::group::GroupCommitter;
 use super::read::ReadRounds;
 use super::{Branch, BranchError, Replica};
+use crate::lamport::LamportClock;
 use crate::raft::durable::{DurableError, DurableStore};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{PeerNetworkFactory, Peers};
@@ -130,8 +131,11 @@ impl BranchBuilder {
             config.max_in_snapshot_log_to_keep = kept;
         }
         let config = Arc::new(config);
+        let lamport = Arc::new(LamportClock::new());
         let network = PeerNetworkFactory {
+            id,
             peers: self.peers.clone(),
+            lamport: lamport.clone(),
         };
         let (raft, state_machine) = match self.storage {
             Storage::Memory => {
@@ -163,6 +167,7 @@ impl BranchBuilder {
             sequence: Arc::new(AtomicU64::new(0)),
             unsafe_local_reads: self.unsafe_local_reads,
             read_rounds: Arc::new(ReadRounds::new()),
+            lamport,
         };
         Ok(Branch {
             id,

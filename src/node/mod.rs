@@ -42,6 +42,7 @@ pub use membership::{change_membership_via_peers, voters_and_learners, Membershi
 pub use view::{Membership, RaftView, RaftWatch, Role};
 pub use vote_guard::{VoteGuard, VoteRefused};
 
+use crate::lamport::{CourseRequest, LamportClock};
 use crate::ledger::{AccountId, Command, Outcome, Proposal};
 pub use crate::raft::codec::MembershipChange;
 use crate::raft::network::Peers;
@@ -83,6 +84,8 @@ struct Replica {
     /// [`BranchBuilder::unsafe_local_reads`].
     unsafe_local_reads: bool,
     read_rounds: Arc<ReadRounds>,
+    /// The course's Project 2 clock: stamps the course requests this branch forwards.
+    lamport: Arc<LamportClock>,
 }
 
 /// One branch's replica, behind its one facade. Cheap to clone.
@@ -111,11 +114,29 @@ impl Branch {
     /// Proposes `command` through the leader, under a request id of this branch's own, and
     /// returns its replicated outcome and log index.
     pub async fn submit(&self, command: Command) -> Result<(Outcome, u64), BranchError> {
+        self.submit_course(command, None).await
+    }
+
+    /// [`Branch::submit`] for a Project 2 customer: the messages that carry the proposal to
+    /// the other branches carry `course`'s Lamport clock (see [`crate::lamport`]).
+    pub async fn submit_course(
+        &self,
+        command: Command,
+        course: Option<CourseRequest>,
+    ) -> Result<(Outcome, u64), BranchError> {
         let proposal = Proposal {
             request_id: self.replica.next_request_id(),
             command,
         };
+        if let Some(course) = course {
+            self.replica.lamport.label(proposal.request_id, course);
+        }
         self.submit_proposal(proposal).await
+    }
+
+    /// This branch's Lamport clock and event log (the course's Project 2).
+    pub fn lamport(&self) -> &LamportClock {
+        &self.replica.lamport
     }
 
     /// Proposes `proposal` (its request id chosen by the caller, e.g. a customer) through the

@@ -8,6 +8,7 @@ use openraft::ChangeMembers;
 use serde::Serialize;
 
 use super::{BadGroup, Branch, BranchError, Internal, Unavailable, REQUEST_DEADLINE};
+use crate::lamport::{from_wire, Hop};
 use crate::ledger::{Command, Proposal, BATCH_ITEMS_MAX};
 use crate::proto::peer::{Member, RaftPayload, StatusReply};
 use crate::raft::codec::{decode, encode};
@@ -47,7 +48,17 @@ impl Branch {
     /// openraft's AppendEntries, from the leader.
     pub async fn answer_append_entries(&self, payload: &RaftPayload) -> Answer {
         let rpc = decoded(payload)?;
+        self.receive_stamps(payload, Hop::Propagate);
         encoded(&self.replica.raft.append_entries(rpc).await)
+    }
+
+    /// Logs the receipt of the course requests (Project 2) a peer message carries, with their
+    /// Lamport clocks; messages without any carry nothing.
+    fn receive_stamps(&self, payload: &RaftPayload, hop: Hop) {
+        if let Some(wire) = &payload.lamport {
+            let (sender, stamps) = from_wire(wire);
+            self.replica.lamport.receive(sender, hop, &stamps);
+        }
     }
 
     /// openraft's Vote, from a candidate; refused outright by the [`super::VoteGuard`].
@@ -69,6 +80,7 @@ impl Branch {
     /// with everything else queued; a batch is proposed as it is.
     pub async fn answer_forward(&self, payload: &RaftPayload) -> Answer {
         let proposal: Proposal = decoded(payload)?;
+        self.receive_stamps(payload, Hop::Forward);
         if !matches!(proposal.command, Command::Batch(_)) {
             self.ensure_leading()?;
             let written = within_deadline("write not committed", self.submit_proposal(proposal));
@@ -92,6 +104,7 @@ impl Branch {
     /// merge with its own.
     pub async fn answer_forward_group(&self, payload: &RaftPayload) -> Answer {
         let items: Vec<Proposal> = decoded(payload)?;
+        self.receive_stamps(payload, Hop::Forward);
         if items.is_empty() || items.len() > BATCH_ITEMS_MAX {
             return Err(BranchError::BadGroup(BadGroup::Size {
                 len: items.len(),

@@ -15,6 +15,7 @@ use crate::proto::peer::RaftPayload;
 pub fn encode<T: Serialize>(value: &T) -> Result<RaftPayload, serde_json::Error> {
     Ok(RaftPayload {
         json: serde_json::to_vec(value)?,
+        lamport: None,
     })
 }
 

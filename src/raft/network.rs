@@ -24,13 +24,16 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
     VoteRequest, VoteResponse,
 };
+use openraft::EntryPayload;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use super::codec::{decode, encode};
 use super::{BasicNode, NodeId, TypeConfig, PEER_RPC_TIMEOUT};
+use crate::lamport::{to_wire, Hop, LamportClock};
 use crate::proto::peer::peer_client::PeerClient;
+use crate::proto::peer::LamportStamps;
 use crate::rpc::{endpoint, EndpointConfig, InvalidAddress};
 pub use crate::rpc::{within, CallError};
 
@@ -196,7 +199,11 @@ impl Peers {
 /// Builds a [`PeerNetwork`] per target for openraft.
 #[derive(Debug, Clone, Default)]
 pub struct PeerNetworkFactory {
+    /// The branch that sends.
+    pub id: NodeId,
     pub peers: Peers,
+    /// Stamps the course requests (Project 2) in the entries this branch replicates.
+    pub lamport: Arc<LamportClock>,
 }
 
 impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
@@ -204,18 +211,22 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetworkFactory {
 
     async fn new_client(&mut self, target: NodeId, node: &BasicNode) -> Self::Network {
         PeerNetwork {
+            id: self.id,
             target,
             addr: self.peers.address(target, node),
             peers: self.peers.clone(),
+            lamport: self.lamport.clone(),
         }
     }
 }
 
 /// openraft's connection to one peer.
 pub struct PeerNetwork {
+    id: NodeId,
     target: NodeId,
     addr: String,
     peers: Peers,
+    lamport: Arc<LamportClock>,
 }
 
 type RpcError<E = openraft::error::Infallible> = RPCError<NodeId, BasicNode, RaftError<NodeId, E>>;
@@ -232,6 +243,7 @@ impl PeerNetwork {
         &self,
         rpc: Rpc,
         request: &Req,
+        lamport: Option<LamportStamps>,
         option: &RPCOption,
     ) -> Result<Resp, RpcError<E>>
     where
@@ -239,7 +251,8 @@ impl PeerNetwork {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let payload = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        let mut payload = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        payload.lamport = lamport;
         let mut client = self
             .peers
             .client(&self.addr)
@@ -290,7 +303,14 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
-        self.call(Rpc::AppendEntries, &rpc, &option).await
+        // The course requests (Project 2) in these entries are sent now, with their clocks.
+        let proposals = rpc.entries.iter().filter_map(|entry| match &entry.payload {
+            EntryPayload::Normal(proposal) => Some(proposal),
+            _ => None,
+        });
+        let stamps = self.lamport.send(self.target, Hop::Propagate, proposals);
+        let lamport = to_wire(self.id, &stamps);
+        self.call(Rpc::AppendEntries, &rpc, lamport, &option).await
     }
 
     async fn install_snapshot(
@@ -298,7 +318,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
-        self.call(Rpc::InstallSnapshot, &rpc, &option).await
+        self.call(Rpc::InstallSnapshot, &rpc, None, &option).await
     }
 
     async fn vote(
@@ -306,6 +326,6 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcError> {
-        self.call(Rpc::Vote, &rpc, &option).await
+        self.call(Rpc::Vote, &rpc, None, &option).await
     }
 }

@@ -4,12 +4,14 @@
 
 use std::sync::Arc;
 
+use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use super::admission::Admission;
 use super::auth::{authorize, Tokens};
 use super::error::ServiceError;
 use super::metrics;
+use crate::lamport::{self, CourseRequest, Interface};
 use crate::ledger::{Command, Outcome, ORIGINAL_ACCOUNT};
 use crate::node::Branch;
 use crate::proto::customer::{Reply, Request as CustomerRequest};
@@ -97,11 +99,12 @@ impl crate::proto::customer::branch_server::Branch for CustomerService {
             );
             return Err(refused.into());
         }
+        let clock = customer_clock(request.metadata());
         let request = request.into_inner();
         // Held until the answer is ready; none left means the branch is at its bound.
-        let answer = match self.admission.admit() {
-            Ok(_permit) => self.deliver(&request).await,
-            Err(refused) => Err(refused),
+        let answer = match (self.admission.admit(), clock) {
+            (Ok(_permit), Ok(clock)) => self.deliver(&request, clock).await,
+            (Err(refused), _) | (_, Err(refused)) => Err(refused),
         };
         let interface = interface_label(&request);
         let outcome = match &answer {
@@ -115,8 +118,28 @@ impl crate::proto::customer::branch_server::Branch for CustomerService {
 }
 
 impl CustomerService {
-    async fn deliver(&self, request: &CustomerRequest) -> Result<Reply, ServiceError> {
+    /// Carries out `request`; `clock` is its customer's id and Lamport clock when the call
+    /// carries them (the course's Project 2), logged as this branch's receive.
+    async fn deliver(
+        &self,
+        request: &CustomerRequest,
+        clock: Option<(u32, u64)>,
+    ) -> Result<Reply, ServiceError> {
         let op = parse_customer_request(request)?;
+        let course = clock.map(|(customer, clock)| {
+            let interface = match op {
+                CustomerOp::Deposit(_) => Interface::Deposit,
+                CustomerOp::Withdraw(_) => Interface::Withdraw,
+                CustomerOp::Query => Interface::Query,
+            };
+            let course = CourseRequest {
+                request: request.id,
+                customer,
+                interface,
+            };
+            self.branch.lamport().receive_from_customer(&course, clock);
+            course
+        });
         // Read-your-writes (the writeset) holds without waiting on it: every write was
         // acknowledged only once committed, and every query below is a read-index read, which
         // sees every write committed before it started.
@@ -144,7 +167,7 @@ impl CustomerService {
                 },
             ),
         };
-        let (outcome, _log_index) = self.branch.submit(command).await?;
+        let (outcome, _log_index) = self.branch.submit_course(command, course).await?;
         match outcome {
             Outcome::Deposited {
                 balance_minor_units,
@@ -163,6 +186,46 @@ impl CustomerService {
             Outcome::RequestIdExpired => Err(ServiceError::RequestIdExpired),
             other => Err(ServiceError::UnexpectedOutcome(format!("{other:?}"))),
         }
+    }
+}
+
+/// The customer's id and Lamport clock, when its call carries them in metadata (the course's
+/// Project 2: [`lamport::CUSTOMER_HEADER`], [`lamport::CLOCK_HEADER`]); both or neither.
+fn customer_clock(metadata: &MetadataMap) -> Result<Option<(u32, u64)>, ServiceError> {
+    let read = |key: &str| -> Result<Option<u64>, ServiceError> {
+        let Some(value) = metadata.get(key) else {
+            return Ok(None);
+        };
+        value
+            .to_str()
+            .ok()
+            .and_then(|text| text.trim().parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                ServiceError::InvalidRequest(format!(
+                    "metadata {key:?} must be a whole number, got {value:?}"
+                ))
+            })
+    };
+    match (
+        read(lamport::CUSTOMER_HEADER)?,
+        read(lamport::CLOCK_HEADER)?,
+    ) {
+        (None, None) => Ok(None),
+        (Some(customer), Some(clock)) => {
+            let customer = u32::try_from(customer).map_err(|_| {
+                ServiceError::InvalidRequest(format!(
+                    "metadata {:?} is {customer}, beyond a customer id",
+                    lamport::CUSTOMER_HEADER
+                ))
+            })?;
+            Ok(Some((customer, clock)))
+        }
+        _ => Err(ServiceError::InvalidRequest(format!(
+            "a Lamport-clocked call carries both {:?} and {:?} metadata",
+            lamport::CUSTOMER_HEADER,
+            lamport::CLOCK_HEADER
+        ))),
     }
 }
 

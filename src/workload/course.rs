@@ -27,10 +27,12 @@ use tokio::time::Instant;
 use crate::bootstrap::local::{bind_loopback, ClusterError, LocalCluster, Storage};
 use crate::client::course::CourseError;
 use crate::client::TlsMismatch;
+use crate::lamport::{self, CourseRequest, LamportClock};
 use crate::ledger::ORIGINAL_ACCOUNT;
 use crate::proto::customer::Request;
+use crate::workload::lamport::{ClockedRun, Parts, TooManyEvents};
 use crate::workload::scenario::{
-    render_output, Customer, CustomerReplies, EventReply, Interface, Scenario,
+    render_output, Customer, CustomerReplies, EventReply, Interface, Scenario, Variant,
 };
 use crate::BranchId;
 
@@ -96,13 +98,17 @@ pub struct CustomerOptions {
     pub observer: Option<Arc<dyn Observer>>,
 }
 
+/// Runs one customer's events in order; with `clocked` (Project 2) the customer keeps a
+/// Lamport clock and each call carries it.
 async fn run_customer(
     branches: Branches,
     customer: Customer,
     options: CustomerOptions,
+    clocked: bool,
 ) -> Result<CustomerReplies, CustomerError> {
     let mut replies = Vec::with_capacity(customer.events.len());
     let mut writeset: Vec<i32> = Vec::new();
+    let lamport = LamportClock::new();
     for event in &customer.events {
         let start = writeset.len().saturating_sub(WRITESET_IDS_MAX);
         let request = Request {
@@ -111,8 +117,20 @@ async fn run_customer(
             money: event.money,
             writeset: writeset[start..].to_vec(),
         };
+        let clock = clocked.then(|| {
+            let course = CourseRequest {
+                request: event.id,
+                customer: customer.id,
+                interface: match event.interface {
+                    Interface::Deposit => lamport::Interface::Deposit,
+                    Interface::Withdraw => lamport::Interface::Withdraw,
+                    Interface::Query => lamport::Interface::Query,
+                },
+            };
+            (customer.id, lamport.customer_sends(&course))
+        });
         let reply = branches
-            .deliver(event.branch, request, CALL_DEADLINE)
+            .deliver_clocked(event.branch, request, clock, CALL_DEADLINE)
             .await
             .map_err(|error| match error {
                 CourseError::Call { .. } => CustomerError::Event {
@@ -152,6 +170,7 @@ async fn run_customer(
     Ok(CustomerReplies {
         customer_id: customer.id,
         replies,
+        clocks: lamport.events().0,
     })
 }
 
@@ -174,10 +193,12 @@ pub async fn run_customers_with(
     branches: &Branches,
     options: &CustomerOptions,
 ) -> Result<Vec<CustomerReplies>, CustomerError> {
+    let clocked = scenario.variant == Variant::LamportClocks;
     if !options.concurrent {
         let mut all = Vec::with_capacity(scenario.customers.len());
         for customer in &scenario.customers {
-            all.push(run_customer(branches.clone(), customer.clone(), options.clone()).await?);
+            let options = options.clone();
+            all.push(run_customer(branches.clone(), customer.clone(), options, clocked).await?);
         }
         return Ok(all);
     }
@@ -186,7 +207,10 @@ pub async fn run_customers_with(
         let branches = branches.clone();
         let customer = customer.clone();
         let options = options.clone();
-        tasks.spawn(async move { (position, run_customer(branches, customer, options).await) });
+        tasks.spawn(async move {
+            let replies = run_customer(branches, customer, options, clocked).await;
+            (position, replies)
+        });
     }
     let mut all: Vec<Option<CustomerReplies>> =
         (0..scenario.customers.len()).map(|_| None).collect();
@@ -205,6 +229,8 @@ pub enum RunError {
     Cluster(#[from] ClusterError),
     #[error(transparent)]
     Customers(#[from] CustomerError),
+    #[error(transparent)]
+    TooManyEvents(#[from] TooManyEvents),
 }
 
 /// What [`run_scenario`] leaves behind.
@@ -221,6 +247,8 @@ pub struct ScenarioRun {
     pub ready: Duration,
     /// How long the customers ran, the settling of the branches included.
     pub customers: Duration,
+    /// Project 2: the three parts of Lamport events (the output is then part 3).
+    pub clocked: Option<Parts>,
 }
 
 impl ScenarioRun {
@@ -264,27 +292,51 @@ pub async fn run_scenario(
     let result = run_on_cluster(scenario, &cluster, concurrent).await;
     let customers = started.elapsed().saturating_sub(ready);
     cluster.shutdown().await;
-    let (output, balances, identical) = result?;
+    let (output, balances, identical, clocked) = result?;
     Ok(ScenarioRun {
         output,
         balances,
         identical,
         ready,
         customers,
+        clocked,
     })
 }
 
-/// The customers' output, every branch's balance, and whether all ledgers are identical.
+/// The customers' output, every branch's balance, whether all ledgers are identical, and
+/// (Project 2) the three parts of Lamport events.
+#[allow(clippy::type_complexity)]
 async fn run_on_cluster(
     scenario: &Scenario,
     cluster: &LocalCluster,
     concurrent: bool,
-) -> Result<(Value, Vec<(u64, Option<i64>)>, bool), RunError> {
+) -> Result<(Value, Vec<(u64, Option<i64>)>, bool, Option<Parts>), RunError> {
     let branches = Branches::new(&cluster.addresses()).map_err(CustomerError::from)?;
     let replies = run_customers(scenario, &branches, concurrent).await?;
-    let output = render_output(scenario.variant, &replies);
     let (balances, identical) = final_balances(cluster).await?;
-    Ok((output, balances, identical))
+    if scenario.variant != Variant::LamportClocks {
+        let output = render_output(scenario.variant, &replies);
+        return Ok((output, balances, identical, None));
+    }
+    let parts = clocked_parts(cluster, replies)?;
+    Ok((parts.all.clone(), balances, identical, Some(parts)))
+}
+
+/// The three parts of a Project 2 run on `cluster` once it settled (every branch has then
+/// received every entry, so its events are all logged), from the customers' `replies`.
+pub fn clocked_parts(
+    cluster: &LocalCluster,
+    replies: Vec<CustomerReplies>,
+) -> Result<Parts, TooManyEvents> {
+    let mut run = ClockedRun {
+        customers: replies
+            .into_iter()
+            .map(|customer| (customer.customer_id, customer.clocks))
+            .collect(),
+        branches: Vec::new(),
+    };
+    run.collect_branches(cluster)?;
+    Ok(run.parts())
 }
 
 /// Every running branch's balance of the shared account once the cluster has settled, and

@@ -18,6 +18,7 @@ pub mod course;
 pub mod driver;
 pub mod history;
 pub mod jepsen;
+pub mod lamport;
 mod mix;
 pub mod random;
 mod report;

@@ -101,6 +101,8 @@ pub struct EventReply {
 pub struct CustomerReplies {
     pub customer_id: u32,
     pub replies: Vec<EventReply>,
+    /// The customer's Lamport events (Project 2: one send per request); empty otherwise.
+    pub clocks: Vec<crate::lamport::Event>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,22 +219,8 @@ impl Scenario {
                 }
                 Some("customer") => {
                     let whose = format!("entry #{entry_no} (customer {id})");
-                    let events = match (object.get("events"), object.get("customer-requests")) {
-                        (Some(_), Some(_)) => {
-                            return Err(format!(
-                                "{whose}: has both \"events\" (Projects 1 and 3) and \"customer-requests\" (Project 2); keep one"
-                            ))
-                        }
-                        (None, Some(requests)) => {
-                            with_requests += 1;
-                            requests.as_array().ok_or(format!(
-                                "{whose}: \"customer-requests\" must be an array of requests"
-                            ))?
-                        }
-                        (events, None) => events.and_then(Value::as_array).ok_or(format!(
-                            "{whose}: \"events\" must be an array of events"
-                        ))?,
-                    };
+                    let (events, requests) = customer_events(object, &whose)?;
+                    with_requests += usize::from(requests);
                     raw_customers.push((id, events, whose));
                 }
                 Some(other) => {
@@ -305,17 +293,7 @@ impl Scenario {
             customers.push(Customer { id, events });
         }
         if variant == Variant::LamportClocks {
-            let mut seen = BTreeSet::new();
-            for customer in &customers {
-                for event in &customer.events {
-                    if !seen.insert(event.id) {
-                        return Err(format!(
-                            "customer {}: \"customer-request-id\" {} is used twice; Project 2 names every request once",
-                            customer.id, event.id
-                        ));
-                    }
-                }
-            }
+            request_ids_unique(&customers)?;
         }
         Ok(Scenario {
             variant,
@@ -327,6 +305,42 @@ impl Scenario {
 
     pub fn event_count(&self) -> usize {
         self.customers.iter().map(|c| c.events.len()).sum()
+    }
+}
+
+/// Project 2 names every request once: its events are told apart by `customer-request-id`.
+fn request_ids_unique(customers: &[Customer]) -> Result<(), String> {
+    let mut seen = BTreeSet::new();
+    for customer in customers {
+        for event in &customer.events {
+            if !seen.insert(event.id) {
+                return Err(format!(
+                    "customer {}: \"customer-request-id\" {} is used twice; Project 2 names every request once",
+                    customer.id, event.id
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A customer's list of events (Projects 1 and 3) or of `customer-requests` (Project 2), and
+/// whether it is the latter.
+fn customer_events<'a>(
+    object: &'a Map<String, Value>,
+    whose: &str,
+) -> Result<(&'a Vec<Value>, bool), String> {
+    match (object.get("events"), object.get("customer-requests")) {
+        (Some(_), Some(_)) => Err(format!(
+            "{whose}: has both \"events\" (Projects 1 and 3) and \"customer-requests\" (Project 2); keep one"
+        )),
+        (None, Some(requests)) => requests.as_array().map(|r| (r, true)).ok_or(format!(
+            "{whose}: \"customer-requests\" must be an array of requests"
+        )),
+        (events, None) => events
+            .and_then(Value::as_array)
+            .map(|e| (e, false))
+            .ok_or(format!("{whose}: \"events\" must be an array of events")),
     }
 }
 
@@ -620,6 +634,7 @@ mod tests {
                     balance: 570,
                 },
             ],
+            clocks: Vec::new(),
         }];
         assert_eq!(
             render_output(Variant::Propagation, &replies),
@@ -649,6 +664,7 @@ mod tests {
                     balance: 10,
                 },
             ],
+            clocks: Vec::new(),
         }];
         assert_eq!(
             render_output(Variant::ClientCentric, &replies),
