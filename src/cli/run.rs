@@ -88,13 +88,13 @@ pub async fn run(args: RunArgs, web: Option<&Web>) -> Result<()> {
     }
     print!("{}", summarize(&finished.balances, finished.identical)?);
     println!(
-        "{} branches ready in {:.2?}; {} customers, {} events in {:.2?}; output written to {}",
+        "{} branches ready in {:.2?}; {} customers, {} events in {:.2?}; {}",
         scenario.branches.len(),
         finished.ready,
         scenario.customers.len(),
         scenario.event_count(),
         finished.customers,
-        args.output.display()
+        written_to(&args.output, scenario.variant)
     );
     Ok(())
 }
@@ -130,7 +130,7 @@ async fn run_watched(args: RunArgs, scenario: Scenario, web: &Web) -> Result<()>
             write_output(&args.output, &render_output(scenario.variant, &replies))?;
         }
         print!("{}", summarize(&balances, identical)?);
-        println!("output written to {}", args.output.display());
+        println!("{}", written_to(&args.output, scenario.variant));
         anyhow::Ok(())
     };
     let result = tokio::select! {
@@ -241,15 +241,25 @@ fn write_parts(output: &Path, parts: &Parts) -> Result<()> {
         text.push(b'\n');
         files.push((path, text));
     }
-    write_all_whole(&files)?;
-    let [customer, branch, _] = part_paths(output);
-    eprintln!(
-        "Lamport events: customers' in {}, branches' in {}, all in {}",
-        customer.display(),
-        branch.display(),
-        output.display()
-    );
-    Ok(())
+    write_all_whole(&files)
+}
+
+/// Where a run's output went, for its last line.
+fn written_to(output: &Path, variant: Variant) -> String {
+    match variant {
+        Variant::LamportClocks => {
+            let [customer, branch, all] = part_paths(output);
+            format!(
+                "Lamport events written to {} (customers), {} (branches) and {} (all)",
+                customer.display(),
+                branch.display(),
+                all.display()
+            )
+        }
+        Variant::Propagation | Variant::ClientCentric => {
+            format!("output written to {}", output.display())
+        }
+    }
 }
 
 /// The scenario file behind `bank COMMAND input`; a missing one points at the examples, the
