@@ -17,7 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use openraft::error::{
-    InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable,
+    InstallSnapshotError, NetworkError, PayloadTooLarge, RPCError, RaftError, RemoteError,
+    Unreachable,
 };
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
 use openraft::raft::{
@@ -33,13 +34,22 @@ use super::codec::{decode, encode};
 use super::{BasicNode, NodeId, TypeConfig, PEER_RPC_TIMEOUT};
 use crate::lamport::{to_wire, Hop, LamportClock};
 use crate::proto::peer::peer_client::PeerClient;
-use crate::proto::peer::LamportStamps;
+use crate::proto::peer::RaftPayload;
 use crate::rpc::{endpoint, EndpointConfig, InvalidAddress};
 pub use crate::rpc::{within, CallError};
 
 /// HTTP/2 pings on every peer connection, and how long an unanswered one may take.
 const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(2);
 const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// An `AppendEntries` carries at most this many bytes of encoded entries, unless a single
+/// entry is larger (it then goes alone). openraft bounds a call by entries
+/// (`max_payload_entries`) and gives it one heartbeat interval; a follower far behind would
+/// otherwise be sent hundreds of full batch entries in one call that can never finish in time
+/// (or pass the peer server's message limit), retried whole forever. Oversized, the call is
+/// refused here with openraft's `PayloadTooLarge` and a hint of how many entries fit, and
+/// openraft sends fewer.
+pub const APPEND_ENTRIES_BYTES_MAX: usize = 1024 * 1024;
 
 /// How long to wait for a TCP connection to a peer before calling it unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -243,7 +253,6 @@ impl PeerNetwork {
         &self,
         rpc: Rpc,
         request: &Req,
-        lamport: Option<LamportStamps>,
         option: &RPCOption,
     ) -> Result<Resp, RpcError<E>>
     where
@@ -251,8 +260,21 @@ impl PeerNetwork {
         Resp: DeserializeOwned,
         E: std::error::Error + DeserializeOwned,
     {
-        let mut payload = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
-        payload.lamport = lamport;
+        let payload = encode(request).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+        self.send(rpc, payload, option).await
+    }
+
+    /// Sends an encoded request and decodes the peer's whole `Result`.
+    async fn send<Resp, E>(
+        &self,
+        rpc: Rpc,
+        payload: RaftPayload,
+        option: &RPCOption,
+    ) -> Result<Resp, RpcError<E>>
+    where
+        Resp: DeserializeOwned,
+        E: std::error::Error + DeserializeOwned,
+    {
         let mut client = self
             .peers
             .client(&self.addr)
@@ -285,6 +307,37 @@ impl PeerNetwork {
     }
 }
 
+/// How many of `entries`, from the first, encode within `bytes_max` (at least 1: a single
+/// entry larger than the bound still goes, alone).
+fn entries_that_fit(entries: &[openraft::Entry<TypeConfig>], bytes_max: usize) -> usize {
+    if entries.len() <= 1 {
+        return entries.len();
+    }
+    let mut counted = ByteCount(0);
+    for (fit, entry) in entries.iter().enumerate() {
+        // An entry that does not encode goes to the call, which reports it.
+        let _ = serde_json::to_writer(&mut counted, entry);
+        if counted.0 > bytes_max {
+            return fit.max(1);
+        }
+    }
+    entries.len()
+}
+
+/// A writer that only counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(bytes.len());
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// A `tonic::Status` as a plain `std::error::Error` for openraft's error constructors.
 #[derive(Debug)]
 struct StatusError(tonic::Status);
@@ -303,14 +356,30 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<NodeId>, RpcError> {
+        // Measured before the whole call is encoded, stopping at the bound: a far-behind
+        // follower's 512 full entries are never encoded at once.
+        let fit = entries_that_fit(&rpc.entries, APPEND_ENTRIES_BYTES_MAX);
+        if fit < rpc.entries.len() {
+            tracing::debug!(
+                target = self.target,
+                entries = rpc.entries.len(),
+                fit,
+                "AppendEntries too large; openraft sends fewer entries"
+            );
+            let hint = u64::try_from(fit).unwrap_or(u64::MAX);
+            return Err(RPCError::PayloadTooLarge(
+                PayloadTooLarge::new_entries_hint(hint),
+            ));
+        }
+        let mut payload = encode(&rpc).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
         // The course requests (Project 2) in these entries are sent now, with their clocks.
         let proposals = rpc.entries.iter().filter_map(|entry| match &entry.payload {
             EntryPayload::Normal(proposal) => Some(proposal),
             _ => None,
         });
         let stamps = self.lamport.send(self.target, Hop::Propagate, proposals);
-        let lamport = to_wire(self.id, &stamps);
-        self.call(Rpc::AppendEntries, &rpc, lamport, &option).await
+        payload.lamport = to_wire(self.id, &stamps);
+        self.send(Rpc::AppendEntries, payload, &option).await
     }
 
     async fn install_snapshot(
@@ -318,7 +387,7 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: InstallSnapshotRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<InstallSnapshotResponse<NodeId>, RpcError<InstallSnapshotError>> {
-        self.call(Rpc::InstallSnapshot, &rpc, None, &option).await
+        self.call(Rpc::InstallSnapshot, &rpc, &option).await
     }
 
     async fn vote(
@@ -326,6 +395,6 @@ impl RaftNetwork<TypeConfig> for PeerNetwork {
         rpc: VoteRequest<NodeId>,
         option: RPCOption,
     ) -> Result<VoteResponse<NodeId>, RpcError> {
-        self.call(Rpc::Vote, &rpc, None, &option).await
+        self.call(Rpc::Vote, &rpc, &option).await
     }
 }
