@@ -107,9 +107,10 @@ pub fn grade(scenario: &Scenario, output: &[ReplyEntry], checks: Checks) -> Repo
         (output.len() != slots.len()).then(|| {
             (
                 format!(
-                    "the input has {} events but the output has {} entries (one per event, in input order)",
+                    "the input has {} events but the output has {} entries (one per event, in input order){}",
                     slots.len(),
-                    output.len()
+                    output.len(),
+                    if doubled(output) { "; each entry appears twice in a row" } else { "" }
                 ),
                 Vec::new(),
             )
@@ -206,6 +207,11 @@ pub fn grade(scenario: &Scenario, output: &[ReplyEntry], checks: Checks) -> Repo
     }
     report.course = vec![course_grader(output)];
     report
+}
+
+/// Whether `output` lists every entry twice in a row.
+fn doubled(output: &[ReplyEntry]) -> bool {
+    !output.is_empty() && output.len() % 2 == 0 && output.chunks(2).all(|pair| pair[0] == pair[1])
 }
 
 /// What is wrong with `entry` as the reply to `slot`'s event, if anything.
@@ -311,5 +317,139 @@ pub fn course_grader(output: &[ReplyEntry]) -> CourseGrader {
     CourseGrader {
         name: "consecutive query entries show equal balances",
         passed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::grade::{parse_document, parse_replies};
+
+    fn reference(path: &str) -> String {
+        let full = format!("{}/../shared/reference/{path}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
+    }
+
+    fn grade_texts(input: &str, output: &str, checks: Checks) -> Report {
+        let scenario = Scenario::parse(input, "input").unwrap();
+        let entries = parse_document(output, "output").unwrap();
+        grade(
+            &scenario,
+            &parse_replies(&entries, "output").unwrap(),
+            checks,
+        )
+    }
+
+    fn failures(report: &Report, check: &str) -> Vec<String> {
+        report
+            .failures_of(check)
+            .map(|f| f.message.clone())
+            .collect()
+    }
+
+    const ONE_DEPOSIT: &str = r#"[{"id": 1, "type": "customer", "events": [
+        {"id": 1, "interface": "deposit", "money": 400, "branch": 1},
+        {"id": 2, "interface": "query", "branch": 1},
+        {"id": 3, "interface": "query", "branch": 2}]},
+        {"id": 1, "type": "branch", "balance": 0}, {"id": 2, "type": "branch", "balance": 0}]"#;
+
+    #[test]
+    fn a_query_that_misses_its_own_write_is_caught() {
+        let output = r#"{"id": 1, "recv": [{"interface": "deposit", "branch": 1, "result": "success"}]}
+{"id": 1, "recv": [{"interface": "query", "branch": 1, "balance": 400}]}
+{"id": 1, "recv": [{"interface": "query", "branch": 2, "balance": 0}]}"#;
+        let report = grade_texts(ONE_DEPOSIT, output, Checks::All);
+        assert_eq!(
+            failures(&report, "read-your-writes"),
+            ["entry #3 (customer 1, event id 3: query at branch 2) sees balance 0, but customer 1's 1 earlier writes make it 400: a query must see its own customer's writes"]
+        );
+        assert!(failures(&report, "monotonic-writes").is_empty(), "{report}");
+        let only_mw = grade_texts(ONE_DEPOSIT, output, Checks::MonotonicWrites);
+        assert!(only_mw.all_pass(), "{only_mw}");
+        // The course's grader compares consecutive queries only: 400 then 0 fails it.
+        assert!(!report.course[0].passed);
+    }
+
+    #[test]
+    fn a_monotonic_writes_violation_is_caught() {
+        let input = r#"[{"id": 1, "type": "customer", "events": [
+            {"id": 1, "interface": "deposit", "money": 10, "branch": 1},
+            {"id": 2, "interface": "deposit", "money": 20, "branch": 1},
+            {"id": 3, "interface": "query", "branch": 2}]},
+            {"id": 1, "type": "branch", "balance": 0}, {"id": 2, "type": "branch", "balance": 0}]"#;
+        let output = r#"[{"id": 1, "recv": [{"interface": "deposit", "branch": 1, "result": "success"}]},
+            {"id": 1, "recv": [{"interface": "deposit", "branch": 1, "result": "success"}]},
+            {"id": 1, "recv": [{"interface": "query", "branch": 2, "balance": 20}]}]"#;
+        let report = grade_texts(input, output, Checks::MonotonicWrites);
+        assert_eq!(
+            failures(&report, "monotonic-writes"),
+            ["entry #3 (customer 1, event id 3: query at branch 2) sees balance 20, which no prefix of customer 1's writes explains (the prefixes give 0, 10, 30): writes must apply in order"]
+        );
+        assert_eq!(report.failures.len(), 1);
+        assert!(report.course[0].passed, "no two queries are adjacent");
+    }
+
+    #[test]
+    fn other_customers_writes_may_be_seen_in_any_prefix() {
+        let input = r#"[{"id": 1, "type": "customer", "events": [
+            {"id": 1, "interface": "deposit", "money": 10, "branch": 1},
+            {"id": 2, "interface": "query", "branch": 2}]},
+            {"id": 2, "type": "customer", "events": [
+            {"id": 3, "interface": "deposit", "money": 100, "branch": 2},
+            {"id": 4, "interface": "withdraw", "money": 1000, "branch": 2}]},
+            {"id": 1, "type": "branch", "balance": 0}, {"id": 2, "type": "branch", "balance": 0}]"#;
+        let replies = |balance: i64| {
+            format!(
+                r#"[{{"id": 1, "recv": [{{"interface": "deposit", "branch": 1, "result": "success"}}]}},
+                {{"id": 1, "recv": [{{"interface": "query", "branch": 2, "balance": {balance}}}]}},
+                {{"id": 2, "recv": [{{"interface": "deposit", "branch": 2, "result": "success"}}]}},
+                {{"id": 2, "recv": [{{"interface": "withdraw", "branch": 2, "result": "fail"}}]}}]"#
+            )
+        };
+        for seen in [10, 110] {
+            let report = grade_texts(input, &replies(seen), Checks::All);
+            assert!(report.all_pass(), "{seen}: {report}");
+        }
+        // Customer 2's deposit without customer 1's own: monotonic, but not read-your-writes.
+        let report = grade_texts(input, &replies(100), Checks::All);
+        assert_eq!(report.failures.len(), 1, "{report}");
+        assert!(failures(&report, "read-your-writes")[0].contains("make it one of 10, 110"));
+    }
+
+    #[test]
+    fn codlockers_expected_output_for_input_big_passes() {
+        let report = grade_texts(
+            &reference("codlocker+CSE-531-Project/Project_3/input_big.json"),
+            &reference("codlocker+CSE-531-Project/Project_3/output.json"),
+            Checks::All,
+        );
+        assert!(report.all_pass(), "{report}");
+        assert!(report.course[0].passed);
+    }
+
+    #[test]
+    fn carolafros_committed_output_lists_every_event_twice() {
+        // carolaFro's output.json has each entry twice (a bug in its customer.py): 2 x the
+        // input's 19 events, so from entry #2 on the entries no longer line up with the
+        // events. The course's grader passes it (each query sits next to its own copy). With
+        // every second entry dropped, it passes every check.
+        let input = reference("carolaFro+Simple-gRPC-BankServer/input.json");
+        let output = reference("carolaFro+Simple-gRPC-BankServer/output.json");
+        let report = grade_texts(&input, &output, Checks::All);
+        assert!(!report.all_pass());
+        assert_eq!(
+            failures(&report, "entry-count"),
+            ["the input has 19 events but the output has 38 entries (one per event, in input order); each entry appears twice in a row"]
+        );
+        assert!(report.course[0].passed);
+        let entries = parse_document(&output, "output").unwrap();
+        let once: Vec<serde_json::Value> = entries.iter().step_by(2).cloned().collect();
+        let scenario = Scenario::parse(&input, "input").unwrap();
+        let report = grade(
+            &scenario,
+            &parse_replies(&once, "output").unwrap(),
+            Checks::All,
+        );
+        assert!(report.all_pass(), "{report}");
     }
 }
