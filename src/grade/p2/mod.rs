@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::{Map, Value};
 
-pub use checks::grade;
+pub use checks::{course_graders, describe, grade};
 
 use super::{integer, invalid, EventRef, GradeError, ProcessKind};
 
