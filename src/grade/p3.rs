@@ -128,9 +128,23 @@ pub fn grade(scenario: &Scenario, output: &[ReplyEntry], checks: Checks) -> Repo
             entry.recv.first()
         })
         .collect();
+    consistency(&mut report, scenario, &slots, &replies, checks);
+    report.course = vec![course_grader(output)];
+    report
+}
+
+/// The read-your-writes and monotonic-writes checks of every query, with the writes the
+/// output says took effect.
+fn consistency(
+    report: &mut Report,
+    scenario: &Scenario,
+    slots: &[Slot],
+    replies: &[Option<&Reply>],
+    checks: Checks,
+) {
     // Each customer's writes that took effect, as (position, signed amount).
     let mut writes: Vec<Vec<(usize, i64)>> = vec![Vec::new(); scenario.customers.len()];
-    for (slot, reply) in slots.iter().zip(&replies) {
+    for (slot, reply) in slots.iter().zip(replies) {
         let took_effect = reply.is_some_and(|r| r.result.as_deref() == Some("success"));
         let amount = i64::from(slot.event.money);
         match slot.event.interface {
@@ -150,7 +164,7 @@ pub fn grade(scenario: &Scenario, output: &[ReplyEntry], checks: Checks) -> Repo
             "other customers' writes combine in more than {MAX_COMBINATIONS} ways: their part of each balance is checked as a range only"
         ));
     }
-    for (slot, reply) in slots.iter().zip(&replies) {
+    for (slot, reply) in slots.iter().zip(replies) {
         let (Interface::Query, Some(balance)) =
             (slot.event.interface, reply.and_then(|r| r.balance))
         else {
@@ -205,8 +219,6 @@ pub fn grade(scenario: &Scenario, output: &[ReplyEntry], checks: Checks) -> Repo
             report.record("monotonic-writes", failure.map(|m| (m, Vec::new())));
         }
     }
-    report.course = vec![course_grader(output)];
-    report
 }
 
 /// Whether `output` lists every entry twice in a row.
