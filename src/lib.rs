@@ -19,6 +19,7 @@
 //!   │                a restore; genesis
 //!   ├─ workload ─── load and scenarios: the course runner, bank bench, the Jepsen workload
 //!   ├─ check ────── Jepsen-style history checker
+//!   ├─ grade ────── course outputs (P1, P2 Lamport clocks, P3) graded strictly
 //!   │
 //!   ├─ server ───── gRPC services: course API, bank.v1, peer, members, backup, health; auth,
 //!   │                admission, metrics; the one error → Status mapping
@@ -59,6 +60,8 @@
 //!   all on one driver loop.
 //! - [`web`]: the HTTP listener (`--http`): `/metrics` and a live page of the cluster.
 //! - [`check`]: linearizability per account, conservation, minimum balances, convergence.
+//! - [`grade`]: `bank grade p1|p2|p3`: course outputs checked strictly against their inputs,
+//!   with the course's own graders' score beside.
 //! - [`report`]: `bank check --html` and `bank bench --html`: a history drawn with what the
 //!   checker blames, a run's throughput and latency distribution; inline SVG, escaped.
 //! - [`rpc`]: the one endpoint builder and the one bound on a call, for every outbound call.
@@ -77,6 +80,7 @@ pub mod backup;
 pub mod bootstrap;
 pub mod check;
 pub mod client;
+pub mod grade;
 pub mod lamport;
 pub mod ledger;
 pub mod node;

@@ -92,6 +92,16 @@ enum Command {
         names 127.0.0.1, ::1 and localhost; add every other address or name the branches are \
         reached at with --host. Keep ca.key off the branches.")]
     Certs(cli::certs::CertsArgs),
+    /// Grade a course output against its input, strictly: P1 replies, P2 Lamport clocks, P3
+    /// client-centric consistency. Exits 0 if every check passes, 1 if one fails, 2 if a file
+    /// cannot be read.
+    #[command(after_help = "Examples:\n  \
+        bank grade p1 input.json output.json\n  \
+        bank grade p2 input.json customer_output.json branch_output.json output.json --diagram clocks.svg\n  \
+        bank grade p2 input.json out/   (out/customer_output.json, out/branch_output.json, out/output.json)\n  \
+        bank grade p3 input.json output.json --check read-your-writes\n\n\
+        Outputs may be JSON arrays or JSON lines. The course's own graders' score is printed beside ours.")]
+    Grade(cli::grade::GradeArgs),
     /// Check a recorded history (JSON lines): linearizability per account, conservation of
     /// money, minimum balances, agreement of the branches' final states. Exits 0 if it passes.
     #[command(after_help = "Example:\n  bank check history.jsonl\n  \
@@ -178,6 +188,7 @@ async fn dispatch(command: Command, http: Option<SocketAddr>) -> anyhow::Result<
         Command::Certs(args) => cli::certs::run(args),
         Command::Client(args) => cli::run::client(args).await,
         Command::Check(args) => cli::check::run(args),
+        Command::Grade(args) => cli::grade::run(args),
         Command::Account(args) => cli::account::run(args).await,
         Command::Status(args) => cli::status::run(args).await,
         Command::Member(args) => cli::member::run(args).await,
@@ -214,7 +225,10 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            match e.downcast_ref::<cli::grade::GradeExit>() {
+                Some(grade) => ExitCode::from(grade.code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

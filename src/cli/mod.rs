@@ -22,6 +22,7 @@ pub mod check;
 pub mod completions;
 pub mod config;
 pub mod export;
+pub mod grade;
 pub mod member;
 pub mod output;
 pub mod restore;

@@ -1,7 +1,8 @@
 //! Pictures of what the bank did, as self-contained HTML pages (inline CSS and SVG; no script,
 //! nothing loaded from elsewhere): `bank check --html` draws a history with what the checker
 //! blames ([`timeline`]), `bank bench --html` a run's throughput and latency distribution
-//! ([`bench`]).
+//! ([`bench`]). `bank grade p2 --diagram` draws a P2 output as a space-time diagram, a
+//! standalone SVG with what the grader blames in red ([`diagram`]).
 //!
 //! Why a layer of its own rather than a file in `check` and one in `workload`: both pages are
 //! made of the same pieces — escaping and the page shell ([`html`]), axes and series
@@ -16,6 +17,7 @@
 
 pub mod bench;
 pub mod chart;
+pub mod diagram;
 pub mod html;
 pub mod timeline;
 
