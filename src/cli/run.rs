@@ -22,7 +22,7 @@ use bank::workload::course::{
 use bank::workload::lamport::{part_paths, Parts};
 use bank::workload::scenario::{render_output, write_output, Scenario, ScenarioError, Variant};
 
-use super::output::write_all_whole;
+use super::output::{write_all_whole, write_whole};
 use super::signals::ShutdownSignals;
 use super::storage;
 use super::web::{show_local, PageObserver, SharedCluster};
@@ -51,6 +51,10 @@ pub struct RunArgs {
     /// on the live page (--http).
     #[arg(long, value_name = "MS", default_value_t = 0)]
     pace: u64,
+    /// Project 2 (Lamport clocks): also draw the run as a space-time diagram (SVG) in FILE,
+    /// graded as `bank grade p2` grades it, what fails in red.
+    #[arg(long, value_name = "FILE")]
+    diagram: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -78,12 +82,23 @@ pub struct ClientArgs {
 /// `bank run`.
 pub async fn run(args: RunArgs, web: Option<&Web>) -> Result<()> {
     let scenario = load(&args.input, "run")?;
+    if args.diagram.is_some() && scenario.variant != Variant::LamportClocks {
+        bail!(
+            "--diagram draws Lamport clocks, and {} is not a Project 2 (\"customer-requests\") scenario",
+            args.input.display()
+        );
+    }
     if let Some(web) = web {
         return run_watched(args, scenario, web).await;
     }
     let finished = run_scenario(&scenario, args.concurrent, storage(args.data_dir)).await?;
     match &finished.clocked {
-        Some(parts) => write_parts(&args.output, parts)?,
+        Some(parts) => {
+            write_parts(&args.output, parts)?;
+            if let Some(file) = &args.diagram {
+                draw(&scenario, parts, file)?;
+            }
+        }
         None => write_output(&args.output, &finished.output)?,
     }
     print!("{}", summarize(&finished.balances, finished.identical)?);
@@ -125,7 +140,11 @@ async fn run_watched(args: RunArgs, scenario: Scenario, web: &Web) -> Result<()>
         };
         let (balances, identical) = final_balances(cluster).await?;
         if scenario.variant == Variant::LamportClocks {
-            write_parts(&args.output, &clocked_parts(cluster, replies)?)?;
+            let parts = clocked_parts(cluster, replies)?;
+            write_parts(&args.output, &parts)?;
+            if let Some(file) = &args.diagram {
+                draw(&scenario, &parts, file)?;
+            }
         } else {
             write_output(&args.output, &render_output(scenario.variant, &replies))?;
         }
@@ -242,6 +261,23 @@ fn write_parts(output: &Path, parts: &Parts) -> Result<()> {
         files.push((path, text));
     }
     write_all_whole(&files)
+}
+
+/// Grades a Project 2 run's `parts` as `bank grade p2` does and draws them in `file`; says
+/// where, and how the run graded.
+fn draw(scenario: &Scenario, parts: &Parts, file: &Path) -> Result<()> {
+    let output = bank::grade::p2::parse_parts(&parts.customer, &parts.branch, &parts.all)
+        .context("the run's own Lamport events do not parse (this is a bug; please report it)")?;
+    let report = bank::grade::p2::grade(scenario, &output);
+    let svg = bank::report::diagram::render(&output, &report);
+    write_whole(file, svg.as_bytes())?;
+    eprintln!(
+        "diagram written to {} ({} of {} checks pass)",
+        file.display(),
+        report.passed(),
+        report.checks
+    );
+    Ok(())
 }
 
 /// Where a run's output went, for its last line.
