@@ -27,7 +27,7 @@ pub enum BranchError {
     NotLeader(NodeId),
     /// A peer sent a payload that does not decode.
     #[error("payload does not decode: {0}")]
-    BadPayload(Arc<serde_json::Error>),
+    BadPayload(Arc<crate::raft::codec::CodecError>),
     /// A forwarded group that breaks the rules of one (size, no batch inside).
     #[error("{0}")]
     BadGroup(BadGroup),
@@ -94,7 +94,7 @@ pub enum Internal {
     #[error("{0}")]
     Raft(Arc<dyn std::error::Error + Send + Sync>),
     #[error("a reply does not encode: {0}")]
-    Encode(Arc<serde_json::Error>),
+    Encode(Arc<crate::raft::codec::CodecError>),
 }
 
 impl BranchError {

@@ -178,11 +178,11 @@ pub async fn change_membership_via_peers(
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum MembershipRefused {
     #[error("encode a membership change: {0}")]
-    Encode(Arc<serde_json::Error>),
+    Encode(Arc<crate::raft::codec::CodecError>),
     #[error("membership change reply from {addr}: {error}")]
     Reply {
         addr: String,
-        error: Arc<serde_json::Error>,
+        error: Arc<crate::raft::codec::CodecError>,
     },
     #[error("no branch made the membership change {change}: {refusals}")]
     Refused { change: String, refusals: String },

@@ -1,6 +1,14 @@
-//! How Raft messages and forwarded writes travel between branches: openraft's and the
-//! ledger's own serde types as JSON inside a `bank.peer.v1.RaftPayload`, and a membership
-//! change in the bank's words ([`MembershipChange`]) as openraft's `ChangeMembers`.
+//! How Raft messages, forwarded writes and log entries are encoded: openraft's and the ledger's
+//! own serde types in [postcard](https://docs.rs/postcard), a compact binary serde format
+//! (varint integers, no field names), inside a `bank.peer.v1.RaftPayload` on the wire and as
+//! the value of each entry in the durable log; and a membership change in the bank's words
+//! ([`MembershipChange`]) as openraft's `ChangeMembers`.
+//!
+//! Binary, not JSON: a full batch entry (8,190 deposits) is 1,029,886 bytes as JSON and 122,613
+//! here (8.4 times smaller), so replication and a lagging follower's catch-up move fewer bytes and spend less
+//! time encoding. postcard is not self-describing: both ends must run the same types, which
+//! holds inside one cluster (a mixed-version cluster is not supported), and the durable log
+//! records which encoding its entries use (`raft::durable`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -11,17 +19,58 @@ use serde::Serialize;
 use super::{BasicNode, NodeId};
 use crate::proto::peer::RaftPayload;
 
+/// A value that does not encode, or bytes that do not decode as the expected type.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct CodecError(postcard::Error);
+
+/// Encodes a value in the binary format.
+pub fn to_bytes<T: Serialize>(value: &T) -> Result<Vec<u8>, CodecError> {
+    postcard::to_stdvec(value).map_err(CodecError)
+}
+
+/// Decodes a value from the binary format; trailing bytes are an error (they mean the bytes
+/// were not written as this type).
+pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    match postcard::take_from_bytes(bytes) {
+        Ok((value, [])) => Ok(value),
+        Ok((_, _rest)) => Err(CodecError(postcard::Error::DeserializeBadEncoding)),
+        Err(e) => Err(CodecError(e)),
+    }
+}
+
+/// How many bytes `value` encodes to, without keeping them.
+pub fn encoded_len<T: Serialize>(value: &T) -> Result<usize, CodecError> {
+    let mut counted = ByteCount(0);
+    postcard::to_io(value, &mut counted).map_err(CodecError)?;
+    Ok(counted.0)
+}
+
+/// A writer that only counts the bytes written to it.
+struct ByteCount(usize);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(bytes.len());
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Encodes a value for a `RaftPayload`.
-pub fn encode<T: Serialize>(value: &T) -> Result<RaftPayload, serde_json::Error> {
+pub fn encode<T: Serialize>(value: &T) -> Result<RaftPayload, CodecError> {
     Ok(RaftPayload {
-        json: serde_json::to_vec(value)?,
+        encoded: to_bytes(value)?,
         lamport: None,
     })
 }
 
 /// Decodes a `RaftPayload`.
-pub fn decode<T: DeserializeOwned>(payload: &RaftPayload) -> Result<T, serde_json::Error> {
-    serde_json::from_slice(&payload.json)
+pub fn decode<T: DeserializeOwned>(payload: &RaftPayload) -> Result<T, CodecError> {
+    from_bytes(&payload.encoded)
 }
 
 /// A change to the cluster's membership, in the bank's words.
@@ -58,6 +107,58 @@ impl MembershipChange {
 pub fn encode_membership_change(
     change: &MembershipChange,
     retain: bool,
-) -> Result<RaftPayload, serde_json::Error> {
+) -> Result<RaftPayload, CodecError> {
     encode(&(&change.to_raft(), retain))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{Command, Proposal, RequestId, BATCH_ITEMS_MAX};
+    use crate::raft::TypeConfig;
+
+    /// A full batch entry (8,190 deposits, as `bank bench --batch 8190` writes them).
+    fn full_batch_entry() -> openraft::Entry<TypeConfig> {
+        let id = |sequence| RequestId {
+            origin: u64::MAX / 3,
+            sequence,
+        };
+        let items = (0..BATCH_ITEMS_MAX as u64)
+            .map(|n| Proposal {
+                request_id: id(n + 1),
+                command: Command::Deposit {
+                    account: n,
+                    amount_minor_units: 100,
+                },
+            })
+            .collect();
+        openraft::Entry {
+            log_id: openraft::LogId::new(openraft::CommittedLeaderId::new(3, 1), 12_345),
+            payload: openraft::EntryPayload::Normal(Proposal {
+                request_id: id(0),
+                command: Command::Batch(items),
+            }),
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_and_are_much_smaller_than_json() {
+        let entry = full_batch_entry();
+        let bytes = to_bytes(&entry).expect("encode");
+        assert_eq!(encoded_len(&entry).expect("measure"), bytes.len());
+        let back: openraft::Entry<TypeConfig> = from_bytes(&bytes).expect("decode");
+        assert_eq!(back, entry);
+        let json = serde_json::to_vec(&entry).expect("json").len();
+        // Measured: 122,613 bytes against 1,029,886 as JSON (8.4 times smaller).
+        assert!(bytes.len() * 4 < json, "{} vs {json} as JSON", bytes.len());
+    }
+
+    #[test]
+    fn trailing_or_missing_bytes_do_not_decode() {
+        let bytes = to_bytes(&full_batch_entry()).expect("encode");
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(from_bytes::<openraft::Entry<TypeConfig>>(&longer).is_err());
+        assert!(from_bytes::<openraft::Entry<TypeConfig>>(&bytes[..bytes.len() - 1]).is_err());
+    }
 }

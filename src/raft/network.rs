@@ -30,7 +30,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
-use super::codec::{decode, encode};
+use super::codec::{decode, encode, encoded_len, CodecError};
 use super::{BasicNode, NodeId, TypeConfig, PEER_RPC_TIMEOUT};
 use crate::lamport::{to_wire, Hop, LamportClock};
 use crate::proto::peer::peer_client::PeerClient;
@@ -79,7 +79,7 @@ pub enum PeerError {
     #[error("peer call failed: no answer within {0:?}")]
     Timeout(Duration),
     #[error("peer sent a reply that does not decode: {0}")]
-    Decode(serde_json::Error),
+    Decode(CodecError),
     #[error("the leader answered {answered} outcomes for {proposals} proposals")]
     OutcomeCount { answered: usize, proposals: usize },
 }
@@ -92,8 +92,8 @@ impl From<tonic::Status> for PeerError {
     }
 }
 
-impl From<serde_json::Error> for PeerError {
-    fn from(error: serde_json::Error) -> Self {
+impl From<CodecError> for PeerError {
+    fn from(error: CodecError) -> Self {
         PeerError::Decode(error)
     }
 }
@@ -313,29 +313,15 @@ fn entries_that_fit(entries: &[openraft::Entry<TypeConfig>], bytes_max: usize) -
     if entries.len() <= 1 {
         return entries.len();
     }
-    let mut counted = ByteCount(0);
+    let mut total = 0usize;
     for (fit, entry) in entries.iter().enumerate() {
         // An entry that does not encode goes to the call, which reports it.
-        let _ = serde_json::to_writer(&mut counted, entry);
-        if counted.0 > bytes_max {
+        total = total.saturating_add(encoded_len(entry).unwrap_or(0));
+        if total > bytes_max {
             return fit.max(1);
         }
     }
     entries.len()
-}
-
-/// A writer that only counts the bytes written to it.
-struct ByteCount(usize);
-
-impl std::io::Write for ByteCount {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0 = self.0.saturating_add(bytes.len());
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// A `tonic::Status` as a plain `std::error::Error` for openraft's error constructors.

@@ -2,6 +2,7 @@
 //! writer thread and are acknowledged once synced.
 
 use super::*;
+use crate::raft::codec::{from_bytes, to_bytes};
 
 /// The Raft log, vote and committed id on redb.
 #[derive(Debug, Clone)]
@@ -48,8 +49,7 @@ impl RaftLogReader<TypeConfig> for DurableLogStore {
             if Some(index.value()) <= purged {
                 continue;
             }
-            let entry: Entry<TypeConfig> =
-                serde_json::from_slice(bytes.value()).map_err(decode_error)?;
+            let entry: Entry<TypeConfig> = from_bytes(bytes.value()).map_err(decode_error)?;
             entries.insert(index.value(), entry);
         }
         for entry in unflushed {
@@ -72,8 +72,7 @@ impl RaftLogStorage<TypeConfig> for DurableLogStore {
         // may still await deletion (see `purge`).
         let last_flushed = match table.last().map_err(io_error)? {
             Some((_, bytes)) => {
-                let entry: Entry<TypeConfig> =
-                    serde_json::from_slice(bytes.value()).map_err(decode_error)?;
+                let entry: Entry<TypeConfig> = from_bytes(bytes.value()).map_err(decode_error)?;
                 Some(entry.log_id).max(last_purged)
             }
             None => last_purged,
@@ -124,8 +123,8 @@ impl RaftLogStorage<TypeConfig> for DurableLogStore {
         let mut encoded = Vec::new();
         let mut decoded = Vec::new();
         for entry in entries {
-            let bytes = serde_json::to_vec(&entry)
-                .map_err(|e| StorageError::from(StorageIOError::write(&e)))?;
+            let bytes =
+                to_bytes(&entry).map_err(|e| StorageError::from(StorageIOError::write(&e)))?;
             encoded.push((entry.log_id, bytes));
             decoded.push(entry);
         }

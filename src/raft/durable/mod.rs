@@ -48,6 +48,13 @@ pub(crate) const SNAPSHOT: &str = "snapshot";
 const IDENTITY: &str = "identity";
 const REJOIN: &str = "rejoin";
 const REMOVED: &str = "removed";
+/// How the `log` table's values are encoded ([`LOG_FORMAT`]); absent in a database written
+/// before it was recorded, whose entries are JSON.
+const LOG_FORMAT_KEY: &str = "log_format";
+
+/// The encoding of log entries this bank writes and reads: 2 is postcard
+/// ([`crate::raft::codec`]); 1, never recorded, was JSON.
+pub const LOG_FORMAT: u32 = 2;
 
 /// How long [`DurableStore::open`] waits for a database another handle still holds.
 const OPEN_RETRY_DEADLINE: std::time::Duration = std::time::Duration::from_secs(3);
@@ -83,6 +90,8 @@ pub enum DurableError {
     Seed { path: PathBuf, why: String },
     #[error("{path}: the latest snapshot does not load: {why}. This branch will not serve state it cannot trust; restore the data directory, or start the branch afresh with `--rejoin` after moving it away")]
     Snapshot { path: PathBuf, why: String },
+    #[error("{path}: its log is in format {found}, and this bank reads format {LOG_FORMAT} only (format 1, JSON, is from an older bank). Move the data directory away and start the branch with `--rejoin` to rebuild it from its peers, or restore it from a backup")]
+    LogFormat { path: PathBuf, found: u32 },
 }
 
 /// Where the latest snapshot is. Recorded in the `meta` table only once its file is written
@@ -158,7 +167,7 @@ fn io_error<E: Into<redb::Error>>(e: E) -> StorageError {
     StorageIOError::write(&e).into()
 }
 
-fn decode_error(e: serde_json::Error) -> StorageError {
+fn decode_error(e: impl std::error::Error + 'static) -> StorageError {
     StorageIOError::read(&e).into()
 }
 
@@ -219,6 +228,7 @@ impl DurableStore {
                 path: store.path.to_path_buf(),
                 cause: e,
             })?;
+        store.check_log_format()?;
         // Entries up to the recorded purged id may remain (deleted in chunks after a purge):
         // readers skip them from the start.
         let purged: Option<Option<LogId>> = store
@@ -232,6 +242,38 @@ impl DurableStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Records [`LOG_FORMAT`] in a new database; refuses one whose log is in another format
+    /// (a database with state but no record is format 1, JSON).
+    fn check_log_format(&self) -> Result<(), DurableError> {
+        let recorded: Option<u32> = self
+            .get_meta(LOG_FORMAT_KEY)
+            .map_err(|e| self.describe(e, "log format"))?;
+        let has_entries = (|| {
+            let tx = self.db.begin_read()?;
+            let table = tx.open_table(LOG)?;
+            let first = table.first()?.is_some();
+            Ok::<bool, redb::Error>(first)
+        })()
+        .map_err(|cause| DurableError::Io {
+            path: self.path.to_path_buf(),
+            cause,
+        })?;
+        match recorded {
+            Some(LOG_FORMAT) => Ok(()),
+            Some(found) => Err(DurableError::LogFormat {
+                path: self.path.to_path_buf(),
+                found,
+            }),
+            None if has_entries || self.is_initialized()? => Err(DurableError::LogFormat {
+                path: self.path.to_path_buf(),
+                found: 1,
+            }),
+            None => self
+                .put_meta(LOG_FORMAT_KEY, &LOG_FORMAT)
+                .map_err(|e| self.describe(e, "log format")),
+        }
     }
 
     /// Runs `f` in a write transaction on the writer thread, after every write queued before

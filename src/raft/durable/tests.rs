@@ -215,3 +215,35 @@ async fn a_seeded_store_looks_like_an_installed_snapshot() {
         Some(ledger)
     );
 }
+
+#[test]
+fn a_log_from_an_older_bank_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let store = DurableStore::open(dir.path()).expect("a new store");
+        // What an older bank left: a vote, a JSON entry in the log, no format record.
+        store
+            .put_meta(VOTE, &Vote::<NodeId>::new(1, 1))
+            .expect("vote");
+        store
+            .write(|tx| {
+                tx.open_table(LOG)?
+                    .insert(1, br#"{"log_id":{}}"#.as_slice())?;
+                tx.open_table(META)?.remove(LOG_FORMAT_KEY)?;
+                Ok(())
+            })
+            .expect("write as an older bank did");
+    }
+    match DurableStore::open(dir.path()) {
+        Ok(_) => panic!("a JSON log was opened as if it were binary"),
+        Err(e) => {
+            let message = e.to_string();
+            assert!(message.contains("format 1"), "{message}");
+            assert!(message.contains("--rejoin"), "{message}");
+        }
+    }
+    // A store of this version opens again.
+    let fresh = tempfile::tempdir().expect("tempdir");
+    drop(DurableStore::open(fresh.path()).expect("new"));
+    DurableStore::open(fresh.path()).expect("reopened");
+}
