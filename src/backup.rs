@@ -97,7 +97,7 @@ pub struct Backup {
 pub enum Damage {
     #[error("not a bank backup: it does not start with {:?}", std::str::from_utf8(MAGIC).unwrap_or("BANKBKUP"))]
     Magic,
-    #[error("backup format version {0} is from an older bank; this bank reads version {VERSION} only (its ledger is in an older snapshot encoding). Take a new backup with this bank's `bank backup` from a running branch, or restore this one with the bank that wrote it")]
+    #[error("backup format version {0} is from an older bank; this bank reads version {VERSION} only (its ledger is in an older snapshot encoding). Take a new backup from a running branch with this bank's `bank backup`; a version-{0} backup restores only with the bank that wrote it")]
     OlderVersion(u32),
     #[error("backup format version {0} is from a newer bank; this bank reads version {VERSION}: restore it with the bank that wrote it")]
     Version(u32),
