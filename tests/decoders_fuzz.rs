@@ -505,6 +505,7 @@ mod peer {
         let mut ok = false;
         let payload = RaftPayload {
             json: bytes.to_vec(),
+            ..RaftPayload::default()
         };
         ok |= codec::decode::<AppendEntriesRequest<TypeConfig>>(&payload).is_ok();
         ok |= codec::decode::<VoteRequest<NodeId>>(&payload).is_ok();
