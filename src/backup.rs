@@ -6,13 +6,18 @@
 //!
 //! ```text
 //! magic        8 bytes   "BANKBKUP"
-//! version      u32 LE    1
+//! version      u32 LE    2
 //! header_len   u32 LE    at most 64 KiB
 //! header       JSON      {"applied_index": I, "branch_id": N, "accounts": A, "ledger_bytes": L}
 //! ledger       L bytes   the ledger's snapshot encoding (`crate::ledger`'s snapshot module:
-//!                        accounts, totals and the request log, with its own checksum)
+//!                        accounts, totals and the request log, with its own CRC32C)
 //! sha256       32 bytes  SHA-256 of every byte before it
 //! ```
+//!
+//! Version 1 embedded the ledger's snapshot format version 2, whose checksum missed damage;
+//! version 2 embeds snapshot format version 3 (CRC32C). The file's own SHA-256 was and is a
+//! real checksum, but a version-1 file's ledger is in an encoding this bank no longer reads,
+//! so it is refused with [`Damage::OlderVersion`], which says what to do.
 //!
 //! The ledger is the whole [`Ledger`], its request log included, so a request retried after a
 //! restore is still answered its first outcome rather than applied again.
@@ -39,7 +44,7 @@ use crate::BranchId;
 /// The first bytes of every backup file.
 pub const MAGIC: &[u8; 8] = b"BANKBKUP";
 /// The format version this build writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// A header longer than this is refused (it is about 100 bytes).
 const HEADER_BYTES_MAX: u32 = 64 * 1024;
 const DIGEST_BYTES: usize = 32;
@@ -92,7 +97,9 @@ pub struct Backup {
 pub enum Damage {
     #[error("not a bank backup: it does not start with {:?}", std::str::from_utf8(MAGIC).unwrap_or("BANKBKUP"))]
     Magic,
-    #[error("backup format version {0}, but this bank reads version {VERSION}: use the bank that wrote it")]
+    #[error("backup format version {0} is from an older bank; this bank reads version {VERSION} only (its ledger is in an older snapshot encoding). Take a new backup from a running branch with this bank's `bank backup`; a version-{0} backup restores only with the bank that wrote it")]
+    OlderVersion(u32),
+    #[error("backup format version {0} is from a newer bank; this bank reads version {VERSION}: restore it with the bank that wrote it")]
     Version(u32),
     #[error("{0} bytes: too short to be a backup (truncated?)")]
     Short(usize),
@@ -210,6 +217,9 @@ pub fn decode(bytes: &[u8]) -> Result<Backup, Damage> {
         return Err(Damage::Short(bytes.len()));
     }
     let version = u32_at(bytes, 8);
+    if version < VERSION {
+        return Err(Damage::OlderVersion(version));
+    }
     if version != VERSION {
         return Err(Damage::Version(version));
     }
@@ -339,7 +349,22 @@ mod tests {
         wrong[..8].copy_from_slice(b"BANKLDG2");
         assert!(matches!(decode(&wrong), Err(Damage::Magic)));
         let mut newer = bytes;
-        newer[8] = 2;
-        assert!(matches!(decode(&newer), Err(Damage::Version(2))));
+        newer[8] = 3;
+        assert!(matches!(decode(&newer), Err(Damage::Version(3))));
+    }
+
+    /// A version-1 file, written by the bank before snapshots had CRC32C
+    /// (`tests/data/backup-v1.bin` is `encoded()` as it wrote it), is refused with what to do.
+    #[test]
+    fn an_older_backup_is_refused_with_a_clear_error() {
+        let old = include_bytes!("../tests/data/backup-v1.bin");
+        let error = decode(old).expect_err("refused");
+        assert!(matches!(error, Damage::OlderVersion(1)), "{error:?}");
+        let message = error.to_string();
+        assert!(
+            message.starts_with("backup format version 1 is from an older bank"),
+            "{message}"
+        );
+        assert!(message.contains("bank backup"), "{message}");
     }
 }

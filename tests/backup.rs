@@ -517,6 +517,35 @@ fn write_backup(path: &Path) -> u64 {
         .file_bytes
 }
 
+/// A backup written by the bank before snapshots had CRC32C (format version 1:
+/// `tests/data/backup-v1.bin`) is refused by `bank restore` with what to do, and nothing is
+/// left behind.
+#[test]
+fn an_older_backup_format_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/backup-v1.bin");
+    let data_dir = dir.path().join("data");
+    let out = bank([
+        "restore",
+        &old.display().to_string(),
+        "--data-dir",
+        &data_dir.display().to_string(),
+        "--id",
+        "1",
+        "--listen",
+        "127.0.0.1:7001",
+    ]);
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success(), "accepted: {stderr}");
+    assert!(
+        stderr.contains("backup-v1.bin")
+            && stderr.contains("backup format version 1 is from an older bank")
+            && stderr.contains("bank backup"),
+        "{stderr}"
+    );
+    assert!(!data_dir.exists(), "a data directory was left");
+}
+
 /// A flipped byte (in the header, the ledger, the checksum), a truncated file and a wrong magic
 /// are each refused by `bank restore` with an error naming the file, a non-zero exit, and no
 /// data directory left behind; an existing empty directory stays empty; the intact file

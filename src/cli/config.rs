@@ -226,9 +226,15 @@ fn read_file(file: &Path, command: &Command) -> Result<Vec<(String, Vec<String>)
         std::io::ErrorKind::NotFound => anyhow!("{shown}: no such config file"),
         _ => anyhow!("{shown}: cannot read the config file: {e}"),
     })?;
+    settings(&shown.to_string(), &text, command)
+}
+
+/// Checks a config file's `text` against `command`'s flags (see [`read_file`]); errors name
+/// the file as `shown`.
+fn settings(shown: &str, text: &str, command: &Command) -> Result<Vec<(String, Vec<String>)>> {
     let table: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| anyhow!("{shown}: {}", toml_error(&text, &e)))?;
+        .map_err(|e: toml::de::Error| anyhow!("{shown}: {}", toml_error(text, &e)))?;
     let known: Vec<&clap::Arg> = command.get_arguments().filter(|a| is_setting(a)).collect();
     let mut settings = Vec::new();
     for (key, value) in &table {
@@ -415,5 +421,139 @@ fn typed(text: &str) -> toml::Value {
     match text.parse::<i64>() {
         Ok(n) if n.to_string() == text => toml::Value::Integer(n),
         _ => toml::Value::String(text.to_string()),
+    }
+}
+
+/// The config file decoder under generated input: arbitrary text and mutations of the example
+/// files, checked against `bank branch`'s flags. An error is the right answer; a panic fails.
+/// `PROPTEST_CASES` overrides the 10,000 cases of each.
+#[cfg(test)]
+mod fuzz {
+    use clap::CommandFactory;
+    use proptest::prelude::*;
+    use proptest::sample::Index;
+
+    use super::*;
+
+    const SAMPLES: &[&str] = &[
+        include_str!("../../examples/config/branch-1.toml"),
+        include_str!("../../examples/config/branch-2.toml"),
+        "rejoin = true\npeer = \"2=127.0.0.1:7002\"\nid = 2\n",
+    ];
+
+    const TOKENS: &[&str] = &[
+        "=",
+        "\"",
+        "'",
+        "[",
+        "]",
+        "[[",
+        "]]",
+        "{",
+        "}",
+        ",",
+        "#",
+        "\n",
+        "\r",
+        "\\",
+        "\\u",
+        "\"\"\"",
+        "'''",
+        "true",
+        "-1",
+        "0x1",
+        "1e999",
+        "nan",
+        "inf",
+        "1979-05-27",
+        "T07:32:00Z",
+        "9223372036854775808",
+        "\u{0}",
+        "é",
+        "\u{feff}",
+        "id",
+        "peer",
+        "listen",
+        "data-dir",
+        "drain-timeout",
+        "rejoin",
+        "config",
+        "help",
+        ".",
+        "=[]",
+        "={}",
+    ];
+
+    fn config() -> ProptestConfig {
+        let cases = std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|cases| cases.parse().ok())
+            .unwrap_or(10_000);
+        ProptestConfig {
+            cases,
+            failure_persistence: None,
+            ..ProptestConfig::default()
+        }
+    }
+
+    fn branch() -> Command {
+        let mut command = crate::Cli::command();
+        command.build();
+        command
+            .find_subcommand("branch")
+            .cloned()
+            .unwrap_or_else(|| unreachable!("bank has a branch subcommand"))
+    }
+
+    /// A sample with bytes flipped, tokens inserted, bytes removed, or cut short.
+    fn mutated() -> impl Strategy<Value = String> {
+        let edit = prop_oneof![
+            (any::<Index>(), 1..=255u8).prop_map(|(at, mask)| (at, Some(mask), "", 0)),
+            (any::<Index>(), prop::sample::select(TOKENS)).prop_map(|(at, t)| (at, None, t, 0)),
+            (any::<Index>(), 1..32usize).prop_map(|(at, cut)| (at, None, "", cut)),
+        ];
+        (
+            prop::sample::select(SAMPLES),
+            prop::collection::vec(edit, 1..8),
+        )
+            .prop_map(|(sample, edits)| {
+                let mut bytes = sample.as_bytes().to_vec();
+                for (at, mask, token, cut) in edits {
+                    let i = at.index(bytes.len() + 1);
+                    match mask {
+                        Some(mask) if i < bytes.len() => bytes[i] ^= mask,
+                        Some(_) => bytes.truncate(i.saturating_sub(1)),
+                        None => {
+                            bytes.splice(i..i, token.bytes());
+                            let start = i + token.len();
+                            let end = (start + cut).min(bytes.len());
+                            bytes.drain(start..end);
+                        }
+                    }
+                }
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+    }
+
+    #[test]
+    fn the_samples_are_valid() {
+        let branch = branch();
+        for sample in SAMPLES {
+            settings("sample.toml", sample, &branch).expect("a valid sample");
+        }
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in any::<String>()) {
+            let _ = settings("fuzz.toml", &text, &branch());
+        }
+
+        #[test]
+        fn mutated_samples_never_panic(text in mutated()) {
+            let _ = settings("fuzz.toml", &text, &branch());
+        }
     }
 }

@@ -1,42 +1,60 @@
-//! The ledger's snapshot encoding: compact, fixed-width accounts and a checksum.
+//! The ledger's snapshot encoding: compact, fixed-width accounts and a CRC32C checksum.
 //!
-//! A snapshot is the whole ledger. With a million accounts the former encoding (the ledger as
-//! JSON) took about 100 bytes per account, was written twice per snapshot and parsed slowly;
-//! this one takes 32 bytes per account and is read and written with straight copies.
+//! A snapshot is the whole ledger. With a million accounts the first encoding (the ledger as
+//! JSON, format version 1) took about 100 bytes per account, was written twice per snapshot
+//! and parsed slowly; this one takes 32 bytes per account and is read and written with
+//! straight copies.
 //!
 //! ```text
-//! magic       8 bytes   "BANKLDG2" (the 2 is the format version)
+//! magic       8 bytes   "BANKLDG3" (the 3 is the format version)
 //! accounts    u64 LE    the number of accounts
 //! account     32 bytes  per account, ids strictly increasing:
 //!                       id u64, balance i64, balance_min i64, balance_max i64 (all LE)
 //! header      JSON      totals and the request log (bounded by REQUEST_IDS_MAX ids)
 //! header_len  u32 LE
-//! checksum    u64 LE    of every byte before it (see `Checksum`)
+//! checksum    u32 LE    CRC32C (Castagnoli) of every byte before it
 //! ```
+//!
+//! Version 2 had the same layout with a home-made 64-bit multiply-xor checksum, which missed
+//! damage: flipping the top bit of any two words left it unchanged. CRC32C always detects a
+//! burst of damage up to 32 bits long and any one, two or three flipped bits in a snapshot of
+//! up to 2³¹ bits (256 MiB, about eight million accounts); other damage escapes it with
+//! probability about 2⁻³². It detects damage, not tampering: peers are authenticated by TLS,
+//! not by this. Older versions are refused with [`SnapshotError::OlderVersion`], which says
+//! what to do; they are not read, so a damaged one can never be trusted on its weak checksum.
 //!
 //! It is written as a stream ([`Ledger::write_snapshot`]), so a durable branch writes it
 //! straight to its file without holding a second copy of the ledger in memory; the header
 //! comes last so its length need not be known before it is written.
 //!
-//! Decoding checks everything a damaged or hostile snapshot could get wrong: the magic, every
-//! length against the bytes present, the checksum, increasing ids, and then every ledger
-//! invariant ([`Ledger::check_invariants_fully`]). It returns an error, never panics, and never
-//! allocates more than the input's own size suggests.
+//! Decoding checks everything a damaged or hostile snapshot could get wrong: the magic and
+//! version, every length against the bytes present, the checksum, increasing ids, and then
+//! every ledger invariant ([`Ledger::check_invariants_fully`]). It returns an error, never
+//! panics, and never allocates more than the input's own size suggests.
 
 use serde::{Deserialize, Serialize};
 
 use super::{Account, Countdown, InvariantViolation, Ledger, RequestLog};
 
-const MAGIC: &[u8; 8] = b"BANKLDG2";
+/// The magic without its last byte, the format version's digit.
+const MAGIC_STEM: &[u8; 7] = b"BANKLDG";
+/// The format version this build writes and reads.
+pub const SNAPSHOT_VERSION: u32 = 3;
+const MAGIC: &[u8; 8] = b"BANKLDG3";
 const ACCOUNT_BYTES: usize = 32;
 /// Magic, account count, header length, checksum.
-const FIXED_BYTES: usize = 8 + 4 + 8 + 8;
+const FIXED_BYTES: usize = 8 + 8 + 4 + 4;
+const CHECKSUM_BYTES: usize = 4;
 
 /// Why bytes are not a ledger snapshot.
 #[derive(Debug, thiserror::Error)]
 pub enum SnapshotError {
-    #[error("not a ledger snapshot of this format (expected it to start with {expected:?}); it may have been written by another version of bank")]
+    #[error("not a ledger snapshot (expected it to start with {expected:?})")]
     Magic { expected: &'static str },
+    #[error("snapshot format version {version} is from an older bank; this bank reads version {SNAPSHOT_VERSION} only, whose checksum (CRC32C) catches damage the older one missed. Rebuild this branch's data from its peers: move its data directory away and start the branch with `--rejoin`; or restore it from a backup written by this bank (`bank backup`, then `bank restore`)")]
+    OlderVersion { version: u32 },
+    #[error("snapshot format version {version} is from a newer bank; this bank reads version {SNAPSHOT_VERSION}: run the newer bank")]
+    NewerVersion { version: u32 },
     #[error("the snapshot is truncated or has trailing bytes: {0}")]
     Length(String),
     #[error("the snapshot's checksum does not match its contents: it is damaged")]
@@ -74,85 +92,35 @@ struct Header {
     requests: RequestLog,
 }
 
-/// The snapshot's checksum: FNV-1a's multiply-xor over 64-bit little-endian words (the bytes
-/// after the last whole word are zero-padded into one more), then the length. Each step is a
-/// bijection of the state for a given word, so any change confined to one word is always
-/// detected, and other damage with probability about 1 - 2⁻⁶⁴. Word-wise it runs near memory
-/// speed (a million accounts in a few milliseconds), unlike byte-wise FNV. It detects damage,
-/// not tampering: peers are authenticated by TLS, not by this.
-struct Checksum {
-    state: u64,
-    pending: [u8; 8],
-    pending_len: usize,
-    len: u64,
-}
-
-impl Checksum {
-    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
-    const PRIME: u64 = 0x0000_0100_0000_01b3;
-
-    fn new() -> Self {
-        Checksum {
-            state: Self::OFFSET,
-            pending: [0; 8],
-            pending_len: 0,
-            len: 0,
-        }
-    }
-
-    fn word(&mut self, word: u64) {
-        self.state = (self.state ^ word).wrapping_mul(Self::PRIME);
-    }
-
-    fn update(&mut self, mut bytes: &[u8]) {
-        self.len += bytes.len() as u64;
-        if self.pending_len > 0 {
-            let take = (8 - self.pending_len).min(bytes.len());
-            self.pending[self.pending_len..self.pending_len + take].copy_from_slice(&bytes[..take]);
-            self.pending_len += take;
-            bytes = &bytes[take..];
-            if self.pending_len < 8 {
-                return;
-            }
-            self.word(u64::from_le_bytes(self.pending));
-            self.pending_len = 0;
-        }
-        let mut words = bytes.chunks_exact(8);
-        for word in &mut words {
-            self.word(u64_at(word, 0));
-        }
-        let rest = words.remainder();
-        self.pending[..rest.len()].copy_from_slice(rest);
-        self.pending_len = rest.len();
-    }
-
-    fn finish(mut self) -> u64 {
-        if self.pending_len > 0 {
-            self.pending[self.pending_len..].fill(0);
-            self.word(u64::from_le_bytes(self.pending));
-        }
-        let len = self.len;
-        self.word(len);
-        self.state
-    }
-}
-
-/// Passes bytes to `out`, checksumming them and counting them.
+/// Passes bytes to `out`, computing their CRC32C and counting them.
 struct Summed<W> {
     out: W,
-    checksum: Checksum,
+    crc: u32,
+    len: u64,
 }
 
 impl<W: std::io::Write> std::io::Write for Summed<W> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let written = self.out.write(bytes)?;
-        self.checksum.update(&bytes[..written]);
+        let written_bytes = bytes.get(..written).unwrap_or(bytes);
+        self.crc = crc32c::crc32c_append(self.crc, written_bytes);
+        self.len += written_bytes.len() as u64;
         Ok(written)
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.out.flush()
     }
+}
+
+/// The format version `bytes` announce, if they look like any version of a snapshot: the
+/// digit after "BANKLDG", or 1 for the JSON of version 1 (an object).
+fn announced_version(bytes: &[u8]) -> Option<u32> {
+    if let Some(digit) = bytes.strip_prefix(MAGIC_STEM).and_then(|rest| rest.first()) {
+        return char::from(*digit).to_digit(10);
+    }
+    let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+    (first == Some(&b'{')).then_some(1)
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
@@ -167,6 +135,12 @@ fn i64_at(bytes: &[u8], at: usize) -> i64 {
     i64::from_le_bytes(word)
 }
 
+fn u32_at(bytes: &[u8], at: usize) -> u32 {
+    let mut word = [0u8; 4];
+    word.copy_from_slice(&bytes[at..at + 4]);
+    u32::from_le_bytes(word)
+}
+
 impl Ledger {
     /// Writes the ledger as a snapshot (format in the module docs) to `out`; returns the bytes
     /// written. `out` should be buffered: accounts are written 32 bytes at a time.
@@ -174,7 +148,8 @@ impl Ledger {
         use std::io::Write as _;
         let mut out = Summed {
             out,
-            checksum: Checksum::new(),
+            crc: 0,
+            len: 0,
         };
         out.write_all(MAGIC)?;
         out.write_all(&(self.accounts.len() as u64).to_le_bytes())?;
@@ -186,7 +161,7 @@ impl Ledger {
             record[24..].copy_from_slice(&account.balance_max_minor_units.to_le_bytes());
             out.write_all(&record)?;
         }
-        let before_header = out.checksum.len;
+        let before_header = out.len;
         serde_json::to_writer(
             &mut out,
             &HeaderRef {
@@ -197,16 +172,13 @@ impl Ledger {
                 requests: &self.requests,
             },
         )?;
-        let header_len = u32::try_from(out.checksum.len - before_header)
+        let header_len = u32::try_from(out.len - before_header)
             .map_err(|_| std::io::Error::other("snapshot header over 4 GiB"))?;
         out.write_all(&header_len.to_le_bytes())?;
-        let Summed {
-            mut out, checksum, ..
-        } = out;
-        let len = checksum.len + 8;
-        out.write_all(&checksum.finish().to_le_bytes())?;
+        let Summed { mut out, crc, len } = out;
+        out.write_all(&crc.to_le_bytes())?;
         out.flush()?;
-        Ok(len)
+        Ok(len + CHECKSUM_BYTES as u64)
     }
 
     /// The ledger as snapshot bytes, in memory.
@@ -218,27 +190,38 @@ impl Ledger {
 
     /// A ledger from [`Ledger::encode_snapshot`]'s bytes, checked (see the module docs).
     pub fn decode_snapshot(bytes: &[u8]) -> Result<Ledger, SnapshotError> {
+        match announced_version(bytes) {
+            Some(SNAPSHOT_VERSION) => {}
+            Some(version @ 1..SNAPSHOT_VERSION) => {
+                return Err(SnapshotError::OlderVersion { version })
+            }
+            Some(version) if version > SNAPSHOT_VERSION => {
+                return Err(SnapshotError::NewerVersion { version })
+            }
+            _ if bytes.len() < MAGIC.len() => {
+                return Err(SnapshotError::Length(format!(
+                    "{} bytes, fewer than the {FIXED_BYTES} of an empty snapshot",
+                    bytes.len()
+                )))
+            }
+            _ => {
+                return Err(SnapshotError::Magic {
+                    expected: "BANKLDG3",
+                })
+            }
+        }
         if bytes.len() < FIXED_BYTES {
             return Err(SnapshotError::Length(format!(
                 "{} bytes, fewer than the {FIXED_BYTES} of an empty snapshot",
                 bytes.len()
             )));
         }
-        if &bytes[..8] != MAGIC {
-            return Err(SnapshotError::Magic {
-                expected: "BANKLDG2",
-            });
-        }
-        let (body, checksum) = bytes.split_at(bytes.len() - 8);
-        let mut summed = Checksum::new();
-        summed.update(body);
-        if summed.finish() != u64_at(checksum, 0) {
+        let (body, checksum) = bytes.split_at(bytes.len() - CHECKSUM_BYTES);
+        if crc32c::crc32c(body) != u32_at(checksum, 0) {
             return Err(SnapshotError::Checksum);
         }
         let count = u64_at(body, 8);
-        let mut word = [0u8; 4];
-        word.copy_from_slice(&body[body.len() - 4..]);
-        let header_len = u32::from_le_bytes(word) as usize;
+        let header_len = u32_at(body, body.len() - 4) as usize;
         // magic + count + accounts + header + header_len = body.
         let accounts_len = (body.len() - 20).checked_sub(header_len).ok_or_else(|| {
             SnapshotError::Length(format!(
@@ -349,37 +332,81 @@ mod tests {
         assert_eq!(decoded, empty);
     }
 
+    /// A writer that takes at most three bytes a call.
+    struct Trickle(Vec<u8>);
+
+    impl std::io::Write for Trickle {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let n = bytes.len().min(3);
+            self.0.extend_from_slice(&bytes[..n]);
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
     /// The checksum of a stream does not depend on how the stream was cut into writes.
     #[test]
     fn the_checksum_ignores_how_writes_are_split() {
-        let bytes: Vec<u8> = (0..1_000u32).map(|i| (i * 7 + i / 3) as u8).collect();
-        let mut whole = Checksum::new();
-        whole.update(&bytes);
-        let whole = whole.finish();
-        for cut in [1, 3, 7, 8, 9, 13, 64, 999] {
-            let mut pieces = Checksum::new();
-            for piece in bytes.chunks(cut) {
-                pieces.update(piece);
+        let ledger = ledger_with_history();
+        let whole = ledger.encode_snapshot().expect("encode");
+        let mut trickle = Trickle(Vec::new());
+        let written = ledger.write_snapshot(&mut trickle).expect("write");
+        assert_eq!(written, whole.len() as u64);
+        assert_eq!(trickle.0, whole);
+        assert_eq!(
+            crc32c::crc32c(&whole[..whole.len() - 4]).to_le_bytes(),
+            whole[whole.len() - 4..]
+        );
+    }
+
+    /// Version 2's checksum missed every pair of flipped top bits (bit 63) across its 64-bit
+    /// words. Here every such pair in a real snapshot must fail the checksum itself (or the
+    /// magic, for the first word), not only a later check.
+    #[test]
+    fn every_pair_of_flipped_top_bits_fails_the_checksum() {
+        let mut bytes = ledger_with_history().encode_snapshot().expect("encode");
+        let words = bytes.len() / 8;
+        let mut missed = Vec::new();
+        for i in 0..words {
+            bytes[8 * i + 7] ^= 0x80;
+            for j in i + 1..words {
+                bytes[8 * j + 7] ^= 0x80;
+                match Ledger::decode_snapshot(&bytes) {
+                    Err(SnapshotError::Checksum) => {}
+                    Err(SnapshotError::Magic { .. }) if i == 0 => {}
+                    other => missed.push((i, j, other.map(|_| ()).err())),
+                }
+                bytes[8 * j + 7] ^= 0x80;
             }
-            assert_eq!(pieces.finish(), whole, "cut every {cut}");
+            bytes[8 * i + 7] ^= 0x80;
         }
-        let mut shorter = Checksum::new();
-        shorter.update(&bytes[..999]);
-        assert_ne!(shorter.finish(), whole);
+        assert!(
+            missed.is_empty(),
+            "{} of {} pairs of words missed, first {:?}",
+            missed.len(),
+            words * (words - 1) / 2,
+            missed.first()
+        );
+        assert!(Ledger::decode_snapshot(&bytes).is_ok(), "restored");
     }
 
     #[test]
     fn every_flipped_or_missing_byte_is_refused() {
-        let bytes = ledger_with_history().encode_snapshot().expect("encode");
-        for at in (0..bytes.len()).step_by(7) {
-            let mut damaged = bytes.clone();
-            damaged[at] ^= 0x20;
-            assert!(
-                Ledger::decode_snapshot(&damaged).is_err(),
-                "a flipped byte at {at} was accepted"
-            );
+        let mut bytes = ledger_with_history().encode_snapshot().expect("encode");
+        for at in 0..bytes.len() {
+            for mask in [0xFF, 0x01] {
+                bytes[at] ^= mask;
+                assert!(
+                    Ledger::decode_snapshot(&bytes).is_err(),
+                    "byte {at} xor {mask:#04x} was accepted"
+                );
+                bytes[at] ^= mask;
+            }
         }
-        for len in [0, 7, 27, bytes.len() / 2, bytes.len() - 1] {
+        for len in 0..bytes.len() {
             assert!(Ledger::decode_snapshot(&bytes[..len]).is_err(), "{len}");
         }
         let mut longer = bytes.clone();
@@ -404,11 +431,33 @@ mod tests {
         }
     }
 
+    /// Format version 1 (the ledger as JSON) and version 2 (written by the bank before
+    /// CRC32C: `tests/data/snapshot-v2.bin` is `ledger_with_history` as it wrote it) are
+    /// refused with what to do; a newer version is refused as newer.
     #[test]
-    fn the_old_json_format_is_refused_with_a_clear_error() {
-        let mut json = serde_json::to_vec(&ledger_with_history()).expect("json");
-        json.extend_from_slice(&[b' '; 64]);
-        let error = Ledger::decode_snapshot(&json).expect_err("refused");
-        assert!(error.to_string().contains("another version"), "{error}");
+    fn older_and_newer_formats_are_refused_with_a_clear_error() {
+        let json = serde_json::to_vec(&ledger_with_history()).expect("json");
+        let version_2 = include_bytes!("../../tests/data/snapshot-v2.bin");
+        for (version, bytes) in [(1, &json[..]), (2, &version_2[..])] {
+            let error = Ledger::decode_snapshot(bytes).expect_err("refused");
+            assert!(
+                matches!(error, SnapshotError::OlderVersion { version: v } if v == version),
+                "{error:?}"
+            );
+            let message = error.to_string();
+            let expected = format!("snapshot format version {version} is from an older bank");
+            assert!(message.starts_with(&expected), "{message}");
+            assert!(message.contains("--rejoin"), "{message}");
+            assert!(message.contains("bank restore"), "{message}");
+        }
+        let mut newer = ledger_with_history().encode_snapshot().expect("encode");
+        newer[7] = b'4';
+        let error = Ledger::decode_snapshot(&newer).expect_err("refused");
+        assert!(
+            error.to_string().contains("version 4 is from a newer bank"),
+            "{error}"
+        );
+        let error = Ledger::decode_snapshot(b"PNG\x89 not a snapshot at all").expect_err("refused");
+        assert!(matches!(error, SnapshotError::Magic { .. }), "{error:?}");
     }
 }

@@ -247,3 +247,35 @@ fn a_log_from_an_older_bank_is_refused_with_what_to_do() {
     drop(DurableStore::open(fresh.path()).expect("new"));
     DurableStore::open(fresh.path()).expect("reopened");
 }
+
+/// A data directory whose latest snapshot is in an older format (version 2, written by the
+/// bank before CRC32C: `tests/data/snapshot-v2.bin`) is refused at start with an error that
+/// names the file and says what to do, not a panic.
+#[test]
+fn an_older_snapshot_format_is_refused_with_what_to_do() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let old = include_bytes!("../../../tests/data/snapshot-v2.bin");
+    let voters: BTreeMap<NodeId, String> = [(1, "127.0.0.1:7001".to_string())].into();
+    let seed = Seed {
+        ledger_snapshot: old,
+        applied_index: 52,
+        voters: &voters,
+        learners: &BTreeMap::new(),
+    };
+    DurableStore::open(dir.path())
+        .expect("open")
+        .seed(&seed)
+        .expect("seed");
+    let store = DurableStore::open(dir.path()).expect("reopen");
+    let error = match StateMachineStore::restore(store) {
+        Ok(_) => panic!("an old snapshot was loaded"),
+        Err(error) => error.to_string(),
+    };
+    for expected in [
+        "snapshot-00000000000000000001.bin",
+        "snapshot format version 2 is from an older bank",
+        "--rejoin",
+    ] {
+        assert!(error.contains(expected), "{expected:?} not in: {error}");
+    }
+}
