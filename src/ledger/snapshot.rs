@@ -120,7 +120,8 @@ fn announced_version(bytes: &[u8]) -> Option<u32> {
         return char::from(*digit).to_digit(10);
     }
     let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
-    (first == Some(&b'{')).then_some(1)
+    // 0x7b opens a JSON object: version 1 was one.
+    (first == Some(&0x7b)).then_some(1)
 }
 
 fn u64_at(bytes: &[u8], at: usize) -> u64 {
