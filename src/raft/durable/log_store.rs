@@ -2,7 +2,7 @@
 //! writer thread and are acknowledged once synced.
 
 use super::*;
-use crate::raft::codec::{from_bytes, to_bytes};
+use crate::raft::codec::{seal, unseal};
 
 /// The Raft log, vote and committed id on redb.
 #[derive(Debug, Clone)]
@@ -49,7 +49,7 @@ impl RaftLogReader<TypeConfig> for DurableLogStore {
             if Some(index.value()) <= purged {
                 continue;
             }
-            let entry: Entry<TypeConfig> = from_bytes(bytes.value()).map_err(decode_error)?;
+            let entry: Entry<TypeConfig> = unseal(bytes.value()).map_err(decode_error)?;
             entries.insert(index.value(), entry);
         }
         for entry in unflushed {
@@ -72,7 +72,7 @@ impl RaftLogStorage<TypeConfig> for DurableLogStore {
         // may still await deletion (see `purge`).
         let last_flushed = match table.last().map_err(io_error)? {
             Some((_, bytes)) => {
-                let entry: Entry<TypeConfig> = from_bytes(bytes.value()).map_err(decode_error)?;
+                let entry: Entry<TypeConfig> = unseal(bytes.value()).map_err(decode_error)?;
                 Some(entry.log_id).max(last_purged)
             }
             None => last_purged,
@@ -123,8 +123,7 @@ impl RaftLogStorage<TypeConfig> for DurableLogStore {
         let mut encoded = Vec::new();
         let mut decoded = Vec::new();
         for entry in entries {
-            let bytes =
-                to_bytes(&entry).map_err(|e| StorageError::from(StorageIOError::write(&e)))?;
+            let bytes = seal(&entry).map_err(|e| StorageError::from(StorageIOError::write(&e)))?;
             encoded.push((entry.log_id, bytes));
             decoded.push(entry);
         }

@@ -52,8 +52,8 @@ const REMOVED: &str = "removed";
 /// before it was recorded, whose entries are JSON.
 const LOG_FORMAT_KEY: &str = "log_format";
 
-/// The encoding of log entries this bank writes and reads: 2 is postcard
-/// ([`crate::raft::codec`]); 1, never recorded, was JSON.
+/// The encoding of log entries this bank writes and reads: 2 is postcard sealed with a
+/// CRC32C ([`crate::raft::codec::seal`]); 1, never recorded, was JSON without a checksum.
 pub const LOG_FORMAT: u32 = 2;
 
 /// How long [`DurableStore::open`] waits for a database another handle still holds.
@@ -90,6 +90,8 @@ pub enum DurableError {
     Seed { path: PathBuf, why: String },
     #[error("{path}: the latest snapshot does not load: {why}. This branch will not serve state it cannot trust; restore the data directory, or start the branch afresh with `--rejoin` after moving it away")]
     Snapshot { path: PathBuf, why: String },
+    #[error("{path}: log entry {index} is damaged (its checksum does not match its contents). This branch will not serve a log it cannot trust: move the data directory away and start the branch with `--rejoin` to rebuild it from its peers, or restore it from a backup")]
+    LogDamaged { path: PathBuf, index: u64 },
     #[error("{path}: its log is in format {found}, and this bank reads format {LOG_FORMAT} only (format 1, JSON, is from an older bank). Move the data directory away and start the branch with `--rejoin` to rebuild it from its peers, or restore it from a backup")]
     LogFormat { path: PathBuf, found: u32 },
 }
@@ -229,6 +231,7 @@ impl DurableStore {
                 cause: e,
             })?;
         store.check_log_format()?;
+        store.check_log_entries()?;
         // Entries up to the recorded purged id may remain (deleted in chunks after a purge):
         // readers skip them from the start.
         let purged: Option<Option<LogId>> = store
@@ -274,6 +277,28 @@ impl DurableStore {
                 .put_meta(LOG_FORMAT_KEY, &LOG_FORMAT)
                 .map_err(|e| self.describe(e, "log format")),
         }
+    }
+
+    /// Checks every log entry's checksum (the log is bounded: a snapshot every
+    /// [`crate::raft::SNAPSHOT_EVERY_LOGS`] entries purges it). redb's own commit protocol
+    /// makes a torn write an uncommitted transaction, so damage found here is certain.
+    fn check_log_entries(&self) -> Result<(), DurableError> {
+        let io = |cause: redb::Error| DurableError::Io {
+            path: self.path.to_path_buf(),
+            cause,
+        };
+        let tx = self.db.begin_read().map_err(|e| io(e.into()))?;
+        let table = tx.open_table(LOG).map_err(|e| io(e.into()))?;
+        for item in table.iter().map_err(|e| io(e.into()))? {
+            let (index, bytes) = item.map_err(|e| io(e.into()))?;
+            if !crate::raft::codec::is_intact(bytes.value()) {
+                return Err(DurableError::LogDamaged {
+                    path: self.path.to_path_buf(),
+                    index: index.value(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Runs `f` in a write transaction on the writer thread, after every write queued before
