@@ -4,12 +4,13 @@
 //! through `bank::client::Client`, or, one in four, original `Branch.MsgDelivery` customers),
 //! a snapshot policy, and one to six faults between 3 s and 9 s of simulated time: partitions,
 //! an isolated leader, one-way partitions, held (paused) links, a crash and restart, message
-//! loss, latency spikes. Each run is judged by `bank::check` (linearizability per account,
+//! loss, latency spikes; and storage faults at each crash (`bank::sim::disk`): unsynced writes
+//! lost, a torn write, a flipped bit or a zeroed block in a synced log entry or the snapshot. Each run is judged by `bank::check` (linearizability per account,
 //! conservation, minimum balances, convergence), the original account's simple judge, and an
 //! exactly-once check of every write against the committed log.
 //!
 //! - `cargo test --test simulation`: 300 seeds from 0 (about 40 s of a debug build on 2 cores),
-//!   three deliberately broken variants that must be caught, and the replay tests.
+//!   four deliberately broken variants that must be caught, and the replay tests.
 //! - `BANK_SIM_SEED=42 cargo test --test simulation -- --nocapture seeds`: replays seed 42 alone
 //!   and prints its whole trace (schedule, faults, history, final states). A failing seed
 //!   prints this command.
@@ -194,8 +195,9 @@ fn seeds() {
     let restarted = seeds_where(&outcomes, |s| s.restarts_from_snapshot > 0);
     let purged = seeds_where(&outcomes, |s| s.branches_purged > 0);
     let original = seeds_where(&outcomes, |s| s.original_calls > 0);
+    let refused = seeds_where(&outcomes, |s| s.refused_starts > 0);
     eprintln!(
-        "exercised: {} writes answered and {} unknown through the client, {} reads at READ_YOUR_WRITES or LOCAL, original-API customers on {} seeds; {} snapshots built, logs purged on {} seeds, restarts from a snapshot on {} seeds, snapshots installed on {} seeds {:?}",
+        "exercised: {} writes answered and {} unknown through the client, {} reads at READ_YOUR_WRITES or LOCAL, original-API customers on {} seeds; {} snapshots built, logs purged on {} seeds, restarts from a snapshot on {} seeds, snapshots installed on {} seeds {:?}, restarts refused on damaged data on {} seeds",
         total(|s| s.writes_answered),
         total(|s| s.writes_unknown),
         total(|s| s.weak_reads),
@@ -204,7 +206,8 @@ fn seeds() {
         purged.len(),
         restarted.len(),
         installed.len(),
-        &installed[..installed.len().min(10)]
+        &installed[..installed.len().min(10)],
+        refused.len()
     );
     for (_, explanation) in failures {
         eprintln!("{explanation}");
@@ -223,6 +226,10 @@ fn seeds() {
         );
         assert!(!purged.is_empty(), "no seed purged a log behind a snapshot");
         assert!(!original.is_empty(), "no seed ran an original-API customer");
+        assert!(
+            !refused.is_empty(),
+            "no seed damaged a branch's disk and saw it refuse to start"
+        );
     }
 }
 
@@ -387,6 +394,36 @@ fn a_ledger_ignoring_request_ids_is_caught() {
     );
     eprintln!(
         "ignored request ids caught on seeds {:?}; first:\n{}",
+        failures.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        failures[0].1
+    );
+}
+
+/// A log store that ignores its checksums must be caught: with it, every crash damages a
+/// synced log entry (one flipped bit), and the restarted branch starts on what the damage left
+/// instead of refusing to. The run's disk check names it, and the ledger's judges see what it
+/// served (a different proposal applied at an index, a diverged ledger).
+#[test]
+fn a_store_ignoring_its_checksums_is_caught() {
+    let failures = run_seeds((0..40).collect(), Broken::IgnoredChecksums, 1).failures;
+    assert!(
+        !failures.is_empty(),
+        "no seed caught a store that serves damaged entries"
+    );
+    let judged: Vec<u64> = failures
+        .iter()
+        .filter(|(_, explanation)| {
+            explanation
+                .lines()
+                .skip_while(|line| line.trim() != "violations:")
+                .skip(1)
+                .take_while(|line| line.starts_with("  "))
+                .any(|line| !line.contains("started on damaged data"))
+        })
+        .map(|(seed, _)| *seed)
+        .collect();
+    eprintln!(
+        "ignored checksums caught on seeds {:?}, by the ledger's judges too on {judged:?}; first:\n{}",
         failures.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
         failures[0].1
     );

@@ -172,6 +172,21 @@ impl StateMachineStore {
         }
     }
 
+    /// Damages the in-memory snapshot's bytes, as a damaged disk would (the simulator's storage
+    /// faults); whether there was a snapshot to damage.
+    pub fn damage_snapshot(&self, damage: super::log_store::Damage, pick: u64) -> bool {
+        let Ok(mut snapshot) = self.snapshot_lock() else {
+            return false;
+        };
+        match snapshot.as_mut() {
+            Some(StoredSnapshot::Memory { data, .. }) if !data.is_empty() => {
+                damage.apply(data, pick);
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The state machine of this in-memory branch's next incarnation after a crash (the
     /// simulator's restarts): the applied state was memory and is lost; the snapshot was on
     /// "disk" and is kept, shared with this store, and the new state starts from it (openraft

@@ -148,6 +148,14 @@ pub(super) struct Action {
 }
 
 impl Action {
+    /// The branch this action crashed, if it is the start of a crash that was done.
+    pub fn crashed(&self) -> Option<BranchId> {
+        match (self.kind, self.start) {
+            (FaultKind::Crash(_), true) => self.target.get(),
+            _ => None,
+        }
+    }
+
     /// Does it; says what it did.
     pub fn apply(&self, sim: &mut turmoil::Sim<'_>, leader: Option<BranchId>) -> String {
         let host = |id: BranchId| branch_host(id);

@@ -28,9 +28,11 @@
 //!
 //! State per host: each branch's Raft log ([`LogStore`]) and its latest snapshot live outside
 //! its host, so a crash and restart (`Sim::crash` + `Sim::bounce`) keeps them, as a disk would.
-//! The in-memory log acknowledges an append only once it is in the map, and the map survives
-//! the crash, so every acknowledged append is kept: this models a disk that syncs before
-//! acknowledging. The applied state is memory: a restarted branch starts from its snapshot
+//! The log is on a simulated disk ([`disk`]): an append is acknowledged only after its sync
+//! (0 to 2 ms per seed), and each crash does a drawn storage fault to the disk: unsynced
+//! writes kept, lost or torn, or (at most once a run) a flipped bit or a zeroed block in a
+//! synced log entry or the snapshot, which the restarted branch must find and refuse to start
+//! on (the other two branches carry on and converge without it). The applied state is memory: a restarted branch starts from its snapshot
 //! ([`StateMachineStore::restarted`]) and re-applies the committed log after it. So seeds
 //! exercise snapshot building, log purging, restarting from snapshot + log, and installing a
 //! snapshot on a follower that fell behind the purged log ([`Stats`] counts them).
@@ -39,9 +41,11 @@
 //! --nocapture seeds`, which runs that seed alone and prints its whole trace.
 
 pub mod customers;
+pub mod disk;
 pub mod exactly_once;
 pub mod faults;
 pub mod history;
+mod judge;
 pub mod record;
 pub mod transport;
 
@@ -49,7 +53,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -95,6 +98,9 @@ pub enum Broken {
     /// so a write retried under its request id (by the client or the branch) after its first
     /// attempt committed is applied twice.
     IgnoredRequestIds,
+    /// The log store ignores its checksums, and every crash damages a synced log entry: a
+    /// restarted branch serves what the damage left.
+    IgnoredChecksums,
 }
 
 /// What one seed's run is made of.
@@ -117,6 +123,8 @@ pub struct Stats {
     /// Reads at `READ_YOUR_WRITES` or `LOCAL` answered.
     pub weak_reads: u64,
     pub original_calls: u64,
+    /// Restarts refused because the branch found its own data damaged.
+    pub refused_starts: u64,
 }
 
 /// What a run did and what the judge found.
@@ -210,20 +218,34 @@ struct HostState {
     record: Arc<SimRecord>,
     current: Rc<RefCell<Option<Branch>>>,
     incarnations: Rc<Cell<u64>>,
+    /// What the last crash does to the disk, applied at the restart.
+    crash_fault: Rc<Cell<Option<disk::DiskFault>>>,
+    /// Whether its synced data was damaged (it must then never start again in this run).
+    damaged: Rc<Cell<bool>>,
+    /// Whether it refused to start (it is then left out of the convergence).
+    refused: Rc<Cell<bool>>,
+    /// What its restarts found, with their simulated times, for the trace; and violations.
+    restarts: Rc<RefCell<Vec<String>>>,
+    mishandled: Rc<RefCell<Vec<String>>>,
 }
 
 impl HostState {
-    fn new(broken: Broken) -> Self {
+    fn new(broken: Broken, disk: &disk::DiskPlan) -> Self {
         let record = Arc::new(SimRecord {
             ignore_request_ids: broken == Broken::IgnoredRequestIds,
             ..SimRecord::default()
         });
         HostState {
-            log: LogStore::default(),
+            log: disk.log(),
             disk: StateMachineStore::observed(record.clone()),
             record,
             current: Rc::default(),
             incarnations: Rc::default(),
+            crash_fault: Rc::default(),
+            damaged: Rc::default(),
+            refused: Rc::default(),
+            restarts: Rc::default(),
+            mishandled: Rc::default(),
         }
     }
 }
@@ -303,6 +325,7 @@ struct Plan {
     snapshot_every: u64,
     logs_kept: u64,
     addresses: BTreeMap<BranchId, String>,
+    disk: disk::DiskPlan,
 }
 
 impl Plan {
@@ -333,6 +356,7 @@ impl Plan {
             snapshot_every,
             logs_kept,
             addresses: (1..=BRANCHES).map(|id| (id, branch_addr(id))).collect(),
+            disk: disk::DiskPlan::draw(seed, config.broken == Broken::IgnoredChecksums),
         }
     }
 
@@ -359,13 +383,15 @@ impl Plan {
             .iter()
             .map(|&o| if o { "original" } else { "bank" })
             .collect();
+        let crashes: Vec<String> = self.disk.crashes.iter().map(|f| f.to_string()).collect();
         format!(
-            "schedule: customers {kinds:?}, accounts {:?} (original {}), snapshot every {} keeping {}, latency 1..{}ms\n{}",
+            "schedule: customers {kinds:?}, accounts {:?} (original {}), snapshot every {} keeping {}, latency 1..{}ms, sync {}ms\n{}  disk faults of the crashes, in turn: {crashes:?}\n",
             self.accounts.bank,
             self.accounts.original,
             self.snapshot_every,
             self.logs_kept,
             self.latency_max.as_millis(),
+            self.disk.sync.as_millis(),
             self.schedule
         )
     }
@@ -386,8 +412,12 @@ fn run_seeded(config: &SimConfig) -> Report {
             converged.clone(),
         ),
     );
-    let (applied, mut violations, simulated) = drive(sim, &plan.schedule, &hosts);
-    let judged = judge(&plan, &hosts, &records, converged);
+    let (mut applied, mut violations, simulated) = drive(sim, &plan, &hosts);
+    for state in hosts.values() {
+        applied.extend(state.restarts.borrow().iter().cloned());
+        violations.extend(state.mishandled.borrow().iter().cloned());
+    }
+    let judged = judge::judge(&plan, &hosts, &records, converged);
     violations.extend(judged.violations);
     Report {
         seed: plan.seed,
@@ -408,14 +438,17 @@ fn start_branches(
     plan: &Arc<Plan>,
 ) -> BTreeMap<BranchId, HostState> {
     let hosts: BTreeMap<BranchId, HostState> = (1..=BRANCHES)
-        .map(|id| (id, HostState::new(plan.broken)))
+        .map(|id| (id, HostState::new(plan.broken, &plan.disk)))
         .collect();
     for (&id, state) in &hosts {
         let (state, plan) = (state.clone(), plan.clone());
         sim.host(branch_host(id), move || {
             let (state, plan) = (state.clone(), plan.clone());
             async move {
-                let branch = start_incarnation(id, &state, &plan).await?;
+                let Some(branch) = start_incarnation(id, &state, &plan).await? else {
+                    // It found its own data damaged and refuses to start: it stays down.
+                    return Ok(());
+                };
                 let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
                 server::serve_incoming(
                     branch,
@@ -431,23 +464,59 @@ fn start_branches(
     hosts
 }
 
-/// The next incarnation of branch `id` on what its host kept; the first one of branch 1 also
-/// bootstraps the cluster.
+/// The next incarnation of branch `id` on what its host kept (`None`: it found its data
+/// damaged and refuses to start); the first one of branch 1 also bootstraps the cluster.
 async fn start_incarnation(
     id: BranchId,
     state: &HostState,
     plan: &Plan,
-) -> Result<Branch, Box<dyn std::error::Error>> {
+) -> Result<Option<Branch>, Box<dyn std::error::Error>> {
     let seed = plan.seed;
     let incarnation = state.incarnations.get();
     state.incarnations.set(incarnation + 1);
+    if incarnation > 0 {
+        let fault = state.crash_fault.take().unwrap_or(disk::DiskFault::Intact);
+        let restart = disk::apply(fault, &state.log, &state.disk);
+        state.damaged.set(state.damaged.get() || restart.damaged);
+        state.restarts.borrow_mut().push(format!(
+            "{:>6}ms branch {id} restarts: {}",
+            turmoil::elapsed().as_millis(),
+            restart.done
+        ));
+    }
     if plan.broken == Broken::UnsyncedAcks && incarnation > 0 {
         // What a crash takes from a disk that acknowledged before syncing.
         let lost = 1 + (mix(seed, (id << 32) | incarnation) % 8) as usize;
         state.log.forget_tail(lost);
     }
     // The applied state is memory: lost on a crash, rebuilt from the kept snapshot and log.
-    let state_machine = state.disk.restarted()?;
+    let checked = state
+        .log
+        .recover()
+        .map_err(|e| e.to_string())
+        .and_then(|()| state.disk.restarted().map_err(|e| e.to_string()));
+    let state_machine = match checked {
+        Ok(state_machine) => state_machine,
+        Err(why) => {
+            state.refused.set(true);
+            *state.current.borrow_mut() = None;
+            state.restarts.borrow_mut().push(format!(
+                "{:>6}ms branch {id} refuses to start: {why}",
+                turmoil::elapsed().as_millis()
+            ));
+            if !state.damaged.get() {
+                state.mishandled.borrow_mut().push(format!(
+                    "branch {id} refused to start with nothing damaged: {why}"
+                ));
+            }
+            return Ok(None);
+        }
+    };
+    if state.damaged.get() {
+        state.mishandled.borrow_mut().push(format!(
+            "branch {id} started on damaged data (incarnation {incarnation})"
+        ));
+    }
     let mut builder = BranchBuilder::new(id, plan.peers())
         .cluster_name("bank-sim")
         .snapshots(plan.snapshot_every, plan.logs_kept)
@@ -468,7 +537,7 @@ async fn start_incarnation(
             plan.accounts.clone(),
         ));
     }
-    Ok(branch)
+    Ok(Some(branch))
 }
 
 /// Starts the customers: bank customers move money between the bank accounts and read every
@@ -513,13 +582,15 @@ fn start_customers(sim: &mut turmoil::Sim<'static>, plan: &Plan) -> Records {
 /// simulated time.
 fn drive(
     mut sim: turmoil::Sim<'static>,
-    schedule: &faults::Schedule,
+    plan: &Plan,
     hosts: &BTreeMap<BranchId, HostState>,
 ) -> (Vec<String>, Vec<String>, Duration) {
+    let schedule = &plan.schedule;
     let mut applied = Vec::new();
     let mut violations = Vec::new();
     let mut pending = schedule.actions();
     let mut healed = false;
+    let mut crashes = 0;
     loop {
         let elapsed = sim.elapsed();
         while let Some(action) = pending.first() {
@@ -536,6 +607,10 @@ fn drive(
                 elapsed.as_millis(),
                 action.apply(&mut sim, leader)
             ));
+            if let Some(crashed) = action.crashed().and_then(|id| hosts.get(&id)) {
+                crashed.crash_fault.set(Some(plan.disk.crash(crashes)));
+                crashes += 1;
+            }
         }
         if !healed && elapsed >= FAULTS_END {
             healed = true;
@@ -555,129 +630,6 @@ fn drive(
         }
     }
     (applied, violations, sim.elapsed())
-}
-
-/// What the judge found after a run.
-struct Judged {
-    history: Vec<CheckEvent>,
-    final_states: Vec<(BranchId, Option<u64>, u64)>,
-    stats: Stats,
-    violations: Vec<String>,
-}
-
-/// Judges a finished run: the history (with each branch's final state) through
-/// [`crate::check`], the original customers' calls, exactly-once application, convergence.
-fn judge(
-    plan: &Plan,
-    hosts: &BTreeMap<BranchId, HostState>,
-    records: &Records,
-    converged: Convergence,
-) -> Judged {
-    let accounts = &plan.accounts;
-    let original_calls = records.original.borrow().clone();
-    let mut history: Vec<CheckEvent> = vec![CheckEvent::Init {
-        balances: std::iter::once((ORIGINAL_ACCOUNT, accounts.original))
-            .chain(accounts.bank.iter().map(|(&a, &b)| (a, b)))
-            .collect(),
-        min_balances: BTreeMap::new(),
-    }];
-    history.extend(records.events.borrow().iter().cloned());
-    let writes = records.writes.borrow().clone();
-    let weak_reads = records.weak_reads.borrow().clone();
-    let mut violations: Vec<String> = records.unexpected.borrow().iter().cloned().collect();
-    let mut stats = Stats {
-        writes_answered: writes
-            .iter()
-            .filter(|(_, fate)| *fate == customers::Fate::Answered)
-            .count() as u64,
-        writes_unknown: writes
-            .iter()
-            .filter(|(_, fate)| *fate == customers::Fate::Unknown)
-            .count() as u64,
-        weak_reads: weak_reads.len() as u64,
-        original_calls: original_calls.len() as u64 / 2,
-        ..Stats::default()
-    };
-    for state in hosts.values() {
-        stats.snapshots_built += state.record.snapshots_built.load(Ordering::Relaxed);
-        stats.snapshots_installed += state.record.snapshots_installed.load(Ordering::Relaxed);
-        stats.restarts_from_snapshot += state.record.restarts_from_snapshot.load(Ordering::Relaxed);
-    }
-    let mut final_states = Vec::new();
-    match converged.borrow_mut().take() {
-        Some(Ok(states)) => {
-            final_states = states
-                .iter()
-                .map(|(id, s, _)| {
-                    (
-                        *id,
-                        s.last_applied.map(|l| l.index),
-                        s.ledger.state_digest(),
-                    )
-                })
-                .collect();
-            stats.branches_purged = states.iter().filter(|(_, _, p)| p.is_some()).count() as u64;
-            for (id, state, _) in &states {
-                let balances = history_accounts(&history)
-                    .into_iter()
-                    .filter_map(|a| state.ledger.balance(a).map(|b| (a, b)))
-                    .collect();
-                history.push(CheckEvent::Final {
-                    branch: *id,
-                    balances,
-                    digest: Some(format!("{:016x}", state.ledger.state_digest())),
-                });
-            }
-            match states.first() {
-                Some((_, state, _)) => {
-                    match state.ledger.balance(ORIGINAL_ACCOUNT) {
-                        Some(balance) => violations.extend(history::judge(
-                            &original_calls,
-                            accounts.original,
-                            balance,
-                        )),
-                        None => {
-                            violations.push("the original account was never opened".to_string())
-                        }
-                    }
-                    let records: Vec<(BranchId, &SimRecord)> = hosts
-                        .iter()
-                        .map(|(&id, host)| (id, host.record.as_ref()))
-                        .collect();
-                    violations.extend(exactly_once::check(
-                        &records,
-                        &writes,
-                        &weak_reads,
-                        &state.ledger,
-                    ));
-                }
-                None => violations.push("no branch to compare".to_string()),
-            }
-        }
-        Some(Err(why)) => violations.push(why),
-        None => violations.push("the run ended before the branches were compared".to_string()),
-    }
-    let checked = crate::check::History::from_events(history.clone());
-    if let Err(violation) = crate::check::check(&checked) {
-        violations.push(format!("bank::check: {violation}"));
-    }
-    Judged {
-        history,
-        final_states,
-        stats,
-        violations,
-    }
-}
-
-/// The accounts in the history's `init`.
-fn history_accounts(history: &[CheckEvent]) -> Vec<AccountId> {
-    history
-        .iter()
-        .find_map(|event| match event {
-            CheckEvent::Init { balances, .. } => Some(balances.keys().copied().collect()),
-            _ => None,
-        })
-        .unwrap_or_default()
 }
 
 /// The running branch that leads in the highest term, as the branches' own metrics say.
@@ -738,7 +690,9 @@ async fn wait_for_convergence(
                 Some((id, branch.applied_state().ok()?, purged))
             })
             .collect();
-        let agree = states.len() == hosts.len()
+        // A branch that refused to start on damaged data is left out: the others go on.
+        let serving = hosts.values().filter(|state| !state.refused.get()).count();
+        let agree = states.len() == serving
             && states.windows(2).all(|pair| {
                 pair[0].1.last_applied == pair[1].1.last_applied
                     && pair[0].1.ledger == pair[1].1.ledger
