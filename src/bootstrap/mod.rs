@@ -4,8 +4,9 @@
 //!   [`partition`]: cutting its branches off from each other on purpose.
 //! - [`standalone`]: one branch per process (`bank branch`), deciding from its own disk and
 //!   its peers' answers (`survey`); [`rejoin`]: a branch that lost its data rebuilding from
-//!   its peers; `join`: a new branch added to a running cluster.
-//!   its peers; [`restore`]: the data directory of a branch of a new cluster, from a backup.
+//!   its peers (by hand, or by itself when it finds its data damaged: `repair`); `join`: a
+//!   new branch added to a running cluster; [`restore`]: the data directory of a branch of a
+//!   new cluster, from a backup.
 //! - Here: what both share — the genesis entry that opens the shared account (written once,
 //!   here), the identity a data directory is stamped with, and the errors of starting.
 
@@ -13,6 +14,7 @@ mod join;
 pub mod local;
 pub mod partition;
 pub mod rejoin;
+mod repair;
 pub mod restore;
 pub mod standalone;
 mod survey;

@@ -20,6 +20,9 @@
 //!   term at or below the floor, and it stands for election only once its term has reached the
 //!   floor (a candidate's term is one above its current term, so above the floor).
 //!   A crash half-way resumes these rules from disk.
+//! - **Repair**: a branch that finds its own log or snapshot damaged (a failed checksum)
+//!   moves its data directory aside and rejoins as above, by itself, when every peer answers
+//!   and one has state; otherwise it refuses to start, naming what is damaged (`super::repair`).
 //! - **Join** (`--join ADDR`, on an empty data directory): the branch is added to a running
 //!   cluster as a learner through the branch at ADDR, caught up, and promoted to voter if the
 //!   cluster has room (see `super::join`). On a branch with state, `--join` changes nothing.
@@ -39,6 +42,7 @@ use tokio::task::JoinHandle;
 
 use super::join;
 use super::rejoin::Rejoining;
+use super::repair;
 pub use super::survey::PEERS_DEADLINE;
 use super::survey::{survey_for_rejoin, survey_peers};
 use super::{check_initial_balance, open_shared_account, ClusterError};
@@ -158,6 +162,16 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
     })?;
     let mut addresses = peers.clone();
     addresses.insert(id, addr.to_string());
+    let (book, server_tls) = match tls {
+        Some(tls) => (
+            Peers::new(addresses.clone()).with_tls(tls.peer_client),
+            Some(tls.server),
+        ),
+        None => (Peers::new(addresses.clone()), None),
+    };
+    // Damaged data (a failed checksum) is moved aside and rebuilt from the peers, if they can.
+    let rejoin = rejoin
+        || (join.is_none() && repair::set_damage_aside(id, &data_dir, &book, &peers).await?);
     let disk = open_disk(
         id,
         &data_dir,
@@ -166,13 +180,6 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
         rejoin,
         join.is_some(),
     )?;
-    let (book, server_tls) = match tls {
-        Some(tls) => (
-            Peers::new(addresses.clone()).with_tls(tls.peer_client),
-            Some(tls.server),
-        ),
-        None => (Peers::new(addresses.clone()), None),
-    };
     let server_config = ServerConfig {
         tls: server_tls,
         tokens,

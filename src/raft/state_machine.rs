@@ -101,8 +101,13 @@ impl StateMachineStore {
             let bytes = durable
                 .read_snapshot(&record)
                 .map_err(|e| refused(e.to_string()))?;
-            let ledger = Ledger::decode_snapshot(&bytes)
-                .map_err(|e| refused(format!("{}: {e}", record.file)))?;
+            let ledger = Ledger::decode_snapshot(&bytes).map_err(|e| match e {
+                crate::ledger::SnapshotError::Checksum => DurableError::SnapshotDamaged {
+                    path: path.clone(),
+                    file: record.file.clone(),
+                },
+                e => refused(format!("{}: {e}", record.file)),
+            })?;
             let state = StateMachineData {
                 last_applied: record.meta.last_log_id,
                 last_membership: record.meta.last_membership.clone(),

@@ -90,10 +90,24 @@ pub enum DurableError {
     Seed { path: PathBuf, why: String },
     #[error("{path}: the latest snapshot does not load: {why}. This branch will not serve state it cannot trust; restore the data directory, or start the branch afresh with `--rejoin` after moving it away")]
     Snapshot { path: PathBuf, why: String },
+    #[error("{path}: the latest snapshot, {file}, is damaged (its checksum does not match its contents). This branch will not serve state it cannot trust; with its peers up it rebuilds itself from them, else restore the data directory, or start the branch afresh with `--rejoin` after moving it away")]
+    SnapshotDamaged { path: PathBuf, file: String },
     #[error("{path}: log entry {index} is damaged (its checksum does not match its contents). This branch will not serve a log it cannot trust: move the data directory away and start the branch with `--rejoin` to rebuild it from its peers, or restore it from a backup")]
     LogDamaged { path: PathBuf, index: u64 },
     #[error("{path}: its log is in format {found}, and this bank reads format {LOG_FORMAT} only (format 1, JSON, is from an older bank). Move the data directory away and start the branch with `--rejoin` to rebuild it from its peers, or restore it from a backup")]
     LogFormat { path: PathBuf, found: u32 },
+}
+
+impl DurableError {
+    /// Whether this is certain damage to the branch's own data: a log entry or the snapshot
+    /// failed its checksum. (Not an unreadable or foreign file, a newer format, or an I/O
+    /// error, which may be passing or someone else's.)
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            DurableError::LogDamaged { .. } | DurableError::SnapshotDamaged { .. }
+        )
+    }
 }
 
 /// Where the latest snapshot is. Recorded in the `meta` table only once its file is written
