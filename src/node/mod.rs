@@ -246,10 +246,6 @@ impl Replica {
 /// Sleeps before retry `attempt`: exponential from [`RETRY_PAUSE_MIN`], capped, jittered,
 /// never past `deadline`.
 async fn pause_before_retry(attempt: u32, deadline: Instant) {
-    let pause = crate::raft::runtime::jittered(
-        RETRY_PAUSE_MIN
-            .saturating_mul(1u32 << attempt.min(10))
-            .min(RETRY_PAUSE_MAX),
-    );
+    let pause = crate::retry::backoff(attempt, RETRY_PAUSE_MIN, RETRY_PAUSE_MAX);
     tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
 }
