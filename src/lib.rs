@@ -34,6 +34,8 @@
 //!
 //! lamport ─ the course's Project 2 clocks: per-process Lamport clocks and event logs, carried
 //!            on the real peer messages (below raft and node, above ledger)
+//! retry ─── the jittered pauses of every retry loop, from a generator a simulation seeds
+//!            (below everything that retries)
 //! rpc, tls ─ under every outbound call: the one endpoint builder, the one bound on a call,
 //!            TLS files and configurations
 //! backup ─── the backup file format: written by server, checked by client, restored by
@@ -64,6 +66,8 @@
 //!   with the course's own graders' score beside.
 //! - [`report`]: `bank check --html` and `bank bench --html`: a history drawn with what the
 //!   checker blames, a run's throughput and latency distribution; inline SVG, escaped.
+//! - [`retry`]: jittered retry pauses ([`retry::backoff`]) and the seedable generator they
+//!   and Raft's election timeouts are drawn from.
 //! - [`rpc`]: the one endpoint builder and the one bound on a call, for every outbound call.
 //! - [`tls`]: `bank certs` and the rustls configurations of branches and clients.
 //! - [`backup`]: the backup file (`bank backup`, `bank restore`): format, writing, checking.
@@ -86,6 +90,7 @@ pub mod ledger;
 pub mod node;
 pub mod raft;
 pub mod report;
+pub mod retry;
 pub mod rpc;
 pub mod server;
 #[cfg(feature = "simulation")]

@@ -16,7 +16,7 @@ use crate::node::{Branch, BranchError, MemberChange, MemberRefused, REQUEST_DEAD
 use crate::proto::admin::members_client::MembersClient;
 use crate::proto::admin::AddMemberRequest;
 use crate::raft::network::{within, CallError, Peers};
-use crate::raft::runtime::jittered;
+use crate::retry::jittered;
 use crate::BranchId;
 
 /// How long a joining branch keeps trying to catch up and be promoted.

@@ -16,7 +16,7 @@ use crate::node::{
 };
 use crate::raft::durable::{DurableStore, RejoinState};
 use crate::raft::network::Peers;
-use crate::raft::runtime::jittered;
+use crate::retry::jittered;
 use crate::BranchId;
 
 /// How long a rejoining branch keeps trying to catch up before it gives up (it then stays safe:

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::ClusterError;
 use crate::proto::peer::{StatusReply, StatusRequest};
 use crate::raft::network::Peers;
-use crate::raft::runtime::jittered;
+use crate::retry::jittered;
 use crate::BranchId;
 
 /// How long the lowest-id branch of a new cluster waits for every peer to come up.

@@ -189,7 +189,9 @@ impl Branches {
                         })
                     }
                     // Bounded by `until`.
-                    Err(CourseError::Call { .. }) => tokio::time::sleep(SERVING_POLL).await,
+                    Err(CourseError::Call { .. }) => {
+                        tokio::time::sleep(crate::retry::jittered(SERVING_POLL)).await
+                    }
                     Err(other) => return Err(other),
                 }
             }

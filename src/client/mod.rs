@@ -3,8 +3,8 @@
 //! [`Client`] talks to a list of branches. Every write gets a [`RequestId`]: a random origin
 //! per `Client` (one per client incarnation) and an increasing sequence. When a branch answers
 //! `UNAVAILABLE` (or `DEADLINE_EXCEEDED`, or the connection fails), the client retries the
-//! **same** request, under the same id, at the next branch, pausing with a bounded exponential
-//! backoff, until its overall deadline ([`ClientConfig::deadline`], 10 s by default). The
+//! **same** request, under the same id, at the next branch at once, and after each round of
+//! branches pauses with a bounded, jittered exponential backoff, until its overall deadline ([`ClientConfig::deadline`], 10 s by default). The
 //! ledger applies an id at most once, so a retry never applies a write twice. When the
 //! deadline passes, the write's outcome is unknown and the error says so
 //! ([`ClientError::OutcomeUnknown`]); the client never retries forever and never retries a
@@ -62,7 +62,9 @@ pub struct ClientConfig {
     pub deadline: Duration,
     /// Bound on one attempt at one branch (its gRPC deadline); then the next branch is tried.
     pub attempt_timeout: Duration,
-    /// Pause after the first failed attempt; doubles after each one, up to `backoff_max`.
+    /// Pause after the first round of failed attempts (every branch tried once in turn, with
+    /// no pause between them); doubles after each round, up to `backoff_max`; each pause is
+    /// jittered to between half of it and all of it.
     pub backoff_min: Duration,
     pub backoff_max: Duration,
     /// Bound on opening a connection to a branch.
@@ -574,12 +576,10 @@ impl Client {
                 }
             }
             tracing::debug!(attempts, "retrying at the next branch: {last}");
-            let pause = self
-                .config
-                .backoff_min
-                .saturating_mul(1u32 << (attempts - 1).min(16))
-                .min(self.config.backoff_max);
-            tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
+            let pause = pause_after(&self.config, attempts, self.branches.len());
+            if !pause.is_zero() {
+                tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
+            }
         }
         let deadline = self.config.deadline;
         Err(match request_id {
@@ -605,6 +605,23 @@ impl Client {
         self.channels_tls
             .and_then(|tls| TlsMismatch::of(status, tls))
     }
+}
+
+/// The pause after failed attempt number `attempts` (from 1) at `branches` branches taken in
+/// turn: none while some branch of the round is untried (the next one is tried at once, so a
+/// dead branch costs no pause), then [`crate::retry::backoff`] after each full round, doubling
+/// per round from `backoff_min` up to `backoff_max`, jittered so that clients that failed
+/// together do not retry together.
+fn pause_after(config: &ClientConfig, attempts: u32, branches: usize) -> Duration {
+    let branches = u32::try_from(branches.max(1)).unwrap_or(u32::MAX);
+    if attempts == 0 || attempts % branches != 0 {
+        return Duration::ZERO;
+    }
+    crate::retry::backoff(
+        attempts / branches - 1,
+        config.backoff_min,
+        config.backoff_max,
+    )
 }
 
 /// A random non-zero origin: `RandomState` is seeded from the OS's randomness; the clock and
@@ -641,6 +658,31 @@ mod tests {
             Client::new(&none, ClientConfig::default()),
             Err(ClientError::NoBranches)
         ));
+    }
+
+    /// Within a round of branches the next one is tried at once; after each round the pause
+    /// is drawn: spread (never all equal), within `[backoff_min / 2, backoff_max]`.
+    #[test]
+    fn pauses_come_after_each_round_and_are_spread() {
+        let config = ClientConfig::default();
+        assert_eq!(pause_after(&config, 1, 3), Duration::ZERO);
+        assert_eq!(pause_after(&config, 2, 3), Duration::ZERO);
+        assert_eq!(pause_after(&config, 4, 3), Duration::ZERO);
+        for (attempts, branches) in [(3, 3), (6, 3), (1, 1), (5, 1), (63, 3)] {
+            let pauses: Vec<Duration> = (0..200)
+                .map(|_| pause_after(&config, attempts, branches))
+                .collect();
+            assert!(
+                pauses
+                    .iter()
+                    .all(|&p| p >= config.backoff_min / 2 && p <= config.backoff_max),
+                "{pauses:?}"
+            );
+            assert!(
+                pauses.iter().min() < pauses.iter().max(),
+                "attempt {attempts} at {branches} branches: every pause equal"
+            );
+        }
     }
 
     /// Nothing listens on the address: the write is retried within the deadline, then reported

@@ -166,7 +166,7 @@ pub async fn change_membership_via_peers(
                 Err(error) => refusals.push(format!("{addr}: {}", error.message())),
             }
         }
-        tokio::time::sleep(crate::raft::runtime::jittered(PEERS_PAUSE)).await;
+        tokio::time::sleep(crate::retry::jittered(PEERS_PAUSE)).await;
     }
     Err(MembershipRefused::Refused {
         change: format!("{:?}", change.to_raft()),

@@ -246,10 +246,12 @@ impl Replica {
 /// Sleeps before retry `attempt`: exponential from [`RETRY_PAUSE_MIN`], capped, jittered,
 /// never past `deadline`.
 async fn pause_before_retry(attempt: u32, deadline: Instant) {
-    let pause = crate::raft::runtime::jittered(
-        RETRY_PAUSE_MIN
-            .saturating_mul(1u32 << attempt.min(10))
-            .min(RETRY_PAUSE_MAX),
-    );
+    let pause = retry_pause(attempt);
     tokio::time::sleep_until(deadline.min(Instant::now() + pause)).await;
+}
+
+/// The pause before retry `attempt`: exponential from [`RETRY_PAUSE_MIN`], capped at
+/// [`RETRY_PAUSE_MAX`], jittered.
+fn retry_pause(attempt: u32) -> Duration {
+    crate::retry::backoff(attempt, RETRY_PAUSE_MIN, RETRY_PAUSE_MAX)
 }

@@ -8,7 +8,7 @@ use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
 use tokio::time::Instant;
 
 use super::{
-    pause_before_retry, BranchError, GroupReply, Internal, Replica, WriteFailure, ATTEMPTS_MAX,
+    retry_pause, BranchError, GroupReply, Internal, Replica, WriteFailure, ATTEMPTS_MAX,
     REQUEST_DEADLINE,
 };
 use crate::lamport::{to_wire, Hop};
@@ -106,7 +106,7 @@ impl Replica {
                     Err(why) => {
                         tracing::debug!(branch = self.id, attempt, "forward to {}: {why}", addr);
                         last_failure = WriteFailure::Forward(Arc::new(why));
-                        pause_before_retry(attempt, deadline).await;
+                        self.pause_or_new_leader(leader, attempt, deadline).await;
                     }
                 },
                 _ => {
@@ -175,6 +175,19 @@ impl Replica {
             });
         }
         Ok((outcomes, index))
+    }
+
+    /// Pauses before retry `attempt` after forwarding to `leader` failed, but no longer than
+    /// until this branch hears of an election or another leader: a failover is not waited
+    /// out in a backoff pause.
+    async fn pause_or_new_leader(&self, leader: NodeId, attempt: u32, deadline: Instant) {
+        let pause = retry_pause(attempt).min(deadline.saturating_duration_since(Instant::now()));
+        // Timing out is the plain pause; shutting down is seen by the next attempt.
+        let _ = self
+            .raft
+            .wait(Some(pause))
+            .metrics(|m| m.current_leader != Some(leader), "another leader")
+            .await;
     }
 
     /// Waits until this branch knows a leader, at most until `deadline`; returns its id.

@@ -55,14 +55,21 @@ pub type StorageError = openraft::StorageError<NodeId>;
 /// keeps a quorum of 3 out of 5 while every branch still replicates and applies the log.
 pub const VOTERS_MAX: usize = 5;
 
-/// Raft timing for branches on one host or a LAN. Elections are slow enough that a loaded
-/// 2-core CI machine running many clusters at once does not flap leaders.
+/// Raft timing for branches on one host or a LAN.
+///
+/// openraft 0.9 lets a follower that has seen a leader stand for election only after the
+/// leader lease (`election_timeout_max`) plus its own random election timeout have passed
+/// without word from the leader, and a voter refuses votes until its lease ran out: a dead
+/// leader is replaced after 600–800 ms here (it was 2.4–3.2 s with 800–1600 ms). The
+/// heartbeat stays at 100 ms because openraft also gives every `AppendEntries` one heartbeat
+/// interval: a shorter one times out replication behind a follower's fsync under load.
+/// `bench/failover.sh` and `bench/elections.sh` measure both sides.
 pub fn raft_config(cluster_name: &str) -> Result<openraft::Config, openraft::ConfigError> {
     let config = openraft::Config {
         cluster_name: cluster_name.to_string(),
         heartbeat_interval: 100,
-        election_timeout_min: 800,
-        election_timeout_max: 1600,
+        election_timeout_min: 200,
+        election_timeout_max: 400,
         install_snapshot_timeout: 2_000,
         max_payload_entries: 512,
         snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(SNAPSHOT_EVERY_LOGS),

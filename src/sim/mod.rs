@@ -3,7 +3,7 @@
 //! A run ([`run`]) builds a turmoil `Sim` with three branch hosts and one to three customer
 //! hosts, all on the calling thread with simulated time. From the seed it draws:
 //! - turmoil's own generator (message latency, message loss);
-//! - Raft's election timeouts ([`crate::raft::runtime::seed_thread_rng`]);
+//! - Raft's election timeouts ([`crate::retry::seed_thread_rng`]);
 //! - each branch incarnation's request-id origin ([`BranchBuilder::origin`]) and each customer's
 //!   client origin ([`Client::from_channels`](crate::client::Client::from_channels));
 //! - the snapshot policy: a snapshot every 10 to 40 log entries, 0 to 8 entries kept behind it;
@@ -64,8 +64,8 @@ use crate::ledger::{AccountId, Command, ORIGINAL_ACCOUNT};
 use crate::node::{Branch, BranchBuilder, Storage};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Peers;
-use crate::raft::runtime::{seed_thread_rng, unseed_thread_rng};
 use crate::raft::state_machine::{StateMachineData, StateMachineStore};
+use crate::retry::{seed_thread_rng, unseed_thread_rng};
 use crate::server::{self, ServerConfig};
 use crate::BranchId;
 use customers::{Customer, Records};

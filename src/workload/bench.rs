@@ -24,6 +24,7 @@ use super::driver::{self, Plan};
 use super::history::Recorder;
 use super::random::Random;
 use super::report::Tally;
+use super::stall::Acks;
 use crate::check::Event;
 use crate::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Write};
 use crate::ledger::BATCH_ITEMS_MAX;
@@ -31,6 +32,7 @@ use crate::ledger::BATCH_ITEMS_MAX;
 pub use super::driver::{drive, DriveReport, Length};
 pub use super::mix::Mix;
 pub use super::report::{BenchReport, Invariants, Latency, LatencyPoint, Throughput};
+pub use super::stall::Stall;
 
 /// Opening balance of every benchmark account: large, so withdrawals rarely fail.
 pub const OPENING_BALANCE: u64 = 1_000_000_000;
@@ -192,6 +194,7 @@ pub async fn run_bench(
             min_balances: BTreeMap::new(),
         });
     }
+    let acks = Acks::default();
     let mut workers = Vec::with_capacity(config.clients);
     for index in 0..config.clients {
         let mut rotated = addresses.to_vec();
@@ -204,6 +207,7 @@ pub async fn run_bench(
             accounts: config.accounts,
             random: Random::new(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64),
             progress: progress.clone(),
+            acks: acks.clone(),
             tally: Tally::new(),
         });
     }
@@ -249,6 +253,7 @@ pub async fn run_bench(
         latency_by_kind: tally.latency_by_kind(),
         latency_curves: tally.latency_curves(),
         errors: tally.errors,
+        longest_stall: acks.longest(),
         invariants,
         history,
         throughput: driven.throughput,

@@ -13,6 +13,7 @@ use super::history::Completion;
 use super::mix::{Kind, Mix};
 use super::random::Random;
 use super::report::Tally;
+use super::stall::Acks;
 use crate::check::{Observation, Op, OpResult};
 use crate::client::{BatchWritten, Client, ClientError, Outcome, ReadLevel, Write, Written};
 use crate::proto::v1 as pb;
@@ -49,6 +50,8 @@ pub(crate) struct BenchClient {
     pub random: Random,
     /// Incremented with every answered operation (for a progress bar).
     pub progress: Arc<AtomicU64>,
+    /// Told of every acknowledged write (shared by the run's clients).
+    pub acks: Acks,
     pub tally: Tally,
 }
 
@@ -248,6 +251,7 @@ impl Worker for BenchClient {
                 match written.map(|w| w.outcome()) {
                     Ok(Outcome::Ok) => {
                         self.answered(1);
+                        self.acks.ack();
                         self.tally.net += delta;
                     }
                     Ok(outcome) => {
@@ -276,6 +280,7 @@ impl BenchClient {
         match written {
             Ok(written) if written.reply.outcome() == Outcome::Ok => {
                 self.answered(writes.len() as u64);
+                self.acks.ack();
                 for (write, result) in writes.iter().zip(&written.reply.results) {
                     match result.outcome() {
                         Outcome::Ok => self.tally.net += kind_and_delta(write).1,

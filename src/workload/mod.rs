@@ -7,7 +7,8 @@
 //! - `history.rs` ([`history`]): the history being recorded for [`crate::check`].
 //! - `bench.rs` ([`mod@bench`]): `bank bench`: its configuration, the run, the invariant check;
 //!   with `bench_client.rs` (one bench client: requests and tallies), `mix.rs` (the operation
-//!   mix) and `report.rs` (the report and its rendering).
+//!   mix), `report.rs` (the report and its rendering) and `stall.rs` (the longest time without
+//!   an acknowledged write).
 //! - `jepsen.rs` ([`jepsen`]): Jepsen's bank workload, recording a history for [`crate::check`].
 //! - `scenario.rs` ([`scenario`]), `course.rs` ([`course`]): the course's scenario files and
 //!   their runner.
@@ -23,3 +24,4 @@ mod mix;
 pub mod random;
 mod report;
 pub mod scenario;
+mod stall;

@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::mix::Mix;
+use super::stall::Stall;
 use crate::check::Event;
 
 /// Latency percentiles of one kind of request, in microseconds.
@@ -186,6 +187,8 @@ pub struct BenchReport {
     pub latency_by_kind: BTreeMap<String, Latency>,
     /// Refused or failed operations, by kind of error.
     pub errors: BTreeMap<String, u64>,
+    /// The longest time between two consecutive acknowledged writes.
+    pub longest_stall: Stall,
     pub invariants: Invariants,
     #[serde(skip)]
     pub history: Vec<Event>,
@@ -352,6 +355,13 @@ impl BenchReport {
                 .collect();
             line(&mut out, format!("errors: {}", errors.join(", ")));
         }
+        line(
+            &mut out,
+            format!(
+                "longest stall: {:.3} s between acknowledged writes",
+                self.longest_stall.seconds
+            ),
+        );
         let i = &self.invariants;
         line(
             &mut out,
@@ -406,6 +416,7 @@ mod tests {
             latency: Latency::of(&one.all()),
             latency_by_kind: one.latency_by_kind(),
             errors: one.errors.clone(),
+            longest_stall: Stall::default(),
             invariants: Invariants {
                 branches_agree: true,
                 total: 10,

@@ -208,7 +208,7 @@ impl DurableStore {
                 Err(redb::DatabaseError::DatabaseAlreadyOpen)
                     if std::time::Instant::now() < deadline =>
                 {
-                    std::thread::sleep(OPEN_RETRY_PAUSE);
+                    std::thread::sleep(crate::retry::jittered(OPEN_RETRY_PAUSE));
                 }
                 Err(e) => {
                     return Err(DurableError::Open {
