@@ -14,8 +14,17 @@ use bank::client::Write;
 use bank::ledger::{BATCH_ITEMS_MAX, ORIGINAL_ACCOUNT};
 use common::{bank_client, last_applied, leader_of, start_cluster, wait_applied};
 
-/// How many full batch entries the cut-off follower misses.
+/// How many full batch entries the cut-off follower misses (`BANK_CATCH_UP_BATCHES` for a
+/// longer run by hand, e.g. `BANK_CATCH_UP_BATCHES=2000 cargo test --release --test catch_up
+/// -- --nocapture`: past a snapshot interval, so the follower is sent a snapshot too).
 const BATCHES: usize = 80;
+
+fn batches() -> usize {
+    std::env::var("BANK_CATCH_UP_BATCHES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(BATCHES)
+}
 /// Bound on catching up once healed (it takes a few seconds on a loaded 2-core machine).
 const CATCH_UP_DEADLINE: Duration = Duration::from_secs(120);
 
@@ -38,7 +47,8 @@ async fn a_follower_cut_off_while_full_batches_are_written_catches_up() {
         })
         .collect();
     let mut written = 0;
-    for _ in 0..BATCHES {
+    let batches = batches();
+    for _ in 0..batches {
         written = client
             .submit_batch(&deposits)
             .await
@@ -47,7 +57,7 @@ async fn a_follower_cut_off_while_full_batches_are_written_catches_up() {
             .log_index;
     }
     assert!(
-        last_applied(&lagging) + BATCHES as u64 <= written,
+        last_applied(&lagging) + batches as u64 <= written,
         "the cut-off follower applied {} of {written}",
         last_applied(&lagging)
     );
@@ -55,7 +65,7 @@ async fn a_follower_cut_off_while_full_batches_are_written_catches_up() {
     let healed = Instant::now();
     wait_applied(&lagging, written, CATCH_UP_DEADLINE).await;
     eprintln!(
-        "branch {follower} caught up {BATCHES} full batch entries in {:.2?}",
+        "branch {follower} caught up {batches} full batch entries in {:.2?}",
         healed.elapsed()
     );
     let states = cluster.settled_states().await.expect("branches settle");
