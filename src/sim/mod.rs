@@ -690,9 +690,21 @@ async fn wait_for_convergence(
                 Some((id, branch.applied_state().ok()?, purged))
             })
             .collect();
-        // A branch that refused to start on damaged data is left out: the others go on.
+        // A branch that refused to start on damaged data is left out: the others go on, and
+        // must have applied at least what it had (committed before it went down), lest two
+        // survivors that agree on an older state pass for converged.
         let serving = hosts.values().filter(|state| !state.refused.get()).count();
+        let applied_anywhere = hosts
+            .values()
+            .filter_map(|state| {
+                let journal = state.record.journal.lock().ok()?;
+                journal.last_key_value().map(|(&index, _)| index)
+            })
+            .max();
         let agree = states.len() == serving
+            && states
+                .iter()
+                .all(|(_, s, _)| s.last_applied.map(|l| l.index) >= applied_anywhere)
             && states.windows(2).all(|pair| {
                 pair[0].1.last_applied == pair[1].1.last_applied
                     && pair[0].1.ledger == pair[1].1.ledger
