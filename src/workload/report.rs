@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::mix::Mix;
+use super::pacing::{OpenLoop, LATE_AFTER};
 use super::stall::Stall;
 use crate::check::Event;
 
@@ -183,8 +184,12 @@ pub struct BenchReport {
     /// Operations that got an answer (batch items count one each).
     pub operations: u64,
     pub operations_per_s: f64,
+    /// In an open loop (`--rate`), every latency is from when the request was due.
     pub latency: Latency,
     pub latency_by_kind: BTreeMap<String, Latency>,
+    /// With `--rate`: the rate asked for and achieved, and the requests that started late.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_loop: Option<OpenLoop>,
     /// Refused or failed operations, by kind of error.
     pub errors: BTreeMap<String, u64>,
     /// The longest time between two consecutive acknowledged writes.
@@ -322,6 +327,9 @@ impl BenchReport {
                 self.accounts
             ),
         );
+        if let Some(open) = &self.open_loop {
+            line(&mut out, open_loop_line(open));
+        }
         line(
             &mut out,
             format!(
@@ -379,6 +387,19 @@ impl BenchReport {
     }
 }
 
+/// The open loop's pacing, and what its latencies are measured from.
+fn open_loop_line(open: &OpenLoop) -> String {
+    format!(
+        "open loop at {} requests/s: achieved {:.1}/s; {} of {} started late (>= {} ms after due), worst {}; latency from each request's due time",
+        open.rate_per_s,
+        open.achieved_per_s,
+        open.late,
+        open.requests,
+        LATE_AFTER.as_millis(),
+        micros(open.worst_late_us)
+    )
+}
+
 fn micros(us: u64) -> String {
     if us >= 10_000 {
         format!("{:.1}ms", us as f64 / 1000.0)
@@ -415,6 +436,7 @@ mod tests {
             operations_per_s: 1.0,
             latency: Latency::of(&one.all()),
             latency_by_kind: one.latency_by_kind(),
+            open_loop: None,
             errors: one.errors.clone(),
             longest_stall: Stall::default(),
             invariants: Invariants {
@@ -447,6 +469,20 @@ mod tests {
             })
         );
         assert!(all.windows(2).all(|w| w[0].percentile < w[1].percentile));
+        let paced = BenchReport {
+            open_loop: Some(OpenLoop {
+                rate_per_s: 200.0,
+                requests: 400,
+                achieved_per_s: 199.54,
+                late: 3,
+                worst_late_us: 12_300,
+            }),
+            ..report
+        };
+        assert_eq!(
+            paced.render().lines().nth(1),
+            Some("open loop at 200 requests/s: achieved 199.5/s; 3 of 400 started late (>= 1 ms after due), worst 12.3ms; latency from each request's due time")
+        );
     }
 
     #[test]
