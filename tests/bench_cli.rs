@@ -55,7 +55,9 @@ fn an_open_loop_run_reports_its_pacing_and_passes_its_invariant_check() {
 }
 
 #[test]
-fn an_open_loop_run_says_so_in_its_text_report() {
+fn an_open_loop_run_says_so_in_its_text_and_html_reports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let page = dir.path().join("bench.html");
     let output = common::bank([
         "bench",
         "--rate",
@@ -66,6 +68,8 @@ fn an_open_loop_run_says_so_in_its_text_report() {
         "4",
         "--accounts",
         "10",
+        "--html",
+        page.to_str().expect("utf-8 path"),
     ]);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
@@ -82,6 +86,11 @@ fn an_open_loop_run_says_so_in_its_text_report() {
         "{stdout}"
     );
     assert!(stdout.contains("invariants: ok"), "{stdout}");
+    let html = std::fs::read_to_string(&page).expect("the page is written");
+    assert!(
+        html.contains("<p>open loop at 100 requests/s: achieved "),
+        "{html}"
+    );
 }
 
 #[test]

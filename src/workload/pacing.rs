@@ -108,6 +108,22 @@ pub struct OpenLoop {
     pub worst_late_us: u64,
 }
 
+impl OpenLoop {
+    /// The pacing in one line, and what the latencies are measured from.
+    pub fn summary(&self) -> String {
+        format!(
+            "open loop at {} requests/s: achieved {:.1}/s; {} of {} started late (>= {} ms after \
+             due), worst {}; latency from each request's due time",
+            self.rate_per_s,
+            self.achieved_per_s,
+            self.late,
+            self.requests,
+            LATE_AFTER.as_millis(),
+            super::report::micros(self.worst_late_us)
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::mix::Mix;
-use super::pacing::{OpenLoop, LATE_AFTER};
+use super::pacing::OpenLoop;
 use super::stall::Stall;
 use crate::check::Event;
 
@@ -328,7 +328,7 @@ impl BenchReport {
             ),
         );
         if let Some(open) = &self.open_loop {
-            line(&mut out, open_loop_line(open));
+            line(&mut out, open.summary());
         }
         line(
             &mut out,
@@ -387,20 +387,8 @@ impl BenchReport {
     }
 }
 
-/// The open loop's pacing, and what its latencies are measured from.
-fn open_loop_line(open: &OpenLoop) -> String {
-    format!(
-        "open loop at {} requests/s: achieved {:.1}/s; {} of {} started late (>= {} ms after due), worst {}; latency from each request's due time",
-        open.rate_per_s,
-        open.achieved_per_s,
-        open.late,
-        open.requests,
-        LATE_AFTER.as_millis(),
-        micros(open.worst_late_us)
-    )
-}
-
-fn micros(us: u64) -> String {
+/// A duration in microseconds as milliseconds: 2 decimals below 10 ms, 1 from there.
+pub(crate) fn micros(us: u64) -> String {
     if us >= 10_000 {
         format!("{:.1}ms", us as f64 / 1000.0)
     } else {
