@@ -1,6 +1,7 @@
-//! `bank bench` end to end: it starts its own cluster, runs a short load, and its invariant
-//! check passes; the history it records passes `bank check`. (Figures are not asserted: speed
-//! targets live in the README's benchmark section, not in tests.)
+//! `bank bench` end to end: it starts its own cluster, runs a short load (closed, or open at a
+//! fixed rate), and its invariant check passes; the history it records passes `bank check`.
+//! (Figures are not asserted: speed targets live in the README's benchmark section, not in
+//! tests.)
 
 mod common;
 
@@ -27,6 +28,69 @@ fn a_short_bench_run_passes_its_invariant_check() {
             "no {kind} in {report}"
         );
     }
+}
+
+#[test]
+fn an_open_loop_run_reports_its_pacing_and_passes_its_invariant_check() {
+    let report = bench(&[
+        "--rate",
+        "200",
+        "--duration",
+        "2",
+        "--clients",
+        "8",
+        "--accounts",
+        "10",
+    ]);
+    assert_eq!(report["invariants"]["passed"], true, "{report}");
+    assert_eq!(report["invariants"]["branches_agree"], true);
+    let open = &report["open_loop"];
+    assert_eq!(open["rate_per_s"], 200.0, "{report}");
+    // Due at 0, 5 ms, ..., 1,995 ms: 400 requests, each answered (or failed) and counted.
+    assert_eq!(open["requests"], 400, "{report}");
+    assert_eq!(report["latency"]["requests"], 400, "{report}");
+    assert!(open["achieved_per_s"].as_f64() > Some(0.0), "{report}");
+    assert!(open["late"].as_u64() <= Some(400), "{report}");
+    assert!(open["worst_late_us"].is_u64(), "{report}");
+}
+
+#[test]
+fn an_open_loop_run_says_so_in_its_text_and_html_reports() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let page = dir.path().join("bench.html");
+    let output = common::bank([
+        "bench",
+        "--rate",
+        "100",
+        "--count",
+        "50",
+        "--clients",
+        "4",
+        "--accounts",
+        "10",
+        "--html",
+        page.to_str().expect("utf-8 path"),
+    ]);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains("open loop at 100 requests/s: achieved "),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("latency from each request's due time"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("invariants: ok"), "{stdout}");
+    let html = std::fs::read_to_string(&page).expect("the page is written");
+    assert!(
+        html.contains("<p>open loop at 100 requests/s: achieved "),
+        "{html}"
+    );
 }
 
 #[test]
@@ -80,6 +144,13 @@ fn bad_flags_are_refused_with_a_clear_message() {
         (&["--batch", "0"][..], "--batch"),
         (&["--count", "0"][..], "--count"),
         (&["--batch", "5", "--history", "h.jsonl"][..], "--batch 1"),
+        (&["--rate", "0"][..], "--rate"),
+        (&["--rate", "-5"][..], "--rate"),
+        (
+            &["--rate", "fast"][..],
+            "not a number of requests per second",
+        ),
+        (&["--rate", "1e9"][..], "between 0.001 and 1000000"),
     ] {
         let output = common::bank(["bench"].iter().chain(args));
         assert!(!output.status.success(), "{args:?} accepted");

@@ -1,7 +1,7 @@
 //! `bank bench`: load a cluster (its own on loopback, or a running one) with concurrent clients
-//! through [`bank::workload::bench`], with a progress bar, and report throughput, latency,
-//! errors and the invariant check; with `--html`, also as a page of charts
-//! ([`bank::report::bench_page`]).
+//! through [`bank::workload::bench`] (back to back, or with `--rate` in an open loop), with a
+//! progress bar, and report throughput, latency, errors and the invariant check; with
+//! `--html`, also as a page of charts ([`bank::report::bench_page`]).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -31,9 +31,14 @@ pub struct BenchArgs {
     /// Keep the started cluster's state here (durable: fsync before acknowledging).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Concurrent clients.
+    /// Concurrent clients; with --rate, the most requests in flight at once.
     #[arg(long, default_value_t = 16)]
     clients: usize,
+    /// Open loop: send this many requests per second in all (a batch is one), each due at a
+    /// fixed time and started then, or as soon as a client is free; latency is measured from
+    /// when each was due (no coordinated omission). Without it, each client sends back to back.
+    #[arg(long, value_name = "REQUESTS_PER_S", value_parser = parse_rate, allow_negative_numbers = true)]
+    rate: Option<f64>,
     /// Run for this many seconds (default 10, unless --count is given).
     #[arg(long, value_name = "SECONDS", conflicts_with = "count")]
     duration: Option<f64>,
@@ -103,6 +108,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             token: client_token(args.token.as_deref())?,
             ..ClientConfig::default()
         },
+        rate: args.rate,
     };
     if args.branches.is_empty() && (args.tls.tls_ca.is_some() || args.tls.tls_cert.is_some()) {
         bail!("--tls-ca and --tls-cert are for a running cluster given with --branch");
@@ -173,6 +179,20 @@ fn length(duration: Option<f64>, count: Option<u64>) -> Result<Length> {
         }
         (None, None) => Length::Duration(Duration::from_secs(10)),
     })
+}
+
+/// `--rate`: a number of requests per second within the accepted range.
+fn parse_rate(text: &str) -> Result<f64, String> {
+    use bank::workload::pacing::{rate_is_valid, RATE_MAX, RATE_MIN};
+    let rate: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of requests per second"))?;
+    if !rate_is_valid(rate) {
+        return Err(format!(
+            "must be between {RATE_MIN} and {RATE_MAX} requests per second"
+        ));
+    }
+    Ok(rate)
 }
 
 /// A cluster of `branches` branches on loopback, in memory or durable in `data_dir`.

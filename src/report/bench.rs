@@ -200,6 +200,9 @@ fn summary(report: &BenchReport) -> String {
         report.mix.transfer,
         report.mix.query,
     );
+    if let Some(open) = &report.open_loop {
+        let _ = writeln!(html, "<p>{}</p>", escape(&open.summary()));
+    }
     html.push_str(
         "<table><tr><th>latency</th><th class=\"num\">requests</th><th class=\"num\">p50</th>\
          <th class=\"num\">p90</th><th class=\"num\">p99</th><th class=\"num\">p99.9</th>\

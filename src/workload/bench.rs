@@ -5,6 +5,10 @@
 //! requests and tallies are in `bench_client.rs`, the report in `report.rs`, the mix in
 //! `mix.rs`; the public types are re-exported here.
 //!
+//! With a rate (`bank bench --rate`), the load is an open loop ([`super::pacing`]): requests are
+//! due at a fixed rate, the clients are the bounded pool that sends them, and every latency is
+//! measured from when its request was due.
+//!
 //! Each client loops: it draws an operation from the mix (deposit / withdraw / transfer /
 //! query), or with `batch > 1` a batch of that many writes sent as one `SubmitBatch` (queries
 //! then read `batch` accounts at once), and records the request's latency. Accounts are opened
@@ -22,6 +26,7 @@ use std::sync::Arc;
 use super::bench_client::BenchClient;
 use super::driver::{self, Plan};
 use super::history::Recorder;
+use super::pacing::{rate_is_valid, RATE_MAX, RATE_MIN};
 use super::random::Random;
 use super::report::Tally;
 use super::stall::Acks;
@@ -31,6 +36,7 @@ use crate::ledger::BATCH_ITEMS_MAX;
 
 pub use super::driver::{drive, DriveReport, Length};
 pub use super::mix::Mix;
+pub use super::pacing::OpenLoop;
 pub use super::report::{BenchReport, Invariants, Latency, LatencyPoint, Throughput};
 pub use super::stall::Stall;
 
@@ -50,6 +56,8 @@ pub struct BenchConfig {
     /// Record a history for `bank check` (only with `batch == 1`; memory grows with the run).
     pub record_history: bool,
     pub client_config: ClientConfig,
+    /// Requests due per second (open loop); `None`: each client sends back to back.
+    pub rate: Option<f64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +154,11 @@ fn validate(addresses: &[String], config: &BenchConfig) -> Result<(), BenchError
             "a history can only be recorded with --batch 1".to_string(),
         ));
     }
+    if config.rate.is_some_and(|rate| !rate_is_valid(rate)) {
+        return Err(BenchError::Config(format!(
+            "--rate must be {RATE_MIN}..={RATE_MAX} requests per second"
+        )));
+    }
     if addresses.is_empty() {
         return Err(BenchError::Client(ClientError::NoBranches));
     }
@@ -213,6 +226,7 @@ pub async fn run_bench(
     }
     let plan = Plan {
         history: history.clone(),
+        rate: config.rate,
         ..Plan::new(config.length)
     };
     let driven = driver::run(workers, plan).await;
@@ -257,6 +271,7 @@ pub async fn run_bench(
         invariants,
         history,
         throughput: driven.throughput,
+        open_loop: driven.open_loop,
     })
 }
 
@@ -297,6 +312,7 @@ mod tests {
             seed: 1,
             record_history: true,
             client_config: ClientConfig::default(),
+            rate: None,
         };
         let progress = Arc::new(AtomicU64::new(0));
         let no_branch = run_bench(&[], &config, progress.clone()).await;
@@ -307,5 +323,9 @@ mod tests {
         config.batch = 2;
         let batched = run_bench(&[], &config, progress).await;
         assert!(matches!(batched, Err(BenchError::Config(m)) if m.contains("--batch 1")));
+        config.batch = 1;
+        config.rate = Some(0.0);
+        let stopped = run_bench(&["127.0.0.1:1".to_string()], &config, Arc::default()).await;
+        assert!(matches!(stopped, Err(BenchError::Config(m)) if m.contains("--rate")));
     }
 }

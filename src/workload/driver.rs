@@ -9,9 +9,15 @@
 //! The driver also counts completions per time bucket of the run ([`Throughput`], bounded in
 //! buckets), one count per client merged at the end, for `bank bench --html`'s throughput chart.
 //!
-//! Bounded: the loop only waits on the operations themselves, and each is bounded by its
-//! client (the `bank.v1` client gives up at its deadline); the run ends at its limit or when
-//! its stop flag is set, checked before every operation.
+//! Closed or open loop: by default each client sends its next operation as soon as the last
+//! one is answered; with a rate ([`Plan::rate`]), operations are due at fixed times and each
+//! client takes the next one due and waits until then ([`super::pacing`]), and its latency is
+//! measured from when it was due.
+//!
+//! Bounded: the loop only waits on the operations themselves, each bounded by its client (the
+//! `bank.v1` client gives up at its deadline), and, in an open loop, until an operation is due,
+//! never past the run's end; the run ends at its limit or when its stop flag is set, checked
+//! before every operation.
 //!
 //! Processes, as in Jepsen: client *i* is process *i*; after an operation whose outcome is
 //! unknown ([`Completion::Info`]) it continues as process *i + N*, and so on, so a process
@@ -21,11 +27,14 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Serialize;
+// Tokio's clock, so that tests can pause it: the same as the system's monotonic clock otherwise.
+use tokio::time::Instant;
 
 use super::history::{Completion, Recorder};
+use super::pacing::{OpenLoop, Schedule};
 use super::report::{Latency, Tally, Throughput};
 use crate::check::Op;
 
@@ -101,6 +110,9 @@ pub struct Plan {
     pub stop: Arc<AtomicBool>,
     /// Records every operation's invocation and completion; `None`: no history.
     pub history: Option<Recorder>,
+    /// Operations due per second over all clients (an open loop; see [`super::pacing`]), each
+    /// one's latency measured from when it was due; `None`: each client sends back to back.
+    pub rate: Option<f64>,
 }
 
 impl Plan {
@@ -110,6 +122,7 @@ impl Plan {
             limit: limit.into(),
             stop: Arc::default(),
             history: None,
+            rate: None,
         }
     }
 }
@@ -121,6 +134,8 @@ pub struct Driven<W> {
     pub workers: Vec<W>,
     pub elapsed: Duration,
     pub throughput: Throughput,
+    /// With a rate: how the operations kept to it.
+    pub open_loop: Option<OpenLoop>,
 }
 
 /// What the clients share: the limit, the stop flag, the units claimed.
@@ -132,23 +147,49 @@ struct Shared {
     deadline: Option<Instant>,
     stop: Arc<AtomicBool>,
     claimed: AtomicU64,
+    /// With a rate: when each operation is due.
+    schedule: Option<Schedule>,
+}
+
+/// An operation claimed: when it is due.
+enum Claim {
+    /// The run is over.
+    Over,
+    /// Now (closed loop).
+    Now,
+    /// At this time (open loop).
+    At(Instant),
 }
 
 impl Shared {
-    /// Claims the next operation (`units` of a total; `done` is this client's count so far);
-    /// false when the run is over.
-    fn claim(&self, units: u64, done: &mut u64) -> bool {
+    /// Claims the next operation (`units` of a total; `done` is this client's count so far).
+    /// In an open loop, no operation is due past a duration's end.
+    fn claim(&self, units: u64, done: &mut u64) -> Claim {
         if self.stop.load(Ordering::SeqCst) {
-            return false;
+            return Claim::Over;
         }
-        match self.limit {
-            Limit::Duration(_) => self.deadline.is_none_or(|d| Instant::now() < d),
+        let due = match &self.schedule {
+            None => None,
+            Some(schedule) => match schedule.next() {
+                Some(due) => Some(due),
+                None => return Claim::Over,
+            },
+        };
+        let open = match self.limit {
+            Limit::Duration(_) => self
+                .deadline
+                .is_none_or(|d| due.unwrap_or_else(Instant::now) < d),
             Limit::Total(count) => self.claimed.fetch_add(units, Ordering::SeqCst) < count,
             Limit::EachClient(count) => {
                 *done += 1;
                 *done <= count
             }
             Limit::UntilStopped => true,
+        };
+        match (open, due) {
+            (false, _) => Claim::Over,
+            (true, None) => Claim::Now,
+            (true, Some(due)) => Claim::At(due),
         }
     }
 }
@@ -166,6 +207,7 @@ pub async fn run<W: Worker>(workers: Vec<W>, plan: Plan) -> Driven<W> {
         },
         stop: plan.stop,
         claimed: AtomicU64::new(0),
+        schedule: plan.rate.map(|rate| Schedule::new(rate, started)),
     });
     let mut tasks = tokio::task::JoinSet::new();
     for (index, worker) in workers.into_iter().enumerate() {
@@ -193,12 +235,13 @@ pub async fn run<W: Worker>(workers: Vec<W>, plan: Plan) -> Driven<W> {
         workers,
         elapsed,
         throughput,
+        open_loop: shared.schedule.as_ref().map(|s| s.report(elapsed)),
     }
 }
 
-/// One client's loop: claim, pick, (record the invocation), send and time, (record the
-/// completion), tally; until the run is over. Returns the worker and when its operations
-/// completed.
+/// One client's loop: claim, (wait until due), pick, (record the invocation), send and time,
+/// (record the completion), tally; until the run is over. Returns the worker and when its
+/// operations completed.
 async fn client<W: Worker>(
     mut worker: W,
     index: u64,
@@ -209,7 +252,18 @@ async fn client<W: Worker>(
     let mut throughput = Throughput::default();
     let mut process = index;
     let mut done = 0u64;
-    while shared.claim(worker.units(), &mut done) {
+    loop {
+        let due = match shared.claim(worker.units(), &mut done) {
+            Claim::Over => break,
+            Claim::Now => None,
+            Claim::At(due) => {
+                tokio::time::sleep_until(due).await;
+                if shared.stop.load(Ordering::SeqCst) {
+                    break;
+                }
+                Some(due)
+            }
+        };
         let op = worker.pick();
         let recording = history.and_then(|recorder| {
             let invoked = worker.invocation(&op)?;
@@ -217,8 +271,12 @@ async fn client<W: Worker>(
             Some(recorder)
         });
         let began = Instant::now();
+        if let (Some(schedule), Some(due)) = (&shared.schedule, due) {
+            schedule.started(due, began);
+        }
         let answer = worker.perform(&op).await;
-        let latency = began.elapsed();
+        // In an open loop, from when it was due: waiting for a free client is latency too.
+        let latency = due.unwrap_or(began).elapsed();
         throughput.record(shared.started.elapsed(), worker.units());
         if let Some(recorder) = recording {
             let completion = worker.completion(&op, &answer);
@@ -456,6 +514,96 @@ mod tests {
             _ => None,
         });
         assert_eq!(invokers, [0, 1, 2, 3]);
+    }
+
+    /// Takes `service` per operation (on tokio's clock) and keeps every latency it is told.
+    struct Slow {
+        service: Duration,
+        latencies: Vec<Duration>,
+    }
+
+    impl Worker for Slow {
+        type Op = ();
+        type Answer = ();
+
+        fn pick(&mut self) {}
+
+        async fn perform(&mut self, _: &()) {
+            tokio::time::sleep(self.service).await;
+        }
+
+        fn completion(&self, _: &(), _: &()) -> Completion {
+            Completion::Ok(Default::default())
+        }
+
+        fn tally(&mut self, _: (), _: (), latency: Duration) {
+            self.latencies.push(latency);
+        }
+    }
+
+    /// An open loop of 100 operations per second (one due every 10 ms) on one client taking
+    /// `service` each, five operations: the latencies it recorded, in ms, and the pacing.
+    async fn open_loop(service_ms: u64) -> (Vec<u128>, OpenLoop) {
+        let worker = Slow {
+            service: Duration::from_millis(service_ms),
+            latencies: Vec::new(),
+        };
+        let plan = Plan {
+            rate: Some(100.0),
+            ..Plan::new(Limit::Total(5))
+        };
+        let driven = run(vec![worker], plan).await;
+        let latencies = driven.workers[0]
+            .latencies
+            .iter()
+            .map(Duration::as_millis)
+            .collect();
+        (latencies, driven.open_loop.expect("a rate was given"))
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_loop_with_a_free_client_starts_each_operation_when_due() {
+        let (latencies, pacing) = open_loop(4).await;
+        assert_eq!(latencies, [4, 4, 4, 4, 4]);
+        assert_eq!(
+            (pacing.requests, pacing.late, pacing.worst_late_us),
+            (5, 0, 0)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_saturated_open_loop_measures_latency_from_when_each_operation_was_due() {
+        // Each takes 30 ms, one is due every 10 ms: the n-th starts 20n ms late, and its
+        // latency counts that wait (a closed loop would record 30 ms for every one).
+        let (latencies, pacing) = open_loop(30).await;
+        assert_eq!(latencies, [30, 50, 70, 90, 110]);
+        assert_eq!((pacing.requests, pacing.late), (5, 4));
+        assert_eq!(pacing.worst_late_us, 80_000);
+        assert_eq!(pacing.rate_per_s, 100.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_loop_for_a_duration_sends_what_is_due_before_its_end() {
+        let plan = Plan {
+            rate: Some(100.0),
+            ..Plan::new(Limit::Duration(Duration::from_millis(95)))
+        };
+        let workers = (0..4)
+            .map(|_| Slow {
+                service: Duration::from_millis(15),
+                latencies: Vec::new(),
+            })
+            .collect();
+        let driven = run(workers, plan).await;
+        let sent: usize = driven.workers.iter().map(|w| w.latencies.len()).sum();
+        // Due at 0, 10, ..., 90 ms; two clients at a time keep up, so none waits.
+        assert_eq!(sent, 10);
+        assert!(driven
+            .workers
+            .iter()
+            .flat_map(|w| &w.latencies)
+            .all(|l| l.as_millis() == 15));
+        assert_eq!(driven.open_loop.map(|p| p.late), Some(0));
     }
 
     #[tokio::test]

@@ -170,6 +170,7 @@ pub async fn run_bank_workload(
         },
         stop,
         history: Some(recorder.clone()),
+        rate: None,
     };
     let mut report = WorkloadReport::default();
     for teller in driver::run(workers, plan).await.workers {

@@ -9,6 +9,8 @@
 //!   with `bench_client.rs` (one bench client: requests and tallies), `mix.rs` (the operation
 //!   mix), `report.rs` (the report and its rendering) and `stall.rs` (the longest time without
 //!   an acknowledged write).
+//! - `pacing.rs` ([`pacing`]): open-loop load: operations due at a fixed rate, latency measured
+//!   from when each was due (`bank bench --rate`).
 //! - `jepsen.rs` ([`jepsen`]): Jepsen's bank workload, recording a history for [`crate::check`].
 //! - `scenario.rs` ([`scenario`]), `course.rs` ([`course`]): the course's scenario files and
 //!   their runner.
@@ -21,6 +23,7 @@ pub mod history;
 pub mod jepsen;
 pub mod lamport;
 mod mix;
+pub mod pacing;
 pub mod random;
 mod report;
 pub mod scenario;

@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::mix::Mix;
+use super::pacing::OpenLoop;
 use super::stall::Stall;
 use crate::check::Event;
 
@@ -183,8 +184,12 @@ pub struct BenchReport {
     /// Operations that got an answer (batch items count one each).
     pub operations: u64,
     pub operations_per_s: f64,
+    /// In an open loop (`--rate`), every latency is from when the request was due.
     pub latency: Latency,
     pub latency_by_kind: BTreeMap<String, Latency>,
+    /// With `--rate`: the rate asked for and achieved, and the requests that started late.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub open_loop: Option<OpenLoop>,
     /// Refused or failed operations, by kind of error.
     pub errors: BTreeMap<String, u64>,
     /// The longest time between two consecutive acknowledged writes.
@@ -322,6 +327,9 @@ impl BenchReport {
                 self.accounts
             ),
         );
+        if let Some(open) = &self.open_loop {
+            line(&mut out, open.summary());
+        }
         line(
             &mut out,
             format!(
@@ -379,7 +387,8 @@ impl BenchReport {
     }
 }
 
-fn micros(us: u64) -> String {
+/// A duration in microseconds as milliseconds: 2 decimals below 10 ms, 1 from there.
+pub(crate) fn micros(us: u64) -> String {
     if us >= 10_000 {
         format!("{:.1}ms", us as f64 / 1000.0)
     } else {
@@ -415,6 +424,7 @@ mod tests {
             operations_per_s: 1.0,
             latency: Latency::of(&one.all()),
             latency_by_kind: one.latency_by_kind(),
+            open_loop: None,
             errors: one.errors.clone(),
             longest_stall: Stall::default(),
             invariants: Invariants {
@@ -447,6 +457,20 @@ mod tests {
             })
         );
         assert!(all.windows(2).all(|w| w[0].percentile < w[1].percentile));
+        let paced = BenchReport {
+            open_loop: Some(OpenLoop {
+                rate_per_s: 200.0,
+                requests: 400,
+                achieved_per_s: 199.54,
+                late: 3,
+                worst_late_us: 12_300,
+            }),
+            ..report
+        };
+        assert_eq!(
+            paced.render().lines().nth(1),
+            Some("open loop at 200 requests/s: achieved 199.5/s; 3 of 400 started late (>= 1 ms after due), worst 12.3ms; latency from each request's due time")
+        );
     }
 
     #[test]
