@@ -27,7 +27,7 @@ use tokio::time::Instant;
 use crate::bootstrap::local::{bind_loopback, ClusterError, LocalCluster, Storage};
 use crate::client::course::CourseError;
 use crate::client::TlsMismatch;
-use crate::lamport::{self, CourseRequest, LamportClock};
+use crate::lamport::{CourseRequest, LamportClock};
 use crate::ledger::ORIGINAL_ACCOUNT;
 use crate::proto::customer::Request;
 use crate::workload::lamport::{ClockedRun, Parts, TooManyEvents};
@@ -121,11 +121,7 @@ async fn run_customer(
             let course = CourseRequest {
                 request: event.id,
                 customer: customer.id,
-                interface: match event.interface {
-                    Interface::Deposit => lamport::Interface::Deposit,
-                    Interface::Withdraw => lamport::Interface::Withdraw,
-                    Interface::Query => lamport::Interface::Query,
-                },
+                interface: event.interface,
             };
             (customer.id, lamport.customer_sends(&course))
         });

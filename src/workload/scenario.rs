@@ -24,23 +24,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Map, Value};
 
-/// What a customer event asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Interface {
-    Deposit,
-    Withdraw,
-    Query,
-}
-
-impl Interface {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Interface::Deposit => "deposit",
-            Interface::Withdraw => "withdraw",
-            Interface::Query => "query",
-        }
-    }
-}
+/// What a customer event asks for: the course's interface, as the Lamport clocks name it.
+pub use crate::lamport::Interface;
 
 /// Which of the course's projects a file belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -368,11 +353,9 @@ fn parse_event(
     let id = required(id, id_key, whose)? as i32;
     let whose = format!("{whose} ({id_key} {id})");
     let interface = match object.get("interface").and_then(Value::as_str) {
-        Some(name) => match name.to_ascii_lowercase().as_str() {
-            "deposit" => Interface::Deposit,
-            "withdraw" => Interface::Withdraw,
-            "query" => Interface::Query,
-            _ => {
+        Some(name) => match Interface::parse(&name.to_ascii_lowercase()) {
+            Some(interface) => interface,
+            None => {
                 return Err(format!(
                     "{whose}: unknown interface {name:?}; expected \"deposit\", \"withdraw\" or \"query\""
                 ))
