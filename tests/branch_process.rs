@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bank::proto::peer::StatusReply;
+use bank::proto::v1 as pb;
 use bank::raft::durable::DurableStore;
 use common::{bank_command, call, client, ChildGuard, Deadline};
 use openraft::storage::RaftLogStorage;
@@ -52,6 +53,11 @@ impl Cluster {
         self.children[id - 1] = Some(child);
     }
 
+    /// The file whose existence makes branch `id`'s disk count as full (`--simulate-disk-full`).
+    fn disk_full_flag(&self, id: usize) -> std::path::PathBuf {
+        self.dirs.path().join(format!("disk-full-{id}"))
+    }
+
     /// The command line of branch `id` (stdin and stdout closed).
     fn command(&self, id: usize) -> Command {
         let mut command = bank_command();
@@ -60,6 +66,8 @@ impl Cluster {
             .arg(self.addr(id).to_string())
             .arg("--data-dir")
             .arg(self.dirs.path().join(format!("d{id}")))
+            .arg("--simulate-disk-full")
+            .arg(self.disk_full_flag(id))
             .args(["--balance", &INITIAL.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null());
@@ -544,4 +552,120 @@ async fn chaos_kill_and_pause_branches_the_history_passes_the_checker() {
         "bank check disagrees: {}",
         String::from_utf8_lossy(&checked.stderr)
     );
+}
+
+/// A deposit of 1 to `account` at the branch at `addr` alone, through the accounts API.
+async fn deposit_at(
+    addr: SocketAddr,
+    account: u64,
+    sequence: u64,
+) -> Result<pb::WriteReply, tonic::Status> {
+    let request = common::timed(pb::DepositRequest {
+        request_id: Some(pb::RequestId {
+            origin: 0xD15C,
+            sequence,
+        }),
+        account,
+        amount: 1,
+    });
+    let reply = common::accounts_client(addr).deposit(request).await;
+    reply.map(|r| r.into_inner())
+}
+
+async fn read_at(addr: SocketAddr, level: pb::ReadLevel) -> Result<Option<i64>, tonic::Status> {
+    let request = common::timed(pb::GetBalancesRequest {
+        accounts: vec![bank::ledger::ORIGINAL_ACCOUNT],
+        read_level: level as i32,
+        min_log_index: 0,
+    });
+    let reply = common::accounts_client(addr).get_balances(request).await?;
+    Ok(reply.into_inner().balances.first().and_then(|b| b.balance))
+}
+
+/// A branch whose disk fills (the `--simulate-disk-full` drill), while customers deposit at
+/// every branch: it refuses writes with RESOURCE_EXHAUSTED saying why, hands leadership to a
+/// branch with room (the others keep taking writes, and a client that lists it first moves
+/// on), and keeps answering reads; once space returns it takes writes again. Low on space,
+/// its log still follows the leader, so even its linearizable reads are served; full, its log
+/// holds every append and its local reads are served. No acknowledged deposit is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_branch_whose_disk_fills_refuses_writes_hands_over_and_recovers() {
+    const ACCOUNT: u64 = 77;
+    let mut cluster = start_cluster(tempfile::tempdir().expect("tempdir"));
+    for id in 1..=3 {
+        cluster.wait_serving(id).await;
+    }
+    let addresses: Vec<SocketAddr> = (1..=3).map(|id| cluster.addr(id)).collect();
+    common::bank_client(&addresses)
+        .open_account(ACCOUNT, 0, 0, None)
+        .await
+        .expect("open the account");
+    let load = Load::start(addresses.clone());
+    load.progress(20).await;
+    let mut sequence = 0;
+    for level in ["low", "full"] {
+        let filled = cluster.leader().await;
+        let addr = cluster.addr(filled);
+        std::fs::write(cluster.disk_full_flag(filled), level).expect("write the flag file");
+
+        let deadline = Deadline::after(READY_DEADLINE);
+        let refused = loop {
+            sequence += 1;
+            match deposit_at(addr, ACCOUNT, sequence).await {
+                Err(status) if status.code() == tonic::Code::ResourceExhausted => break status,
+                _ => {
+                    deadline
+                        .pause(format!("branch {filled} still takes writes"))
+                        .await
+                }
+            }
+        };
+        assert!(
+            refused.message().contains("takes no writes")
+                && refused.message().contains("--simulate-disk-full"),
+            "{}",
+            refused.message()
+        );
+        let deadline = Deadline::after(READY_DEADLINE);
+        'handed_over: loop {
+            for other in (1..=3).filter(|&id| id != filled) {
+                let leader = cluster.status(other).await.and_then(|s| s.leader);
+                if leader.is_some_and(|leader| leader as usize != filled) {
+                    break 'handed_over;
+                }
+            }
+            deadline.pause(format!("branch {filled} still leads")).await;
+        }
+        load.progress(20).await;
+        let mut listed_first = addresses.clone();
+        listed_first.swap(0, filled - 1);
+        let written = common::bank_client(&listed_first)
+            .deposit(ACCOUNT, 1)
+            .await
+            .expect("a client that lists the filled branch first writes elsewhere");
+        assert_eq!(written.outcome(), pb::Outcome::Ok);
+        read_at(addr, pb::ReadLevel::Local)
+            .await
+            .expect("a local read at the filled branch");
+        if level == "low" {
+            read_at(addr, pb::ReadLevel::Linearizable)
+                .await
+                .expect("a linearizable read at a branch low on space");
+        }
+
+        std::fs::remove_file(cluster.disk_full_flag(filled)).expect("free the disk");
+        let deadline = Deadline::after(READY_DEADLINE);
+        loop {
+            sequence += 1;
+            match deposit_at(addr, ACCOUNT, sequence).await {
+                Ok(_) => break,
+                Err(e) => {
+                    deadline
+                        .pause(format!("branch {filled} takes no writes again: {e}"))
+                        .await
+                }
+            }
+        }
+    }
+    assert_every_acknowledged_deposit_once(&mut cluster, load).await;
 }

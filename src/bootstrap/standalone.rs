@@ -50,6 +50,7 @@ use crate::node::{
     change_membership_via_peers, voters_and_learners, Branch, BranchBuilder, MembershipChange,
     Storage,
 };
+use crate::raft::disk_space::{DiskSpace, DISK_RESERVE_DEFAULT_MIB};
 use crate::raft::durable::{ClusterIdentity, DurableStore, RejoinState};
 use crate::raft::network::Peers;
 use crate::server::{self, ServerConfig, CUSTOMER_REQUESTS_MAX_DEFAULT};
@@ -77,6 +78,10 @@ pub struct BranchConfig {
     /// How long [`RunningBranch::shutdown`] lets in-flight calls finish before it stops
     /// serving regardless.
     pub drain_timeout: Duration,
+    /// Free space kept on the data directory's disk ([`crate::raft::disk_space`]).
+    pub disk_reserve_mib: u64,
+    /// While this file exists, the disk counts as full (an injected fault, for drills).
+    pub simulate_disk_full: Option<PathBuf>,
 }
 
 /// The default of [`BranchConfig::drain_timeout`].
@@ -103,6 +108,8 @@ impl BranchConfig {
             tokens: None,
             requests_max: CUSTOMER_REQUESTS_MAX_DEFAULT,
             drain_timeout: DRAIN_TIMEOUT_DEFAULT,
+            disk_reserve_mib: DISK_RESERVE_DEFAULT_MIB,
+            simulate_disk_full: None,
         }
     }
 }
@@ -145,6 +152,8 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
         tokens,
         requests_max,
         drain_timeout,
+        disk_reserve_mib,
+        simulate_disk_full,
     } = config;
     if rejoin && join.is_some() {
         return Err(ClusterError::JoinAndRejoin);
@@ -172,9 +181,11 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
     // Damaged data (a failed checksum) is moved aside and rebuilt from the peers, if they can.
     let rejoin = rejoin
         || (join.is_none() && repair::set_damage_aside(id, &data_dir, &book, &peers).await?);
+    let space = DiskSpace::for_dir(&data_dir, disk_reserve_mib, simulate_disk_full);
     let disk = open_disk(
         id,
         &data_dir,
+        space,
         &addresses,
         initial_balance,
         rejoin,
@@ -251,12 +262,13 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
 fn open_disk(
     id: BranchId,
     data_dir: &std::path::Path,
+    space: DiskSpace,
     addresses: &BTreeMap<BranchId, String>,
     initial_balance: u64,
     rejoin: bool,
     join: bool,
 ) -> Result<Disk, ClusterError> {
-    let store = DurableStore::open(data_dir)?;
+    let store = DurableStore::open_with(data_dir, space)?;
     let identity = match store.identity()? {
         Some(found) if found.branch_id != id => {
             return Err(ClusterError::Mismatch {

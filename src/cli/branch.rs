@@ -80,6 +80,16 @@ pub struct BranchArgs {
     #[arg(long, env = "BANK_DRAIN_TIMEOUT", value_name = "DURATION", default_value = "5s",
           value_parser = humantime::parse_duration)]
     drain_timeout: Duration,
+    /// Free space (MiB) kept on the disk of --data-dir. Below it the branch takes no new
+    /// writes (RESOURCE_EXHAUSTED) and leaves leading to a branch with room, still serving
+    /// reads; below half of it, its log also holds appends until space is freed.
+    #[arg(long, env = "BANK_DISK_RESERVE_MIB", value_name = "MIB",
+          default_value_t = bank::raft::disk_space::DISK_RESERVE_DEFAULT_MIB)]
+    disk_reserve_mib: u64,
+    /// While FILE exists, this branch's disk counts as full (as low on space if FILE says
+    /// "low"): a drill for a full disk without filling one.
+    #[arg(long, env = "BANK_SIMULATE_DISK_FULL", value_name = "FILE")]
+    simulate_disk_full: Option<PathBuf>,
     #[command(flatten)]
     config: ConfigArgs,
 }
@@ -146,6 +156,8 @@ pub async fn run(args: BranchArgs, web: Option<&bank::web::Web>) -> Result<()> {
         tokens: tokens.clone(),
         requests_max: args.requests_max,
         drain_timeout: args.drain_timeout,
+        disk_reserve_mib: args.disk_reserve_mib,
+        simulate_disk_full: args.simulate_disk_full,
     })
     .await?;
     super::web::show_branch(web, listen, tls.as_ref().map(|t| t.peer_client.clone()));

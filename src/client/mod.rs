@@ -260,11 +260,16 @@ fn batch_item(id: RequestId, write: &Write) -> pb::BatchItem {
 }
 
 /// Statuses after which the same request may be sent again (to another branch): the branch
-/// could not serve it, or the answer was lost.
+/// could not serve it (unavailable; or, `RESOURCE_EXHAUSTED`, overloaded or its disk low on
+/// space, having done nothing), or the answer was lost.
 fn retryable(status: &Status) -> bool {
     matches!(
         status.code(),
-        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Unknown
+        Code::Unavailable
+            | Code::DeadlineExceeded
+            | Code::Cancelled
+            | Code::Unknown
+            | Code::ResourceExhausted
     )
 }
 

@@ -3,13 +3,14 @@
 //! the simulator alike.
 
 use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 
 use super::group::GroupCommitter;
 use super::read::ReadRounds;
 use super::{Branch, BranchError, Replica};
 use crate::lamport::LamportClock;
+use crate::raft::disk_space::DiskSpace;
 use crate::raft::durable::{DurableError, DurableStore};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::{PeerNetworkFactory, Peers};
@@ -137,6 +138,11 @@ impl BranchBuilder {
             peers: self.peers.clone(),
             lamport: lamport.clone(),
         };
+        let space = match &self.storage {
+            Storage::Memory => DiskSpace::unlimited(),
+            Storage::Durable(store) => store.disk_space().clone(),
+            Storage::Kept { log, .. } => log.disk_space().clone(),
+        };
         let (raft, state_machine) = match self.storage {
             Storage::Memory => {
                 let state_machine = StateMachineStore::default();
@@ -168,7 +174,10 @@ impl BranchBuilder {
             unsafe_local_reads: self.unsafe_local_reads,
             read_rounds: Arc::new(ReadRounds::new()),
             lamport,
+            space,
+            elections_wanted: Arc::new(AtomicBool::new(self.elections)),
         };
+        replica.watch_disk();
         Ok(Branch {
             id,
             committer: Arc::new(GroupCommitter::start(replica.clone())),

@@ -34,6 +34,9 @@ pub enum BranchError {
     /// The vote guard refused a vote (see [`super::VoteGuard`]).
     #[error(transparent)]
     VoteRefused(#[from] super::VoteRefused),
+    /// The branch's disk is low on space: it takes no new writes until space is freed.
+    #[error("branch {branch} takes no writes now: {why}. It still serves reads; write through another branch, or free space on its disk")]
+    DiskFull { branch: NodeId, why: String },
     #[error("this branch is shutting down")]
     ShuttingDown,
     /// A call the leader could not complete now; the caller may retry.

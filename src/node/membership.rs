@@ -58,7 +58,7 @@ impl Branch {
 
     /// Lets this branch stand for election (or stops it).
     pub fn set_elections(&self, enabled: bool) {
-        self.replica.raft.runtime_config().elect(enabled);
+        self.replica.set_elections(enabled);
     }
 
     /// Applies a membership change through the leader (forwarded if this branch does not

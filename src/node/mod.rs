@@ -19,6 +19,7 @@
 //! - Every wait is bounded by [`REQUEST_DEADLINE`]; every failure is a [`BranchError`].
 
 mod builder;
+mod disk;
 mod error;
 mod group;
 mod members;
@@ -29,7 +30,7 @@ mod view;
 mod vote_guard;
 mod write;
 
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,6 +46,7 @@ pub use vote_guard::{VoteGuard, VoteRefused};
 use crate::lamport::{CourseRequest, LamportClock};
 use crate::ledger::{AccountId, Command, Outcome, Proposal};
 pub use crate::raft::codec::MembershipChange;
+use crate::raft::disk_space::DiskSpace;
 use crate::raft::network::Peers;
 use crate::raft::state_machine::{StateMachineData, StateMachineStore};
 use crate::raft::{NodeId, Raft};
@@ -86,6 +88,10 @@ struct Replica {
     read_rounds: Arc<ReadRounds>,
     /// The course's Project 2 clock: stamps the course requests this branch forwards.
     lamport: Arc<LamportClock>,
+    /// The room on this branch's disk ([`disk`]).
+    space: DiskSpace,
+    /// Whether this branch is to stand for election, disk permitting.
+    elections_wanted: Arc<AtomicBool>,
 }
 
 /// One branch's replica, behind its one facade. Cheap to clone.
@@ -148,6 +154,7 @@ impl Branch {
     /// round and one fsync serve many customers. A follower forwards its groups to the
     /// leader, whose committer merges them with its own (see [`Branch::submit_group`]).
     pub async fn submit_proposal(&self, proposal: Proposal) -> Result<(Outcome, u64), BranchError> {
+        self.refuse_if_disk_low()?;
         if matches!(proposal.command, Command::Batch(_)) {
             // Batches do not nest: a customer's batch is already one entry.
             return self
@@ -168,6 +175,7 @@ impl Branch {
     /// batch: the caller checks) for the group committer as one submission, and waits for
     /// their outcomes, in order. They share one log entry, possibly with other submissions.
     pub async fn submit_group(&self, items: Vec<Proposal>) -> GroupReply {
+        self.refuse_if_disk_low()?;
         self.committer.submit(items).await
     }
 

@@ -18,6 +18,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, RaftLogReader, StorageIOError, Vote};
 
 use super::codec::{is_intact, seal, unseal, unseal_unchecked};
+use super::disk_space::{DiskSpace, Space};
 use super::{LogId, NodeId, StorageError, TypeConfig};
 
 /// One stored entry: its id (the key, as the durable log's index is) and its sealed bytes.
@@ -47,13 +48,18 @@ impl LogData {
 }
 
 /// How the simulated disk under a [`LogStore`] behaves.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Disk {
     /// How long a sync (fsync) takes; an append is acknowledged only after it.
     sync: Duration,
     /// A store that ignores its checksums: the simulator's deliberately broken variant.
     ignore_checksums: bool,
+    /// Whether the disk is full: appends are not synced (nor acknowledged) meanwhile.
+    space: DiskSpace,
 }
+
+/// While the simulated disk is full, how often an append looks again.
+const FULL_DISK_RECHECK: Duration = Duration::from_millis(5);
 
 /// The Raft log in memory. Clones share the same log.
 #[derive(Debug, Clone, Default)]
@@ -116,8 +122,14 @@ impl LogStore {
             disk: Disk {
                 sync,
                 ignore_checksums,
+                space: DiskSpace::simulated(),
             },
         }
+    }
+
+    /// Whether this store's disk is full (the simulator sets it).
+    pub fn disk_space(&self) -> &DiskSpace {
+        &self.disk.space
     }
 
     fn lock(&self) -> Result<MutexGuard<'_, LogData>, StorageError> {
@@ -271,9 +283,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         Ok(self.lock()?.committed)
     }
 
-    /// Stores the entries, readable at once; then, on a simulated disk, waits for the sync
-    /// (a crash meanwhile leaves them unsynced) and only then marks them synced and tells
-    /// openraft, as a durable store does.
+    /// Stores the entries, readable at once; then, on a simulated disk, waits for room on a
+    /// full disk and for the sync (a crash meanwhile leaves them unsynced) and only then marks
+    /// them synced and tells openraft, as a durable store does.
     async fn append<I>(
         &mut self,
         entries: I,
@@ -298,6 +310,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
                     },
                 );
             }
+        }
+        // A full disk syncs nothing: the append waits (a crash meanwhile loses it).
+        while self.disk.space.last() == Space::Full {
+            tokio::time::sleep(FULL_DISK_RECHECK).await;
         }
         if !self.disk.sync.is_zero() {
             tokio::time::sleep(self.disk.sync).await;

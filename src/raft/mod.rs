@@ -19,6 +19,7 @@
 //! propose writes, serve linearizable reads and change the membership.
 
 pub mod codec;
+pub mod disk_space;
 pub mod durable;
 pub mod log_store;
 pub mod network;

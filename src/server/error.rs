@@ -91,6 +91,8 @@ fn branch_code(error: &BranchError) -> Code {
         BranchError::MemberRefused(MemberRefused::InProgress) => Code::Aborted,
         BranchError::MemberRefused(_) => Code::FailedPrecondition,
         BranchError::BadPayload(_) | BranchError::BadGroup(_) => Code::InvalidArgument,
+        // Like an overloaded branch: nothing was done, and another branch may take it.
+        BranchError::DiskFull { .. } => Code::ResourceExhausted,
         BranchError::Internal(_) => Code::Internal,
     }
 }

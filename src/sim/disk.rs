@@ -13,6 +13,11 @@
 //! the other two carry on (they converge without it). A restart refused with no damage done,
 //! or damage done and the branch started anyway, is a violation. The drawn faults are in the
 //! run's trace, so a failing seed prints them.
+//!
+//! Half the seeds also fill one branch's disk for a while ([`FullDisk`]; that branch, or the
+//! leader when it starts): low on space (it refuses writes and stops leading) or full (its log
+//! also holds every append, unsynced). The run's judges must pass as on any seed, and the
+//! branches must converge once the disk has room again.
 
 use std::fmt;
 use std::time::Duration;
@@ -20,9 +25,11 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use super::mix;
+use super::{mix, FAULTS_END, FAULTS_START};
+use crate::raft::disk_space::{DiskSpace, Space};
 use crate::raft::log_store::{Damage, LogStore};
 use crate::raft::state_machine::StateMachineStore;
+use crate::BranchId;
 
 /// What one crash does to the crashed branch's disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +74,106 @@ pub struct DiskPlan {
     /// The broken variant: the log store ignores its checksums, and every crash damages a
     /// synced log entry.
     pub ignore_checksums: bool,
+    /// A disk that fills for a while, if any.
+    pub full: Option<FullDisk>,
+}
+
+/// One branch's disk low on space, or full, for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FullDisk {
+    pub start: Duration,
+    pub end: Duration,
+    /// Whose disk: a branch, or (`None`) the leader when it starts.
+    pub branch: Option<BranchId>,
+    /// [`Space::Low`] or [`Space::Full`].
+    pub space: Space,
+}
+
+impl fmt::Display for FullDisk {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let whose = match self.branch {
+            Some(id) => format!("branch {id}'s disk"),
+            None => "the leader's disk".to_string(),
+        };
+        write!(
+            f,
+            "{whose} {:?} from {}ms to {}ms",
+            self.space,
+            self.start.as_millis(),
+            self.end.as_millis()
+        )
+    }
+}
+
+impl FullDisk {
+    /// Half the seeds get one, from their own stream of the seed.
+    fn draw(seed: u64) -> Option<FullDisk> {
+        let mut rng = StdRng::seed_from_u64(mix(seed, 6));
+        if rng.gen_bool(0.5) {
+            return None;
+        }
+        let window_ms = u64::try_from((FAULTS_END - FAULTS_START).as_millis()).unwrap_or(1);
+        let start = FAULTS_START + Duration::from_millis(rng.gen_range(0..window_ms));
+        let end = start + Duration::from_millis(rng.gen_range(300..=3_000));
+        let branch = match rng.gen_range(0..=super::BRANCHES) {
+            0 => None,
+            id => Some(id),
+        };
+        let space = if rng.gen_bool(0.5) {
+            Space::Low
+        } else {
+            Space::Full
+        };
+        Some(FullDisk {
+            start,
+            end: end.min(FAULTS_END),
+            branch,
+            space,
+        })
+    }
+}
+
+/// Where a run's [`FullDisk`] is: not begun, on a branch's disk, or over.
+#[derive(Debug, Default)]
+pub struct FullDiskState {
+    on: Option<DiskSpace>,
+    over: bool,
+}
+
+impl FullDiskState {
+    /// Starts or ends the fault at simulated time `elapsed`; says what it did, if anything.
+    /// `leader` tells who leads now; `disk` gives a branch's disk.
+    pub fn tick(
+        &mut self,
+        fault: Option<FullDisk>,
+        elapsed: Duration,
+        leader: impl FnOnce() -> Option<BranchId>,
+        disk: impl FnOnce(BranchId) -> Option<DiskSpace>,
+    ) -> Option<String> {
+        let fault = fault?;
+        if self.over {
+            return None;
+        }
+        match &self.on {
+            None if elapsed >= fault.start => {
+                let Some(id) = fault.branch.or_else(leader) else {
+                    self.over = true;
+                    return Some("no leader: no disk filled".to_string());
+                };
+                let space = disk(id)?;
+                space.set_simulated(fault.space);
+                self.on = Some(space);
+                Some(format!("branch {id}'s disk {:?}", fault.space))
+            }
+            Some(space) if elapsed >= fault.end => {
+                space.set_simulated(Space::Room);
+                self.on = None;
+                self.over = true;
+                Some("the disk has room again".to_string())
+            }
+            _ => None,
+        }
+    }
 }
 
 /// Crashes per run are at most six (the schedule's faults); more draws cost nothing.
@@ -113,6 +220,7 @@ impl DiskPlan {
             sync,
             crashes,
             ignore_checksums,
+            full: FullDisk::draw(seed),
         }
     }
 

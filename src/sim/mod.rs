@@ -384,8 +384,9 @@ impl Plan {
             .map(|&o| if o { "original" } else { "bank" })
             .collect();
         let crashes: Vec<String> = self.disk.crashes.iter().map(|f| f.to_string()).collect();
+        let full = self.disk.full.map_or("none".to_string(), |f| f.to_string());
         format!(
-            "schedule: customers {kinds:?}, accounts {:?} (original {}), snapshot every {} keeping {}, latency 1..{}ms, sync {}ms\n{}  disk faults of the crashes, in turn: {crashes:?}\n",
+            "schedule: customers {kinds:?}, accounts {:?} (original {}), snapshot every {} keeping {}, latency 1..{}ms, sync {}ms\n{}  disk faults of the crashes, in turn: {crashes:?}\n  full disk: {full}\n",
             self.accounts.bank,
             self.accounts.original,
             self.snapshot_every,
@@ -591,17 +592,24 @@ fn drive(
     let mut pending = schedule.actions();
     let mut healed = false;
     let mut crashes = 0;
+    let mut full_disk = disk::FullDiskState::default();
     loop {
         let elapsed = sim.elapsed();
+        let full = full_disk.tick(
+            plan.disk.full,
+            elapsed,
+            || current_leader(hosts, &running_branches(&mut sim)),
+            |id| hosts.get(&id).map(|state| state.log.disk_space().clone()),
+        );
+        if let Some(done) = full {
+            applied.push(format!("{:>6}ms {done}", elapsed.as_millis()));
+        }
         while let Some(action) = pending.first() {
             if action.at > elapsed {
                 break;
             }
             let action = pending.remove(0);
-            let running: Vec<BranchId> = (1..=BRANCHES)
-                .filter(|&id| sim.is_host_running(branch_host(id)))
-                .collect();
-            let leader = current_leader(hosts, &running);
+            let leader = current_leader(hosts, &running_branches(&mut sim));
             applied.push(format!(
                 "{:>6}ms {}",
                 elapsed.as_millis(),
@@ -630,6 +638,12 @@ fn drive(
         }
     }
     (applied, violations, sim.elapsed())
+}
+
+fn running_branches(sim: &mut turmoil::Sim<'static>) -> Vec<BranchId> {
+    (1..=BRANCHES)
+        .filter(|&id| sim.is_host_running(branch_host(id)))
+        .collect()
 }
 
 /// The running branch that leads in the highest term, as the branches' own metrics say.

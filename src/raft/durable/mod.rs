@@ -36,6 +36,7 @@ use redb::{Database, Durability, ReadableTable, TableDefinition};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::disk_space::{DiskSpace, DISK_RESERVE_DEFAULT_MIB};
 use super::{BasicNode, LogId, NodeId, StorageError, TypeConfig};
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -176,6 +177,8 @@ pub struct DurableStore {
     /// The last purged log id once this process has purged: entries up to it are gone for
     /// readers at once, though the writer deletes them later, in chunks.
     purged: Arc<Mutex<Option<LogId>>>,
+    /// The room on the disk: the writer holds appends while it is full.
+    space: DiskSpace,
 }
 
 fn io_error<E: Into<redb::Error>>(e: E) -> StorageError {
@@ -188,8 +191,15 @@ fn decode_error(e: impl std::error::Error + 'static) -> StorageError {
 }
 
 impl DurableStore {
-    /// Opens (or creates) the database in `dir`.
+    /// Opens (or creates) the database in `dir`, keeping the default reserve of free space
+    /// ([`DISK_RESERVE_DEFAULT_MIB`]).
     pub fn open(dir: &Path) -> Result<DurableStore, DurableError> {
+        DurableStore::open_with(dir, DiskSpace::for_dir(dir, DISK_RESERVE_DEFAULT_MIB, None))
+    }
+
+    /// Opens (or creates) the database in `dir`, whose writer holds log appends while `space`
+    /// says the disk is full.
+    pub fn open_with(dir: &Path, space: DiskSpace) -> Result<DurableStore, DurableError> {
         std::fs::create_dir_all(dir).map_err(|cause| DurableError::CreateDir {
             path: dir.to_path_buf(),
             cause,
@@ -220,18 +230,18 @@ impl DurableStore {
         };
         let db = Arc::new(db);
         let unflushed = Arc::default();
-        let writer = Writer::start(db.clone(), Arc::clone(&unflushed), &path).map_err(|e| {
-            DurableError::Open {
+        let writer = Writer::start(db.clone(), Arc::clone(&unflushed), &path, space.clone())
+            .map_err(|e| DurableError::Open {
                 path: path.clone(),
                 cause: e.into(),
-            }
-        })?;
+            })?;
         let store = DurableStore {
             db,
             path: Arc::new(path),
             writer: Arc::new(writer),
             unflushed,
             purged: Arc::default(),
+            space,
         };
         // Create the tables, so reads never meet a missing table.
         store
@@ -259,6 +269,11 @@ impl DurableStore {
 
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The room on this store's disk.
+    pub fn disk_space(&self) -> &DiskSpace {
+        &self.space
     }
 
     /// Records [`LOG_FORMAT`] in a new database; refuses one whose log is in another format

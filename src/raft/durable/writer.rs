@@ -1,7 +1,10 @@
 //! The database's one writer thread: every write to redb, in order, committed in runs that
 //! share one fsync.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::*;
+use crate::raft::disk_space::{DiskSpace, Space};
 
 /// Purged entries deleted per commit at most (see [`Job::Purge`]).
 pub(super) const PURGE_CHUNK_ENTRIES: u64 = 32;
@@ -10,6 +13,8 @@ pub(super) const PURGE_CHUNK_ENTRIES: u64 = 32;
 const WRITE_JOBS_MAX: usize = 256;
 /// Jobs committed together in one transaction (one fsync) at most.
 const WRITE_JOBS_PER_COMMIT_MAX: usize = 64;
+/// While the disk is full, how often the writer looks again (jittered).
+const FULL_DISK_RECHECK: std::time::Duration = std::time::Duration::from_millis(100);
 
 pub(super) type WriteFn =
     Box<dyn FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error> + Send>;
@@ -50,14 +55,20 @@ pub(super) enum Job {
 /// Dropping it (with the last clone of the store) stops the thread and waits for it, so the
 /// database is closed by the time the store is gone, as it was without the thread: a restart
 /// in the same process, or a test that inspects the file, never races a closing handle.
+///
+/// While the disk is [full](crate::raft::disk_space), a commit with log entries in it waits,
+/// and every job behind it: nothing is acknowledged that is not synced, and order is kept.
 #[derive(Debug)]
 pub(super) struct Writer {
     jobs: Option<std::sync::mpsc::SyncSender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Set when the store is dropped: a commit held for a full disk gives up.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Drop for Writer {
     fn drop(&mut self) {
+        self.stopping.store(true, Ordering::Relaxed);
         drop(self.jobs.take());
         if let Some(thread) = self.thread.take() {
             if thread.join().is_err() {
@@ -82,14 +93,21 @@ impl Writer {
         db: Arc<Database>,
         unflushed: Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>,
         path: &Path,
+        space: DiskSpace,
     ) -> Result<Writer, std::io::Error> {
         let (jobs, queue) = std::sync::mpsc::sync_channel(WRITE_JOBS_MAX);
+        let stopping = Arc::new(AtomicBool::new(false));
+        let room = Room {
+            space,
+            stopping: stopping.clone(),
+        };
         let thread = std::thread::Builder::new()
             .name(format!("redb-writer {}", path.display()))
-            .spawn(move || Writer::run(&db, &unflushed, &queue))?;
+            .spawn(move || Writer::run(&db, &unflushed, &queue, &room))?;
         Ok(Writer {
             jobs: Some(jobs),
             thread: Some(thread),
+            stopping,
         })
     }
 
@@ -98,6 +116,7 @@ impl Writer {
         db: &Database,
         unflushed: &Mutex<BTreeMap<u64, Entry<TypeConfig>>>,
         queue: &std::sync::mpsc::Receiver<Job>,
+        room: &Room,
     ) {
         // A purge chunk taken from the queue while the commit being built already has one.
         let mut carried: Option<Job> = None;
@@ -124,7 +143,11 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            let result = Writer::commit(db, &mut jobs).map_err(|e| e.to_string());
+            let appends = jobs.iter().any(|job| matches!(job, Job::Append { .. }));
+            let result = match appends.then(|| room.wait()).flatten() {
+                Some(why) => Err(why),
+                None => Writer::commit(db, &mut jobs).map_err(|e| e.to_string()),
+            };
             for job in jobs {
                 match job {
                     Job::Append { entries, callback } => {
@@ -205,6 +228,38 @@ impl Writer {
         match &self.jobs {
             Some(jobs) => jobs.send(job).map_err(|_| stopped()),
             None => Err(stopped()),
+        }
+    }
+}
+
+/// What the writer needs to wait out a full disk.
+struct Room {
+    space: DiskSpace,
+    stopping: Arc<AtomicBool>,
+}
+
+impl Room {
+    /// Waits while the disk is full; `Some(why)` if the store stopped meanwhile (the held
+    /// jobs then fail, unsynced, as a crash would leave them).
+    fn wait(&self) -> Option<String> {
+        let report = self.space.check();
+        if report.space < Space::Full {
+            return None;
+        }
+        tracing::warn!("the disk is full ({report}): log appends wait until space is freed");
+        let started = std::time::Instant::now();
+        loop {
+            if self.stopping.load(Ordering::Relaxed) {
+                return Some(format!("stopped while the disk was full ({report})"));
+            }
+            std::thread::sleep(crate::retry::jittered(FULL_DISK_RECHECK));
+            if self.space.check().space < Space::Full {
+                tracing::warn!(
+                    "space on the disk again after {:?}: log appends go on",
+                    started.elapsed()
+                );
+                return None;
+            }
         }
     }
 }
