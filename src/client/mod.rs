@@ -98,6 +98,9 @@ pub struct ClientConfig {
     /// flight before its own round trip, so its call may take up to twice `deadline`. Off:
     /// every write is its own RPC, and concurrent writes are concurrent RPCs.
     pub batching: bool,
+    /// Send writes to the leader that the last answer named first (on by default; see the
+    /// module docs). Off: every call starts at the branch that last answered one.
+    pub leader_hints: bool,
 }
 
 /// A bearer token, ready to send; its `Debug` does not show it.
@@ -141,6 +144,7 @@ impl Default for ClientConfig {
             tls: None,
             token: None,
             batching: true,
+            leader_hints: true,
         }
     }
 }
@@ -470,7 +474,12 @@ impl Client {
     {
         let deadline = Instant::now() + self.config.deadline;
         let write = request_id.is_some();
-        let hinted = if write { self.leader.get() } else { None };
+        let hints = self.config.leader_hints;
+        let hinted = if write && hints {
+            self.leader.get()
+        } else {
+            None
+        };
         let first = hinted.unwrap_or_else(|| self.preferred.load(Ordering::Relaxed));
         let mut last = String::from("no attempt made");
         let mut last_tls_mismatch = None;
@@ -486,10 +495,12 @@ impl Client {
             attempts += 1;
             match tokio::time::timeout(timeout, attempt(client.clone(), timeout)).await {
                 Ok(Ok(reply)) => {
-                    let names = self.branches.iter().map(|(name, _)| name.as_str());
-                    self.leader.learn(reply.metadata(), names);
+                    if hints {
+                        let names = self.branches.iter().map(|(name, _)| name.as_str());
+                        self.leader.learn(reply.metadata(), names);
+                    }
                     // A write sent to the hinted leader says nothing of where to read.
-                    if !write || self.leader.get().is_none() {
+                    if !write || (hinted.is_none() && self.leader.get().is_none()) {
                         self.preferred.store(index, Ordering::Relaxed);
                     }
                     return Ok(reply.into_inner());
@@ -511,7 +522,7 @@ impl Client {
                     last_tls_mismatch = None;
                 }
             }
-            if write {
+            if write && hints {
                 // The hinted leader failed: the next answer names the leader again.
                 self.leader.forget(index);
             }
