@@ -125,6 +125,7 @@ enum Command {
         bank bench --clients 16 --duration 10\n  \
         bank bench --data-dir /tmp/bench --clients 64 --mix deposit=50,transfer=50 --duration 20\n  \
         bank bench --batch 1000 --mix transfer=100 --count 1000000 --json\n  \
+        bank bench --clients 1 --callers-per-client 64 --mix deposit=100   (client-side batching)\n  \
         bank bench --branch 127.0.0.1:7001 --branch 127.0.0.1:7002 --clients 8 --count 10000\n  \
         bank bench --duration 10 --html bench.html   (throughput and latency charts)\n\n\
         Without --branch it starts its own cluster on loopback (in memory, or durable with \

@@ -24,6 +24,11 @@ use std::time::Duration;
 
 use tonic::transport::{ClientTlsConfig, Endpoint};
 
+/// The response metadata in which a branch names the leader's address as it knows it (its own
+/// when it leads): `bank.v1` clients send their writes there first
+/// ([`crate::client::Client`]). Only a hint: any branch still forwards a write to the leader.
+pub const LEADER_METADATA: &str = "bank-leader";
+
 /// How [`endpoint`] builds an endpoint.
 #[derive(Debug, Clone)]
 pub struct EndpointConfig<'a> {

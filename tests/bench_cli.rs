@@ -137,6 +137,39 @@ fn the_recorded_history_passes_bank_check() {
     assert!(String::from_utf8_lossy(&checked.stdout).contains("passes"));
 }
 
+/// Callers sharing a client (its writes batched) for about a second: each caller's
+/// operations are recorded with its own results, and the history passes `bank check`.
+#[test]
+fn callers_sharing_a_client_record_a_history_that_passes_bank_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let history = dir.path().join("history.jsonl");
+    let history_arg = history.to_str().expect("utf-8 path");
+    let report = bench(&[
+        "--duration",
+        "1",
+        "--clients",
+        "2",
+        "--callers-per-client",
+        "8",
+        "--accounts",
+        "20",
+        "--history",
+        history_arg,
+    ]);
+    assert_eq!(report["callers_per_client"], 8, "{report}");
+    assert_eq!(report["clients"], 2, "{report}");
+    assert_eq!(report["invariants"]["passed"], true, "{report}");
+    assert!(report["operations"].as_u64() > Some(0), "{report}");
+    let checked = common::bank(["check", history_arg]);
+    assert!(
+        checked.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(String::from_utf8_lossy(&checked.stdout).contains("passes"));
+}
+
 #[test]
 fn bad_flags_are_refused_with_a_clear_message() {
     for (args, expected) in [
@@ -145,6 +178,7 @@ fn bad_flags_are_refused_with_a_clear_message() {
         (&["--count", "0"][..], "--count"),
         (&["--batch", "5", "--history", "h.jsonl"][..], "--batch 1"),
         (&["--rate", "0"][..], "--rate"),
+        (&["--callers-per-client", "0"][..], "--callers-per-client"),
         (&["--rate", "-5"][..], "--rate"),
         (
             &["--rate", "fast"][..],

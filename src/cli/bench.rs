@@ -31,9 +31,14 @@ pub struct BenchArgs {
     /// Keep the started cluster's state here (durable: fsync before acknowledging).
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Concurrent clients; with --rate, the most requests in flight at once.
+    /// Concurrent clients (each its own connections and request ids); with --rate, the most
+    /// requests in flight at once is clients × callers per client.
     #[arg(long, default_value_t = 16)]
     clients: usize,
+    /// Concurrent callers sharing each client: the writes they make while one of their
+    /// client's writes is in flight go out together in one batch (client-side batching).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    callers_per_client: usize,
     /// Open loop: send this many requests per second in all (a batch is one), each due at a
     /// fixed time and started then, or as soon as a client is free; latency is measured from
     /// when each was due (no coordinated omission). Without it, each client sends back to back.
@@ -92,6 +97,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     }
     let config = BenchConfig {
         clients: args.clients,
+        callers_per_client: args.callers_per_client,
         length,
         mix: args.mix,
         batch: args.batch,

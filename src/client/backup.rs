@@ -65,6 +65,7 @@ pub async fn download(
                 addr: addr.to_string(),
                 status,
                 tls_mismatch,
+                request_id: None,
             }
         }
     };

@@ -13,6 +13,17 @@
 //! The client remembers the highest log index any of its writes committed at, and passes it
 //! with [`ReadLevel::ReadYourWrites`] reads, so those see its own writes at any branch.
 //!
+//! Writes go to the leader first: every answer names the leader (`bank-leader` metadata), and
+//! the client tries that branch first for its next writes, saving the follower's forward
+//! ([`leader`]). Reads start at the branch that last answered one. A stale hint costs what no
+//! hint costs: the follower forwards, or the next branch is tried.
+//!
+//! Writes are batched, as TigerBeetle's clients do ([`batcher`], on by default,
+//! [`ClientConfig::batching`]): one write per client is in flight; those made meanwhile, by
+//! other tasks sharing the client, queue (bounded) and go out together in one `SubmitBatch`
+//! when it returns, each with its own request id, its own result and its own error. A
+//! sequential caller sends exactly what it did before: one RPC per write.
+//!
 //! A branch started with TLS and tokens (see [`crate::server::auth`], [`crate::tls`]) is reached with
 //! [`ClientConfig::tls`] (the cluster's CA) and [`ClientConfig::token`] (sent as
 //! `authorization: Bearer <token>` on every call). A refusal (UNAUTHENTICATED,
@@ -27,10 +38,15 @@
 //! endpoint builder they all use.
 
 pub mod backup;
+mod batcher;
 pub mod course;
+mod leader;
 mod listing;
 pub mod members;
 pub mod status;
+mod write;
+
+pub use batcher::QUEUED_WRITES_MAX;
 
 pub use listing::{Listing, LISTED_ACCOUNTS_MAX};
 
@@ -38,6 +54,9 @@ use std::future::Future;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
+
+use batcher::Batcher;
+use leader::LeaderHint;
 
 use tokio::time::Instant;
 use tonic::metadata::{Ascii, MetadataValue};
@@ -73,6 +92,15 @@ pub struct ClientConfig {
     pub tls: Option<ClientTlsConfig>,
     /// The bearer token sent with every call; `None`: none.
     pub token: Option<Token>,
+    /// Client-side batching (on by default): writes made while one of this client's writes is
+    /// in flight wait for it and then go out together in one `SubmitBatch`, each with its own
+    /// request id and result (see the module docs). A queued write waits for the one in
+    /// flight before its own round trip, so its call may take up to twice `deadline`. Off:
+    /// every write is its own RPC, and concurrent writes are concurrent RPCs.
+    pub batching: bool,
+    /// Send writes to the leader that the last answer named first (on by default; see the
+    /// module docs). Off: every call starts at the branch that last answered one.
+    pub leader_hints: bool,
 }
 
 /// A bearer token, ready to send; its `Debug` does not show it.
@@ -115,11 +143,13 @@ impl Default for ClientConfig {
             connect_timeout: Duration::from_secs(2),
             tls: None,
             token: None,
+            batching: true,
+            leader_hints: true,
         }
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ClientError {
     #[error("no branch address given")]
     NoBranches,
@@ -142,12 +172,21 @@ pub enum ClientError {
         /// What the last attempt's failure says about TLS on one end only.
         tls_mismatch: Option<TlsMismatch>,
     },
-    #[error("branch {addr} refused the request: {} ({:?})", status.message(), status.code())]
+    #[error("branch {addr} refused {}: {} ({:?})", request_name(*request_id), status.message(), status.code())]
     Refused {
         addr: String,
         status: Status,
         /// What the refusal says about TLS on one end only.
         tls_mismatch: Option<TlsMismatch>,
+        /// The write refused (`None`: a read, or another call).
+        request_id: Option<RequestId>,
+    },
+    /// Client-side batching's queue stayed full: the write was not sent, and nothing applied.
+    #[error("request {}:{} was not sent: {queued} writes of this client were already waiting for the one in flight, and no room came within {waited:?}; send fewer writes at once, or use more clients", request_id.origin, request_id.sequence)]
+    QueueFull {
+        request_id: RequestId,
+        queued: usize,
+        waited: Duration,
     },
     /// A streamed answer broke off or did not make sense; the text says how.
     #[error("{what}: {why}")]
@@ -164,8 +203,33 @@ impl ClientError {
             | ClientError::Refused { tls_mismatch, .. } => *tls_mismatch,
             ClientError::NoBranches
             | ClientError::BadAddress { .. }
+            | ClientError::QueueFull { .. }
             | ClientError::Stream { .. } => None,
         }
+    }
+
+    /// This error of a whole batch as the error of its write `request_id`: an unknown
+    /// outcome or a refusal names the write's own id.
+    fn for_request(&self, request_id: RequestId) -> ClientError {
+        let mut error = self.clone();
+        match &mut error {
+            ClientError::OutcomeUnknown { request_id: id, .. }
+            | ClientError::QueueFull { request_id: id, .. } => *id = request_id,
+            ClientError::Refused { request_id: id, .. } => *id = Some(request_id),
+            ClientError::NoBranches
+            | ClientError::BadAddress { .. }
+            | ClientError::Unavailable { .. }
+            | ClientError::Stream { .. } => {}
+        }
+        error
+    }
+}
+
+/// A request id as an error message names it.
+fn request_name(request_id: Option<RequestId>) -> String {
+    match request_id {
+        Some(id) => format!("request {}:{}", id.origin, id.sequence),
+        None => "the request".to_string(),
     }
 }
 
@@ -216,49 +280,6 @@ pub struct BatchWritten {
     pub reply: pb::SubmitBatchReply,
 }
 
-fn wire_id(id: RequestId) -> Option<pb::RequestId> {
-    Some(pb::RequestId {
-        origin: id.origin,
-        sequence: id.sequence,
-    })
-}
-
-fn batch_item(id: RequestId, write: &Write) -> pb::BatchItem {
-    use pb::batch_item::Write as W;
-    let request_id = wire_id(id);
-    let write = match *write {
-        Write::Open {
-            account,
-            opening_balance,
-            overdraft_limit,
-            balance_max,
-        } => W::OpenAccount(pb::OpenAccountRequest {
-            request_id,
-            account,
-            opening_balance,
-            overdraft_limit,
-            balance_max,
-        }),
-        Write::Deposit { account, amount } => W::Deposit(pb::DepositRequest {
-            request_id,
-            account,
-            amount,
-        }),
-        Write::Withdraw { account, amount } => W::Withdraw(pb::WithdrawRequest {
-            request_id,
-            account,
-            amount,
-        }),
-        Write::Transfer { from, to, amount } => W::Transfer(pb::TransferRequest {
-            request_id,
-            from_account: from,
-            to_account: to,
-            amount,
-        }),
-    };
-    pb::BatchItem { write: Some(write) }
-}
-
 /// Statuses after which the same request may be sent again (to another branch): the branch
 /// could not serve it (unavailable; or, `RESOURCE_EXHAUSTED`, overloaded or its disk low on
 /// space, having done nothing), or the answer was lost.
@@ -282,8 +303,13 @@ pub struct Client {
     channels_tls: Option<bool>,
     origin: u64,
     sequence: AtomicU64,
-    /// The branch to try first: the last one that answered.
+    /// The branch to try a read first (and a write, while no leader is hinted): the last one
+    /// that answered it.
     preferred: AtomicUsize,
+    /// The branch to try a write first: the leader, as the last answer named it.
+    leader: LeaderHint,
+    /// Writes waiting for the one in flight.
+    batcher: Batcher,
     /// The highest log index any write of this client committed at.
     write_index_max: AtomicU64,
 }
@@ -319,6 +345,8 @@ impl Client {
             origin: random_origin(),
             sequence: AtomicU64::new(1),
             preferred: AtomicUsize::new(0),
+            leader: LeaderHint::new(),
+            batcher: Batcher::new(),
             write_index_max: AtomicU64::new(0),
         })
     }
@@ -347,6 +375,8 @@ impl Client {
             origin: origin.max(1),
             sequence: AtomicU64::new(1),
             preferred: AtomicUsize::new(0),
+            leader: LeaderHint::new(),
+            batcher: Batcher::new(),
             write_index_max: AtomicU64::new(0),
         })
     }
@@ -414,104 +444,6 @@ impl Client {
         self.write_with_id(self.next_request_id(), &write).await
     }
 
-    /// Sends `write` under `request_id`: a new one from [`Client::next_request_id`], or the id
-    /// of an earlier attempt whose outcome is unknown (resending it is safe).
-    pub async fn write_with_id(
-        &self,
-        request_id: RequestId,
-        write: &Write,
-    ) -> Result<Written, ClientError> {
-        let id = wire_id(request_id);
-        let reply = match write.clone() {
-            Write::Open {
-                account,
-                opening_balance,
-                overdraft_limit,
-                balance_max,
-            } => {
-                let message = pb::OpenAccountRequest {
-                    request_id: id,
-                    account,
-                    opening_balance,
-                    overdraft_limit,
-                    balance_max,
-                };
-                self.call(Some(request_id), |mut c, t| async move {
-                    c.open_account(self.request(message, t)).await
-                })
-                .await?
-            }
-            Write::Deposit { account, amount } => {
-                let message = pb::DepositRequest {
-                    request_id: id,
-                    account,
-                    amount,
-                };
-                self.call(Some(request_id), |mut c, t| async move {
-                    c.deposit(self.request(message, t)).await
-                })
-                .await?
-            }
-            Write::Withdraw { account, amount } => {
-                let message = pb::WithdrawRequest {
-                    request_id: id,
-                    account,
-                    amount,
-                };
-                self.call(Some(request_id), |mut c, t| async move {
-                    c.withdraw(self.request(message, t)).await
-                })
-                .await?
-            }
-            Write::Transfer { from, to, amount } => {
-                let message = pb::TransferRequest {
-                    request_id: id,
-                    from_account: from,
-                    to_account: to,
-                    amount,
-                };
-                self.call(Some(request_id), |mut c, t| async move {
-                    c.transfer(self.request(message, t)).await
-                })
-                .await?
-            }
-        };
-        self.write_index_max
-            .fetch_max(reply.log_index, Ordering::Relaxed);
-        Ok(Written {
-            request_id,
-            result: reply.result.unwrap_or_default(),
-            log_index: reply.log_index,
-        })
-    }
-
-    /// Sends up to 8,190 writes as one batch: one id for the batch, one per item.
-    pub async fn submit_batch(&self, writes: &[Write]) -> Result<BatchWritten, ClientError> {
-        let request_id = self.next_request_id();
-        let request_ids: Vec<RequestId> = writes.iter().map(|_| self.next_request_id()).collect();
-        let message = pb::SubmitBatchRequest {
-            request_id: wire_id(request_id),
-            items: request_ids
-                .iter()
-                .zip(writes)
-                .map(|(&id, write)| batch_item(id, write))
-                .collect(),
-        };
-        let reply = self
-            .call(Some(request_id), |mut c, t| {
-                let m = message.clone();
-                async move { c.submit_batch(self.request(m, t)).await }
-            })
-            .await?;
-        self.write_index_max
-            .fetch_max(reply.log_index, Ordering::Relaxed);
-        Ok(BatchWritten {
-            request_id,
-            request_ids,
-            reply,
-        })
-    }
-
     /// The balances of `accounts` at `level`; with [`ReadLevel::ReadYourWrites`], at least
     /// as fresh as this client's last write.
     pub async fn get_balances(
@@ -546,7 +478,14 @@ impl Client {
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let deadline = Instant::now() + self.config.deadline;
-        let first = self.preferred.load(Ordering::Relaxed);
+        let write = request_id.is_some();
+        let hints = self.config.leader_hints;
+        let hinted = if write && hints {
+            self.leader.get()
+        } else {
+            None
+        };
+        let first = hinted.unwrap_or_else(|| self.preferred.load(Ordering::Relaxed));
         let mut last = String::from("no attempt made");
         let mut last_tls_mismatch = None;
         let mut attempts = 0;
@@ -561,7 +500,14 @@ impl Client {
             attempts += 1;
             match tokio::time::timeout(timeout, attempt(client.clone(), timeout)).await {
                 Ok(Ok(reply)) => {
-                    self.preferred.store(index, Ordering::Relaxed);
+                    if hints {
+                        let names = self.branches.iter().map(|(name, _)| name.as_str());
+                        self.leader.learn(reply.metadata(), names);
+                    }
+                    // A write sent to the hinted leader says nothing of where to read.
+                    if !write || (hinted.is_none() && self.leader.get().is_none()) {
+                        self.preferred.store(index, Ordering::Relaxed);
+                    }
                     return Ok(reply.into_inner());
                 }
                 Ok(Err(status)) if retryable(&status) => {
@@ -573,12 +519,17 @@ impl Client {
                         addr: addr.clone(),
                         tls_mismatch: self.tls_mismatch(&status),
                         status,
+                        request_id,
                     })
                 }
                 Err(_) => {
                     last = format!("{addr}: no answer within {timeout:?}");
                     last_tls_mismatch = None;
                 }
+            }
+            if write && hints {
+                // The hinted leader failed: the next answer names the leader again.
+                self.leader.forget(index);
             }
             tracing::debug!(attempts, "retrying at the next branch: {last}");
             let pause = pause_after(&self.config, attempts, self.branches.len());

@@ -181,6 +181,16 @@ impl Branch {
         }
     }
 
+    /// The address of the leader this branch knows now (its own when it leads), as its peers
+    /// reach it: what it tells customers, who send their writes there first.
+    pub fn leader_address(&self) -> Option<String> {
+        let metrics = self.replica.raft.metrics();
+        let metrics = metrics.borrow();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&leader)?;
+        Some(self.peers().address(leader, node))
+    }
+
     /// On the leader, how many entries branch `id` lacks of the leader's log (its whole log
     /// if the leader has no record of it); 0 on any other branch.
     pub(super) fn entries_behind(&self, id: BranchId) -> u64 {

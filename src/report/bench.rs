@@ -186,13 +186,13 @@ fn curve_series(
 /// The summary numbers, as tables.
 fn summary(report: &BenchReport) -> String {
     let mut html = format!(
-        "<h2>Summary</h2>\n<p><b>{} operations in {:.2} s: {} ops/s</b> ({} branches, {} \
-         clients, batch {}, {} accounts; mix deposit {}%, withdraw {}%, transfer {}%, query {}%)</p>\n",
+        "<h2>Summary</h2>\n<p><b>{} operations in {:.2} s: {} ops/s</b> ({} branches, {}, \
+         batch {}, {} accounts; mix deposit {}%, withdraw {}%, transfer {}%, query {}%)</p>\n",
         count(report.operations),
         report.elapsed_s,
         count(report.operations_per_s.round() as u64),
         report.branches,
-        report.clients,
+        report.clients_label(),
         report.batch,
         report.accounts,
         report.mix.deposit,

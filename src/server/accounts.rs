@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
 use tokio::time::Instant;
+use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status};
 
 use super::admission::Admission;
@@ -23,6 +24,7 @@ use crate::ledger::{Command, Outcome, Proposal, RequestId, BATCH_ITEMS_MAX};
 use crate::node::{Branch, REQUEST_DEADLINE};
 use crate::proto::v1 as pb;
 use crate::proto::v1::accounts_server::AccountsServer;
+use crate::rpc::LEADER_METADATA;
 use crate::server::auth::{Access, Tokens};
 
 /// At most this many accounts in one `GetBalances` (one bound for every list in this API).
@@ -320,9 +322,21 @@ fn batch_reply(outcome: &Outcome, log_index: u64) -> Result<pb::SubmitBatchReply
     })
 }
 
-/// A call's answer, as tonic wants it: the one mapping of errors in [`super::error`].
-fn answer<T>(answer: Result<T, ServiceError>) -> Result<Response<T>, Status> {
-    answer.map(Response::new).map_err(Status::from)
+impl AccountsService {
+    /// A call's answer, as tonic wants it: errors through the one mapping in [`super::error`];
+    /// an answer names the leader as this branch knows it ([`LEADER_METADATA`]), so that the
+    /// client sends its writes there first and saves this branch's forward.
+    fn answer<T>(&self, answer: Result<T, ServiceError>) -> Result<Response<T>, Status> {
+        let mut response = answer.map(Response::new).map_err(Status::from)?;
+        let leader = self
+            .branch
+            .leader_address()
+            .and_then(|addr| MetadataValue::try_from(addr).ok());
+        if let Some(leader) = leader {
+            response.metadata_mut().insert(LEADER_METADATA, leader);
+        }
+        Ok(response)
+    }
 }
 
 fn invalid(why: impl Into<String>) -> ServiceError {
@@ -335,42 +349,42 @@ impl pb::accounts_server::Accounts for AccountsService {
         &self,
         request: Request<pb::OpenAccountRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
-        answer(self.write_call(&request, open_proposal).await)
+        self.answer(self.write_call(&request, open_proposal).await)
     }
 
     async fn deposit(
         &self,
         request: Request<pb::DepositRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
-        answer(self.write_call(&request, deposit_proposal).await)
+        self.answer(self.write_call(&request, deposit_proposal).await)
     }
 
     async fn withdraw(
         &self,
         request: Request<pb::WithdrawRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
-        answer(self.write_call(&request, withdraw_proposal).await)
+        self.answer(self.write_call(&request, withdraw_proposal).await)
     }
 
     async fn transfer(
         &self,
         request: Request<pb::TransferRequest>,
     ) -> Result<Response<pb::WriteReply>, Status> {
-        answer(self.write_call(&request, transfer_proposal).await)
+        self.answer(self.write_call(&request, transfer_proposal).await)
     }
 
     async fn submit_batch(
         &self,
         request: Request<pb::SubmitBatchRequest>,
     ) -> Result<Response<pb::SubmitBatchReply>, Status> {
-        answer(self.submit_batch_call(&request).await)
+        self.answer(self.submit_batch_call(&request).await)
     }
 
     async fn get_balances(
         &self,
         request: Request<pb::GetBalancesRequest>,
     ) -> Result<Response<pb::GetBalancesReply>, Status> {
-        answer(self.get_balances_call(request).await)
+        self.answer(self.get_balances_call(request).await)
     }
 
     type ListAccountsStream = AccountsPages;
@@ -379,7 +393,7 @@ impl pb::accounts_server::Accounts for AccountsService {
         &self,
         request: Request<pb::ListAccountsRequest>,
     ) -> Result<Response<AccountsPages>, Status> {
-        answer(self.list_accounts_call(request).await)
+        self.answer(self.list_accounts_call(request).await)
     }
 }
 

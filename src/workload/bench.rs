@@ -43,9 +43,15 @@ pub use super::stall::Stall;
 /// Opening balance of every benchmark account: large, so withdrawals rarely fail.
 pub const OPENING_BALANCE: u64 = 1_000_000_000;
 
+/// At most this many callers share one client: what its queue of writes holds.
+pub const CALLERS_PER_CLIENT_MAX: usize = crate::client::QUEUED_WRITES_MAX;
+
 #[derive(Debug, Clone)]
 pub struct BenchConfig {
     pub clients: usize,
+    /// Concurrent callers sharing each client (1: one caller per client). Their writes are
+    /// batched by the client ([`crate::client::ClientConfig::batching`]).
+    pub callers_per_client: usize,
     pub length: Length,
     pub mix: Mix,
     /// Writes per request (1: one operation per request).
@@ -144,6 +150,11 @@ fn validate(addresses: &[String], config: &BenchConfig) -> Result<(), BenchError
             "needs at least 1 client and 2 accounts".to_string(),
         ));
     }
+    if config.callers_per_client == 0 || config.callers_per_client > CALLERS_PER_CLIENT_MAX {
+        return Err(BenchError::Config(format!(
+            "--callers-per-client must be 1..={CALLERS_PER_CLIENT_MAX}"
+        )));
+    }
     if config.batch == 0 || config.batch > BATCH_ITEMS_MAX {
         return Err(BenchError::Config(format!(
             "--batch must be 1..={BATCH_ITEMS_MAX}"
@@ -208,21 +219,28 @@ pub async fn run_bench(
         });
     }
     let acks = Acks::default();
-    let mut workers = Vec::with_capacity(config.clients);
+    let callers = config.callers_per_client;
+    let mut workers = Vec::with_capacity(config.clients.saturating_mul(callers));
     for index in 0..config.clients {
         let mut rotated = addresses.to_vec();
         rotated.rotate_left(index % addresses.len());
-        workers.push(BenchClient {
-            client: Client::new(&rotated, config.client_config.clone())?,
-            mix: config.mix,
-            batch: config.batch,
-            read_level: config.read_level,
-            accounts: config.accounts,
-            random: Random::new(config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index as u64),
-            progress: progress.clone(),
-            acks: acks.clone(),
-            tally: Tally::new(),
-        });
+        let client = Arc::new(Client::new(&rotated, config.client_config.clone())?);
+        // Caller `worker` is the driver's worker (and the history's process) of that number.
+        for worker in index * callers..(index + 1) * callers {
+            workers.push(BenchClient {
+                client: client.clone(),
+                mix: config.mix,
+                batch: config.batch,
+                read_level: config.read_level,
+                accounts: config.accounts,
+                random: Random::new(
+                    config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ worker as u64,
+                ),
+                progress: progress.clone(),
+                acks: acks.clone(),
+                tally: Tally::new(),
+            });
+        }
     }
     let plan = Plan {
         history: history.clone(),
@@ -257,6 +275,7 @@ pub async fn run_bench(
     Ok(BenchReport {
         branches: addresses.len(),
         clients: config.clients,
+        callers_per_client: callers,
         batch: config.batch,
         accounts: config.accounts,
         mix: config.mix,
@@ -304,6 +323,7 @@ mod tests {
     async fn bad_configurations_are_refused_before_any_call() {
         let mut config = BenchConfig {
             clients: 1,
+            callers_per_client: 1,
             length: Length::Count(1),
             mix: Mix::default(),
             batch: 1,

@@ -38,9 +38,10 @@ pub(crate) enum Answer {
     Batch(Result<BatchWritten, ClientError>),
 }
 
-/// One bench client: its connection, its random choices, what it measured.
+/// One bench caller: its client (shared with the other callers of that client, if any), its
+/// random choices, what it measured.
 pub(crate) struct BenchClient {
-    pub client: Client,
+    pub client: Arc<Client>,
     pub mix: Mix,
     /// Writes per request (1: one operation per request).
     pub batch: usize,
@@ -135,6 +136,7 @@ pub(crate) fn error_kind(error: &ClientError) -> String {
             format!("refused_{:?}", status.code()).to_lowercase()
         }
         ClientError::NoBranches | ClientError::BadAddress { .. } => "client".to_string(),
+        ClientError::QueueFull { .. } => "queue_full".to_string(),
         ClientError::Stream { .. } => "stream".to_string(),
     }
 }

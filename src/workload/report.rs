@@ -177,6 +177,8 @@ pub struct Invariants {
 pub struct BenchReport {
     pub branches: usize,
     pub clients: usize,
+    /// Concurrent callers sharing each client (`--callers-per-client`; 1: one each).
+    pub callers_per_client: usize,
     pub batch: usize,
     pub accounts: u64,
     pub mix: Mix,
@@ -307,6 +309,14 @@ impl Tally {
 }
 
 impl BenchReport {
+    /// "16 clients", or "1 clients × 64 callers each" when callers share a client.
+    pub fn clients_label(&self) -> String {
+        match self.callers_per_client {
+            0 | 1 => format!("{} clients", self.clients),
+            callers => format!("{} clients × {callers} callers each", self.clients),
+        }
+    }
+
     /// The human-readable summary.
     pub fn render(&self) -> String {
         let mut out = String::new();
@@ -317,12 +327,12 @@ impl BenchReport {
         line(
             &mut out,
             format!(
-                "{} operations in {:.2} s: {:.0} ops/s ({} branches, {} clients, batch {}, {} accounts)",
+                "{} operations in {:.2} s: {:.0} ops/s ({} branches, {}, batch {}, {} accounts)",
                 self.operations,
                 self.elapsed_s,
                 self.operations_per_s,
                 self.branches,
-                self.clients,
+                self.clients_label(),
                 self.batch,
                 self.accounts
             ),
@@ -416,6 +426,7 @@ mod tests {
         let report = BenchReport {
             branches: 3,
             clients: 2,
+            callers_per_client: 1,
             batch: 1,
             accounts: 10,
             mix: Mix::default(),
