@@ -442,7 +442,7 @@ async fn a_restored_cluster_serves_the_backup_and_remembers_its_requests() {
     wait_for_leader(&running[0].branch, LEADER_DEADLINE).await;
     let addrs: Vec<String> = addresses.values().map(|a| a.to_string()).collect();
     let client = patient_client(&addrs);
-    let ids: Vec<u64> = before.backup.ledger.accounts().keys().copied().collect();
+    let ids: Vec<u64> = before.backup.ledger.accounts().keys().collect();
     for chunk in ids.chunks(BATCH_ITEMS_MAX) {
         let read = client
             .get_balances(chunk, ReadLevel::Linearizable)

@@ -255,3 +255,43 @@ fn an_html_report_that_cannot_be_written_fails_before_the_run() {
         "{stderr}"
     );
 }
+
+/// `bench/memory.sh` with a few accounts (the million of the README takes minutes): it prints
+/// every branch's peak and final resident memory and the throughput, and `LIMIT_MB` makes it
+/// fail, after printing them, when a branch peaks above the limit (1 MB: always).
+#[test]
+fn the_memory_script_prints_each_branch_and_fails_above_its_limit() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/bench/memory.sh");
+    let run = |limit_mb: &str| {
+        common::run_bounded(
+            std::process::Command::new("bash")
+                .arg(script)
+                .env("BANK", common::BANK)
+                .env("ACCOUNTS", "100")
+                .env("COUNT", "200")
+                .env("CLIENTS", "4")
+                .env("LIMIT_MB", limit_mb),
+            std::time::Duration::from_secs(120),
+        )
+    };
+    let over = run("1");
+    assert!(!over.status.success(), "{over:?}");
+    for branch in 1..=3 {
+        let line = format!("branch {branch}: peak RSS ");
+        assert!(over.stdout.contains(&line), "no {line:?} in {over:?}");
+    }
+    assert!(over.stdout.contains("RSS now"), "{over:?}");
+    assert!(over.stdout.contains("summary: throughput "), "{over:?}");
+    assert!(
+        over.stdout.contains(" ops/s, highest branch peak "),
+        "{over:?}"
+    );
+    assert!(over.stderr.contains("above LIMIT_MB=1"), "{over:?}");
+    assert!(!over.stderr.contains("invariant"), "{over:?}");
+    let bad = run("sixty-four");
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        bad.stderr.contains("LIMIT_MB must be a whole number"),
+        "{bad:?}"
+    );
+}

@@ -17,7 +17,7 @@ pub const ORIGINAL_ACCOUNT: AccountId = 0;
 pub const ORIGINAL_BALANCE_MAX: u64 = i32::MAX as u64;
 
 /// An open account: its balance and its limits (`balance_min <= 0 <= balance_max`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     pub balance_minor_units: i64,
     /// `<= 0`: minus the overdraft limit.

@@ -154,7 +154,7 @@ impl Ledger {
         };
         out.write_all(MAGIC)?;
         out.write_all(&(self.accounts.len() as u64).to_le_bytes())?;
-        for (id, account) in &self.accounts {
+        for (id, account) in self.accounts.iter() {
             let mut record = [0u8; ACCOUNT_BYTES];
             record[..8].copy_from_slice(&id.to_le_bytes());
             record[8..16].copy_from_slice(&account.balance_minor_units.to_le_bytes());
@@ -238,7 +238,7 @@ impl Ledger {
                 records.len()
             )));
         }
-        let mut accounts = std::collections::BTreeMap::new();
+        let mut accounts = super::Accounts::new();
         let mut previous: Option<u64> = None;
         for record in records.chunks_exact(ACCOUNT_BYTES) {
             let id = u64_at(record, 0);
@@ -246,10 +246,10 @@ impl Ledger {
                 return Err(SnapshotError::Order { previous, next: id });
             }
             previous = Some(id);
-            // Ids increase, so each insert goes at the end of the map.
-            accounts.insert(
+            // Ids increase, so each insert goes at the end, filling chunks whole.
+            accounts.insert_new(
                 id,
-                Account {
+                &Account {
                     balance_minor_units: i64_at(record, 8),
                     balance_min_minor_units: i64_at(record, 16),
                     balance_max_minor_units: i64_at(record, 24),
@@ -420,9 +420,7 @@ mod tests {
     #[test]
     fn a_well_formed_snapshot_of_a_broken_ledger_is_refused() {
         let mut ledger = ledger_with_history();
-        if let Some(account) = ledger.accounts.get_mut(&2) {
-            account.balance_minor_units = -1_000;
-        }
+        assert!(ledger.accounts.set_balance(2, -1_000));
         let bytes = ledger.encode_snapshot().expect("encode");
         match Ledger::decode_snapshot(&bytes) {
             Err(SnapshotError::Invariant(why)) => {

@@ -183,12 +183,12 @@ fn open_validates_its_figures() {
         }
     );
     assert_eq!(
-        ledger.accounts()[&1],
-        Account {
+        ledger.accounts().get(1),
+        Some(Account {
             balance_minor_units: i64::MAX,
             balance_min_minor_units: -i64::MAX,
             balance_max_minor_units: i64::MAX,
-        }
+        })
     );
     assert_eq!(
         ledger.apply(&open(1, 0, 0, 0)),

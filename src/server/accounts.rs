@@ -490,9 +490,9 @@ impl AccountsService {
             let accounts: Vec<(u64, i64)> = match &visible {
                 None => ledger
                     .accounts()
-                    .range((from, Bound::Unbounded))
+                    .range_from(from)
                     .take(limit)
-                    .map(|(&id, account)| (id, account.balance_minor_units))
+                    .map(|(id, account)| (id, account.balance_minor_units))
                     .collect(),
                 Some(visible) => visible
                     .range((from, Bound::Unbounded))

@@ -116,7 +116,6 @@ pub fn check(
             .accounts()
             .keys()
             .chain(converged.accounts().keys())
-            .copied()
             .collect();
         let differ: Vec<String> = accounts
             .into_iter()
