@@ -2,8 +2,9 @@
 # Measures three durable bank branches against a three-member etcd cluster on this machine,
 # with the same load generator (bank::workload::bench::drive), in alternating runs.
 #
-#   bench/compare-etcd.sh                # sequential writes, 64-client writes, 64-client reads
+#   bench/compare-etcd.sh                # sequential writes, 64-client writes, 64 callers on one bank client, 64-client reads
 #   RUNS=5 DURATION=10 bench/compare-etcd.sh write:1 write:64
+#   bench/compare-etcd.sh write:64:64    # 64 bank callers sharing one client (batching)
 #
 # Installs Debian's etcd-server (and protobuf-compiler, which the etcd-client crate's build
 # needs) if missing. Everything runs on 127.0.0.1 with temporary data directories, removed at
@@ -13,7 +14,7 @@ cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-5}
 CASES=("$@")
-[ ${#CASES[@]} -gt 0 ] || CASES=(write:1 write:64 read:64)
+[ ${#CASES[@]} -gt 0 ] || CASES=(write:1 write:64 write:64:64 read:64)
 
 need=()
 command -v etcd >/dev/null || need+=(etcd-server)
@@ -80,8 +81,9 @@ done
 
 echo "machine: $(nproc) cores, $(uname -srm); $(date -u +%Y-%m-%dT%H:%MZ); $(etcd --version | head -1)"
 for case in "${CASES[@]}"; do
-    workload=${case%%:*}; clients=${case##*:}
-    echo "== $workload, $clients clients, $RUNS runs of ${DURATION}s each"
+    IFS=: read -r workload clients callers <<<"$case"
+    callers=${callers:-1}
+    echo "== $workload, $clients clients ($callers per bank client), $RUNS runs of ${DURATION}s each"
     "$COMPARE" "${bank_args[@]}" "${etcd_args[@]}" --workload "$workload" \
-        --clients "$clients" --duration "$DURATION" --runs "$RUNS"
+        --clients "$clients" --callers-per-client "$callers" --duration "$DURATION" --runs "$RUNS"
 done

@@ -22,6 +22,10 @@ struct Args {
     etcd: Vec<String>,
     #[arg(long, default_value_t = 1)]
     clients: usize,
+    /// On the bank side, this many of the clients' callers share one `bank::client::Client`
+    /// (which batches their concurrent writes); etcd keeps one client per caller.
+    #[arg(long, default_value_t = 1)]
+    callers_per_client: usize,
     /// Seconds per run.
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
@@ -45,23 +49,27 @@ enum Workload {
 const ACCOUNT_BASE: u64 = 9_000_000_000;
 
 async fn run_bank(args: &Args, length: Length) -> Result<DriveReport> {
+    let sharing = args.callers_per_client.max(1);
     let mut clients = Vec::with_capacity(args.clients);
-    for index in 0..args.clients {
+    for index in 0..args.clients.div_ceil(sharing) {
         let mut rotated = args.bank.clone();
         rotated.rotate_left(index % args.bank.len());
-        let client = Client::new(&rotated, ClientConfig::default())?;
+        clients.push(std::sync::Arc::new(Client::new(&rotated, ClientConfig::default())?));
+    }
+    for index in 0..args.clients {
         let account = ACCOUNT_BASE + index as u64;
-        let opened = client.open_account(account, 0, 0, None).await?;
+        let opened = clients[index / sharing]
+            .open_account(account, 0, 0, None)
+            .await?;
         if !matches!(opened.outcome(), Outcome::Ok | Outcome::AccountExists) {
             bail!("opening account {account}: {:?}", opened.outcome());
         }
-        clients.push(std::sync::Arc::new(client));
     }
     let workload = args.workload;
     let report = drive(
         args.clients,
         length,
-        |index| clients[index].clone(),
+        |index| clients[index / sharing].clone(),
         move |client, index, _| {
             let client = client.clone();
             async move {
