@@ -50,7 +50,7 @@ use crate::node::{
     change_membership_via_peers, voters_and_learners, Branch, BranchBuilder, MembershipChange,
     Storage,
 };
-use crate::raft::disk_space::{DiskSpace, DISK_RESERVE_DEFAULT_MIB};
+use crate::raft::disk_space::{DiskSpace, Space, DISK_RESERVE_DEFAULT_MIB};
 use crate::raft::durable::{ClusterIdentity, DurableStore, RejoinState};
 use crate::raft::network::Peers;
 use crate::server::{self, ServerConfig, CUSTOMER_REQUESTS_MAX_DEFAULT};
@@ -182,6 +182,13 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
     let rejoin = rejoin
         || (join.is_none() && repair::set_damage_aside(id, &data_dir, &book, &peers).await?);
     let space = DiskSpace::for_dir(&data_dir, disk_reserve_mib, simulate_disk_full);
+    let room = space.check();
+    if room.space > Space::Room {
+        tracing::warn!(
+            branch = id,
+            "at start, {room}: this branch takes no writes and does not lead until space is freed"
+        );
+    }
     let disk = open_disk(
         id,
         &data_dir,

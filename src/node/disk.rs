@@ -58,7 +58,7 @@ impl Replica {
         if low {
             tracing::warn!(
                 branch = self.id,
-                "disk low ({report}): refusing writes and leaving leadership to a branch with room"
+                "{report}: refusing writes and leaving leadership to a branch with room"
             );
         } else {
             tracing::warn!(branch = self.id, "disk has room again: taking writes");

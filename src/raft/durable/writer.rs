@@ -246,7 +246,7 @@ impl Room {
         if report.space < Space::Full {
             return None;
         }
-        tracing::warn!("the disk is full ({report}): log appends wait until space is freed");
+        tracing::warn!("{report}: log appends wait until space is freed");
         let started = std::time::Instant::now();
         loop {
             if self.stopping.load(Ordering::Relaxed) {
