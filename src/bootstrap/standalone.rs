@@ -181,14 +181,7 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
     // Damaged data (a failed checksum) is moved aside and rebuilt from the peers, if they can.
     let rejoin = rejoin
         || (join.is_none() && repair::set_damage_aside(id, &data_dir, &book, &peers).await?);
-    let space = DiskSpace::for_dir(&data_dir, disk_reserve_mib, simulate_disk_full);
-    let room = space.check();
-    if room.space > Space::Room {
-        tracing::warn!(
-            branch = id,
-            "at start, {room}: this branch takes no writes and does not lead until space is freed"
-        );
-    }
+    let space = disk_space(id, &data_dir, disk_reserve_mib, simulate_disk_full);
     let disk = open_disk(
         id,
         &data_dir,
@@ -263,6 +256,24 @@ pub async fn start(config: BranchConfig) -> Result<RunningBranch, ClusterError> 
         }
     }
     Ok(running)
+}
+
+/// The room on the data directory's disk, said at start if it is already low.
+fn disk_space(
+    id: BranchId,
+    data_dir: &std::path::Path,
+    reserve_mib: u64,
+    full_while: Option<PathBuf>,
+) -> DiskSpace {
+    let space = DiskSpace::for_dir(data_dir, reserve_mib, full_while);
+    let room = space.check();
+    if room.space > Space::Room {
+        tracing::warn!(
+            branch = id,
+            "at start, {room}: this branch takes no writes and does not lead until space is freed"
+        );
+    }
+    space
 }
 
 /// Opens the data directory, checks it was made for this branch, and reads what it says.

@@ -163,12 +163,20 @@ impl DiskSpace {
                 reserve: 0,
                 injected: None,
             },
-            Probe::Simulated => SpaceReport {
-                space: self.last(),
-                free: None,
-                reserve: 0,
-                injected: Some("its disk is full (simulated)".to_string()),
-            },
+            Probe::Simulated => {
+                let space = self.last();
+                let what = if space == Space::Full {
+                    "full"
+                } else {
+                    "low on space"
+                };
+                SpaceReport {
+                    space,
+                    free: None,
+                    reserve: 0,
+                    injected: Some(format!("its disk is {what} (simulated)")),
+                }
+            }
             Probe::Dir {
                 dir,
                 reserve,
@@ -262,6 +270,10 @@ mod tests {
         let simulated = DiskSpace::simulated();
         simulated.set_simulated(Space::Full);
         assert_eq!(simulated.check().space, Space::Full);
+        simulated.set_simulated(Space::Low);
+        let low = simulated.check();
+        assert_eq!(low.space, Space::Low);
+        assert!(low.to_string().contains("low on space"), "{low}");
         simulated.set_simulated(Space::Room);
         assert_eq!(simulated.last(), Space::Room);
         let memory = DiskSpace::unlimited();
