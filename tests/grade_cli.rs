@@ -1,4 +1,4 @@
-//! `bank grade p1|p2|p3` end to end on the reference outputs in `../shared/reference`: exit 0
+//! `bank grade p1|p2|p3` end to end on the reference outputs in `tests/testdata/course`: exit 0
 //! when every check passes, 1 when one fails, 2 when a file cannot be graded; "N of M checks
 //! pass" on stdout; `p2 --diagram` writes well-formed SVG with one lane per process and one
 //! arrow per message.
@@ -8,7 +8,7 @@ use std::process::{Command, Output};
 
 fn reference(path: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference")
+        .join("tests/testdata/course")
         .join(path)
 }
 

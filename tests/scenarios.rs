@@ -9,7 +9,7 @@ use bank::workload::course::run_scenario;
 use bank::workload::scenario::Scenario;
 use serde_json::{json, Value};
 
-/// Runs `input` (a path under shared/reference) the way `bank run` does, and returns the
+/// Runs `input` (a path under tests/testdata/course) the way `bank run` does, and returns the
 /// output JSON, after checking that every branch ends with an identical ledger and the same
 /// balance of the shared account.
 async fn run_reference(input: &str, concurrent: bool) -> Value {

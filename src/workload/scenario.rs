@@ -486,7 +486,7 @@ mod tests {
 
     fn reference(path: &str) -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/reference")
+            .join("tests/testdata/course")
             .join(path)
     }
 

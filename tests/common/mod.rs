@@ -28,11 +28,11 @@ pub use {cluster::*, grpc::*, html::*, ports::*, process::*, wait::*};
 
 use std::path::{Path, PathBuf};
 
-/// The reference data of the original project (`../shared/reference`), read-only: read it in
-/// place, never copy or write it.
+/// The course's public reference files (`tests/testdata/course/`, each folder with the
+/// `SOURCE.txt` saying where it came from): scenario inputs and the outputs expected of them.
 pub fn reference(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/reference")
+        .join("tests/testdata/course")
         .join(path)
 }
 
