@@ -16,7 +16,7 @@
 //!   prints this command.
 //! - `BANK_SIM_SEED=1000 BANK_SIM_SEEDS=5000 cargo test --release --test simulation -- seeds`:
 //!   a long run, 5000 seeds from 1000.
-//! - `BANK_SIM_TRACE_OF=42 cargo test --test simulation -- --exact trace_of_one_seed --nocapture`:
+//! - `BANK_SIM_TRACE_OF=42 cargo test --test simulation -- --exact trace_of_one_seed --ignored --nocapture`:
 //!   just the trace of seed 42, for diffing two runs; with `BANK_SIM_LOG=debug` (an
 //!   `EnvFilter`), also every log line of the run on stderr, to find where two runs part.
 
@@ -233,11 +233,18 @@ fn seeds() {
     }
 }
 
-/// With `BANK_SIM_TRACE_OF=<seed>`, prints that seed's trace (for
-/// `the_same_seed_replays_the_same_run`); without it, does nothing.
+/// With `BANK_SIM_TRACE_OF=<seed>`, prints that seed's trace: a helper that
+/// `the_same_seed_replays_the_same_run` runs in a fresh process (and a person runs to diff two
+/// runs), not a test of its own; run by name without the variable, it fails saying so.
 #[test]
+#[ignore = "a helper: prints the trace of the seed BANK_SIM_TRACE_OF names"]
 fn trace_of_one_seed() {
-    if let Some(seed) = env_u64("BANK_SIM_TRACE_OF") {
+    let seed = env_u64("BANK_SIM_TRACE_OF");
+    assert!(
+        seed.is_some(),
+        "set BANK_SIM_TRACE_OF to the seed whose trace to print"
+    );
+    if let Some(seed) = seed {
         if let Ok(filter) = std::env::var("BANK_SIM_LOG") {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
@@ -261,6 +268,7 @@ fn trace_in_fresh_process(seed: u64) -> Result<String, String> {
         .args([
             "--exact",
             "trace_of_one_seed",
+            "--ignored",
             "--nocapture",
             "--test-threads=1",
         ])

@@ -13,10 +13,16 @@
 //!   from its latest durable snapshot; watched through an [`state_machine::ApplyObserver`].
 //! - [`runtime`]: openraft's async runtime, tokio with a random generator a simulation seeds.
 //! - [`network`]: the peer network, openraft's RPCs over the `bank.peer.v1.Peer` gRPC service,
-//!   with one cached tonic `Channel` per peer; [`codec`]: how messages are encoded on it.
+//!   with one cached tonic `Channel` per peer; [`codec`]: how messages are encoded on it. Each
+//!   append it sends also carries the course's Project 2 Lamport stamps
+//!   ([`crate::lamport`]): the clocks ride on the real peer messages, so a branch's `propagate_*`
+//!   events are the appends it really sent and received.
+//! - [`disk_space`]: whether the branch's disk has room for its log ([`disk_space::DiskSpace`]):
+//!   the reserve checked before a write, shared by the log store and the node's disk task.
 //!
-//! Nothing here knows about the customer API; the [`node`](crate::node) layer uses this to
-//! propose writes, serve linearizable reads and change the membership.
+//! Nothing here serves customers or knows their APIs (the Lamport stamps aside, which are
+//! values handed to it); the [`node`](crate::node) layer uses this to propose writes, serve
+//! linearizable reads and change the membership.
 
 pub mod codec;
 pub mod disk_space;

@@ -1,7 +1,8 @@
 //! Helpers shared by the integration tests, one file per concern:
 //!
 //! - `cluster`: in-process clusters on `127.0.0.1:0` ports, and the only place the tests
-//!   reach into openraft's API (`Branch::raft`);
+//!   reach into openraft's API (`durable_log`: a stopped branch's durable log, read through
+//!   openraft's storage traits);
 //! - `html`: the start tags of the pages `--html` writes, to find elements by class;
 //! - `grpc`: channels, clients and calls for the course API, the accounts API and the peer
 //!   service;
