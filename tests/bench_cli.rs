@@ -1,7 +1,6 @@
 //! `bank bench` end to end: it starts its own cluster, runs a short load (closed, or open at a
 //! fixed rate), and its invariant check passes; the history it records passes `bank check`.
-//! (Figures are not asserted: speed targets live in the README's benchmark section, not in
-//! tests.)
+//! (Figures are not asserted: measured figures live in docs/performance.md, not in tests.)
 
 mod common;
 
@@ -256,7 +255,7 @@ fn an_html_report_that_cannot_be_written_fails_before_the_run() {
     );
 }
 
-/// `bench/memory.sh` with a few accounts (the million of the README takes minutes): it prints
+/// `bench/memory.sh` with a few accounts (the million of docs/performance.md takes minutes): it prints
 /// every branch's peak and final resident memory and the throughput, and `LIMIT_MB` makes it
 /// fail, after printing them, when a branch peaks above the limit (1 MB: always).
 #[test]

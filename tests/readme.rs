@@ -1,11 +1,13 @@
-//! The README's commands, run as written: a newcomer's first commands must work verbatim.
+//! The documents' commands, run as written: `README.md`, then every `docs/*.md` in name order.
+//! A newcomer's first commands, and every guide's, must work verbatim.
 //!
-//! The rule, for every fenced block of `README.md` whose info string starts with `sh` or
-//! `console`, in README order:
+//! The rule, for every fenced block of a document whose info string starts with `sh` or
+//! `console`, in the document's order:
 //!
 //! - A block whose info string contains `no-test` is skipped: it needs what a test cannot give
-//!   it (Ctrl-C, fixed ports of a `bank server`, certificates, `cargo test` itself, the course's
-//!   files). The README says which test covers it where it matters.
+//!   it (Ctrl-C, fixed ports of a `bank server`, certificates, `cargo test` itself, a long
+//!   benchmark, a tool that is not installed such as grpcurl). The document says which test
+//!   covers it where it matters.
 //! - `sh`: the whole block runs as one `sh -e` script and must exit 0.
 //! - `console`: each line starting with `$ ` is a command; the lines after it, up to the next
 //!   `$ `, are its expected output (stdout and stderr), compared line by line, with durations
@@ -13,55 +15,122 @@
 //! - `sh background`: each line is a server that runs until stopped (a branch): each is started
 //!   in the background, and the test waits, bounded, until all of them serve: it asks each
 //!   line's own `--print-config` for its `listen` address, then polls `bank status` until the
-//!   cluster has a leader, every branch answers and is a voter, and the new ones are members. They stay up for the blocks after it, and
-//!   are killed when the test ends.
+//!   cluster has a leader, every branch answers and is a voter, and the new ones are members.
+//!   They stay up for the blocks after it in the same document, and are killed when the
+//!   document is done.
 //!
 //! "As written" means: the only change is that `cargo run --release --` becomes `bank`, and
-//! `bank` is the binary Cargo built for this test (first on `PATH`). The commands run in a
-//! fresh temporary directory holding a copy of the repository's `examples/`, so the README's
-//! paths, relative to the repository root, resolve, and whatever the commands write
-//! (`output.json`, `data/`) lands there, never in the repository.
+//! `bank` is the binary Cargo built for this test (first on `PATH`). Each document's commands
+//! run in a fresh temporary directory of their own, holding a copy of the repository's
+//! `examples/` and `tests/testdata/course/`, so the paths the documents give, relative to the
+//! repository root, resolve, and whatever the commands write (`output.json`, `data/`) lands
+//! there, never in the repository. A failure names the document and the line of its block;
+//! every document is run even when one fails, and the test then fails naming each.
 //!
-//! The README's cluster uses the fixed ports 7001-7003 of `examples/config/`. No other test
-//! uses them (the others bind `127.0.0.1:0` or probe free ports, which the system hands out
-//! from its ephemeral range, far above 7003), but two runs of this test at once (two
-//! worktrees on one machine) would collide: the test first holds 127.0.0.1:7000 as a lock,
-//! waiting (bounded) while another run holds it; the system frees it whenever the holder
-//! exits, even killed.
+//! The documents' clusters use the fixed ports 7001-7004 and 7011-7012 (those of
+//! `examples/config/` and the join and restore examples). No other test uses them (the others
+//! bind `127.0.0.1:0` or probe free ports, which the system hands out from its ephemeral range,
+//! far above them), but two runs of this test at once (two worktrees on one machine) would
+//! collide: the test first holds 127.0.0.1:7000 as a lock, waiting (bounded) while another run
+//! holds it; the system frees it whenever the holder exits, even killed. Documents run one after
+//! another under that lock, and a document's cluster waits (bounded) for the previous one's
+//! ports to be free.
+//!
+//! A second test checks every relative link of those documents: the file it names exists, and
+//! an anchor (`file.md#section`) names a heading of that file, as GitHub spells it.
 
 mod common;
 
 use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
+use std::panic::AssertUnwindSafe;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{run_bounded, ChildGuard, Deadline, Finished, StderrCapture};
 
-/// The README, from the repository root.
-const README: &str = include_str!("../README.md");
-/// The port held while the README's cluster runs (see the module documentation).
+/// The port held while the documents' clusters run (see the module documentation).
 const LOCK_PORT: u16 = 7000;
-/// Bound on waiting for another run of this test to release [`LOCK_PORT`].
+/// Bound on waiting for another run of this test to release [`LOCK_PORT`], or for a
+/// cluster's ports to be free.
 const LOCK_DEADLINE: Duration = Duration::from_secs(180);
 /// Bound on one command of a block, or one whole `sh` block.
 const COMMAND_DEADLINE: Duration = Duration::from_secs(120);
 /// Bound on a background cluster serving.
 const READY_DEADLINE: Duration = Duration::from_secs(60);
 
+/// Commands each document must run, not skip: a `no-test` put on the wrong block, or a
+/// block rewritten so that it no longer runs them, fails the test.
+const MUST_RUN: &[(&str, &str)] = &[
+    (
+        "README.md",
+        "cargo run --release -- run examples/scenarios/p1.json",
+    ),
+    (
+        "README.md",
+        "bank branch --config examples/config/branch-1.toml",
+    ),
+    ("README.md", "bank status --branch 127.0.0.1:7001"),
+    ("README.md", "all 3 branches agree: balance 325"),
+    ("docs/operations.md", "--print-config"),
+    ("docs/operations.md", "bank member remove 4"),
+    ("docs/operations.md", "bank backup --branch"),
+    ("docs/operations.md", "bank restore bank.backup"),
+    ("docs/course.md", "bank run examples/scenarios/p2.json"),
+    ("docs/course.md", "bank grade p1"),
+    ("docs/api.md", "bank account transfer 1 2 30"),
+    (
+        "docs/checking.md",
+        "bank check history.jsonl --html history.html",
+    ),
+];
+
+/// The repository root.
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// One document: its path from the repository root and its text.
+struct Document {
+    name: String,
+    text: String,
+}
+
+/// `README.md`, then every `docs/*.md` in name order.
+fn documents() -> Vec<Document> {
+    let mut names = vec!["README.md".to_string()];
+    let mut docs: Vec<String> = std::fs::read_dir(root().join("docs"))
+        .expect("read docs/")
+        .map(|entry| entry.expect("a docs/ entry").file_name())
+        .filter_map(|name| name.into_string().ok())
+        .filter(|name| name.ends_with(".md"))
+        .map(|name| format!("docs/{name}"))
+        .collect();
+    docs.sort();
+    names.extend(docs);
+    names
+        .into_iter()
+        .map(|name| {
+            let text = std::fs::read_to_string(root().join(&name))
+                .unwrap_or_else(|e| panic!("read {name}: {e}"));
+            Document { name, text }
+        })
+        .collect()
+}
+
 /// One fenced block: its info string and its lines.
 struct Block {
     info: String,
     lines: Vec<String>,
-    /// Its first line's number in the README (1-based), for messages.
-    line: usize,
+    /// Where it is: the document and its first line's number (1-based), for messages.
+    at: String,
 }
 
-/// Every fenced block of `text` (fences may be indented, as in a list).
-fn blocks(text: &str) -> Vec<Block> {
+/// Every fenced block of `document` (fences may be indented, as in a list).
+fn blocks(document: &Document) -> Vec<Block> {
     let mut found = Vec::new();
     let mut open: Option<(Block, usize)> = None;
-    for (number, line) in text.lines().enumerate() {
+    for (number, line) in document.text.lines().enumerate() {
         let trimmed = line.trim_start();
         let indent = line.len() - trimmed.len();
         match open.take() {
@@ -70,7 +139,7 @@ fn blocks(text: &str) -> Vec<Block> {
                     let block = Block {
                         info: info.trim().to_string(),
                         lines: Vec::new(),
-                        line: number + 2,
+                        at: format!("{} line {}", document.name, number + 2),
                     };
                     open = Some((block, indent));
                 }
@@ -83,16 +152,19 @@ fn blocks(text: &str) -> Vec<Block> {
             }
         }
     }
-    assert!(open.is_none(), "README.md has an unclosed code fence");
+    if let Some((block, _)) = open {
+        panic!("{}: an unclosed code fence", block.at);
+    }
     found
 }
 
-/// `command` as written in the README, with `cargo run --release --` made `bank`.
+/// `command` as written in a document, with `cargo run --release --` made `bank`.
 fn as_run(command: &str) -> String {
     command.replace("cargo run --release --", "bank")
 }
 
-/// The place the README's commands run in: a copy of `examples/`, and `bank` first on `PATH`.
+/// The place a document's commands run in: a copy of `examples/` and of the course's files,
+/// and `bank` first on `PATH`.
 struct Workspace {
     dir: tempfile::TempDir,
     path: std::ffi::OsString,
@@ -101,8 +173,9 @@ struct Workspace {
 impl Workspace {
     fn new() -> Workspace {
         let dir = tempfile::tempdir().expect("tempdir");
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        copy_dir(&root.join("examples"), &dir.path().join("examples"));
+        for copied in ["examples", "tests/testdata/course"] {
+            copy_dir(&root().join(copied), &dir.path().join(copied));
+        }
         let bin = dir.path().join(".bin");
         std::fs::create_dir(&bin).expect("make .bin");
         std::os::unix::fs::symlink(common::BANK, bin.join("bank")).expect("link bank");
@@ -124,7 +197,7 @@ impl Workspace {
             .env("PATH", &self.path)
             .stdin(Stdio::null());
         for (key, _) in std::env::vars() {
-            // The README's commands must not depend on settings of the machine running them.
+            // The documents' commands must not depend on settings of the machine running them.
             if key.starts_with("BANK_") {
                 command.env_remove(key);
             }
@@ -139,13 +212,13 @@ impl Workspace {
 
 fn copy_dir(from: &Path, to: &Path) {
     std::fs::create_dir_all(to).expect("make directory");
-    for entry in std::fs::read_dir(from).expect("read examples") {
+    for entry in std::fs::read_dir(from).unwrap_or_else(|e| panic!("read {from:?}: {e}")) {
         let entry = entry.expect("directory entry");
         let target = to.join(entry.file_name());
         if entry.file_type().expect("file type").is_dir() {
             copy_dir(&entry.path(), &target);
         } else {
-            std::fs::copy(entry.path(), &target).expect("copy an example");
+            std::fs::copy(entry.path(), &target).expect("copy a file");
         }
     }
 }
@@ -177,7 +250,7 @@ fn run_console(workspace: &Workspace, block: &Block) {
             Some(command) => commands.push((command.to_string(), Vec::new())),
             None => match commands.last_mut() {
                 Some((_, expected)) => expected.push(line.clone()),
-                None => panic!("README line {}: output before any `$ ` command", block.line),
+                None => panic!("{}: output before any `$ ` command", block.at),
             },
         }
     }
@@ -185,8 +258,8 @@ fn run_console(workspace: &Workspace, block: &Block) {
         let run = workspace.run("-c", &as_run(&command));
         assert!(
             run.status.success(),
-            "README line {}: `{command}` exited with {}:\n{}",
-            block.line,
+            "{}: `{command}` exited with {}:\n{}",
+            block.at,
             run.status,
             run.stdout
         );
@@ -194,8 +267,8 @@ fn run_console(workspace: &Workspace, block: &Block) {
         let want: Vec<String> = expected.iter().map(|l| mask_durations(l)).collect();
         assert_eq!(
             got, want,
-            "README line {}: `{command}` printed other lines than the README shows",
-            block.line
+            "{}: `{command}` printed other lines than the document shows",
+            block.at
         );
     }
 }
@@ -218,8 +291,8 @@ fn start_background(workspace: &Workspace, block: &Block) -> Background {
         let printed = workspace.run("-c", &format!("{command} --print-config"));
         assert!(
             printed.status.success(),
-            "README line {}: `{command} --print-config` failed:\n{}",
-            block.line,
+            "{}: `{command} --print-config` failed:\n{}",
+            block.at,
             printed.stdout
         );
         let settings: toml::Table = printed.stdout.parse().expect("--print-config prints TOML");
@@ -232,7 +305,8 @@ fn start_background(workspace: &Workspace, block: &Block) -> Background {
     let deadline = Deadline::after(LOCK_DEADLINE);
     while let Some(busy) = listen.iter().find(|a| TcpListener::bind(a).is_err()) {
         deadline.pause_blocking(format_args!(
-            "{busy}, which the README's cluster listens on, stayed in use by another process"
+            "{}: {busy}, which the cluster listens on, stayed in use by another process",
+            block.at
         ));
     }
     let mut children = Vec::new();
@@ -257,15 +331,15 @@ fn start_background(workspace: &Workspace, block: &Block) -> Background {
         for (child, stderr) in &mut background.children {
             if let Some(exit) = child.try_wait() {
                 panic!(
-                    "README line {}: a branch exited ({exit}) before the cluster served:\n{}",
-                    block.line,
+                    "{}: a branch exited ({exit}) before the cluster served:\n{}",
+                    block.at,
                     stderr.text()
                 );
             }
         }
         deadline.pause_blocking(format_args!(
-            "README line {}: the cluster never served; last `bank status`:\n{}",
-            block.line, status.stdout
+            "{}: the cluster never served; last `bank status`:\n{}",
+            block.at, status.stdout
         ));
     }
 }
@@ -290,25 +364,25 @@ fn serving(status: &str, listen: &[SocketAddr]) -> bool {
 }
 
 /// Holds [`LOCK_PORT`] (see the module documentation), waiting while another run holds it.
-fn lock_readme_ports() -> TcpListener {
+fn lock_document_ports() -> TcpListener {
     let deadline = Deadline::after(LOCK_DEADLINE).polling(Duration::from_millis(200));
     loop {
         if let Ok(lock) = TcpListener::bind(("127.0.0.1", LOCK_PORT)) {
             return lock;
         }
         deadline.pause_blocking(format_args!(
-            "127.0.0.1:{LOCK_PORT} (the README test's lock) stayed taken"
+            "127.0.0.1:{LOCK_PORT} (the documents test's lock) stayed taken"
         ));
     }
 }
 
-#[test]
-fn readme_commands_run_as_written() {
-    let _lock = lock_readme_ports();
+/// Runs every block of `document` by the rules, in a workspace of its own; returns the lines
+/// of the blocks it ran, and the workspace (its background branches already stopped).
+fn run_document(document: &Document) -> (Vec<String>, Workspace) {
     let workspace = Workspace::new();
     let mut ran = Vec::new();
     let mut background = Vec::new();
-    for block in blocks(README) {
+    for block in blocks(document) {
         let mut words = block.info.split_whitespace();
         let kind = words.next().unwrap_or("");
         let rest: Vec<&str> = words.collect();
@@ -321,40 +395,189 @@ fn readme_commands_run_as_written() {
                 let run = workspace.run("-ec", &as_run(&block.lines.join("\n")));
                 assert!(
                     run.status.success(),
-                    "README line {}: the block exited with {}:\n{}",
-                    block.line,
+                    "{}: the block exited with {}:\n{}",
+                    block.at,
                     run.status,
                     run.stdout
                 );
             }
             ("console", []) => run_console(&workspace, &block),
             _ => panic!(
-                "README line {}: fence info {:?} is not one this test knows (see its rules)",
-                block.line, block.info
+                "{}: fence info {:?} is not one this test knows (see its rules)",
+                block.at, block.info
             ),
         }
         ran.extend(block.lines);
     }
-    // The commands a newcomer starts with must be among those run, not skipped.
-    for command in [
-        "cargo run --release -- run examples/scenarios/p1.json",
-        "bank branch --config examples/config/branch-1.toml",
-        "bank status --branch 127.0.0.1:7001",
-    ] {
+    drop(background);
+    (ran, workspace)
+}
+
+#[test]
+fn document_commands_run_as_written() {
+    let _lock = lock_document_ports();
+    let documents = documents();
+    for (name, _) in MUST_RUN {
         assert!(
-            ran.iter().any(|line| line.contains(command)),
-            "the README's {command:?} was not run: is its block marked no-test?"
+            documents.iter().any(|d| d.name == *name),
+            "{name}, named in MUST_RUN, is not among the documents"
         );
     }
+    let mut failed = Vec::new();
+    for document in &documents {
+        let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let (ran, workspace) = run_document(document);
+            for (name, command) in MUST_RUN {
+                if *name == document.name {
+                    assert!(
+                        ran.iter().any(|line| line.contains(command)),
+                        "{name}: {command:?} was not run: is its block marked no-test?"
+                    );
+                }
+            }
+            if document.name == "README.md" {
+                assert!(
+                    workspace.dir.path().join("data/branch-1").is_dir(),
+                    "README.md: the config file's relative data-dir was not used"
+                );
+            }
+        }));
+        if outcome.is_err() {
+            failed.push(document.name.clone());
+        }
+    }
     assert!(
-        ran.iter().any(|l| l == "all 3 branches agree: balance 325"),
-        "the README's example no longer shows its summary"
+        failed.is_empty(),
+        "the commands of {} did not run as written (each failure is printed above)",
+        failed.join(", ")
     );
-    assert!(
-        workspace.dir.path().join("data/branch-1").is_dir(),
-        "the config file's relative data-dir was not used"
+}
+
+/// A heading's anchor as GitHub makes it: lower case, spaces as `-`, every other character
+/// but letters, digits, `-` and `_` dropped.
+fn anchor(heading: &str) -> String {
+    heading
+        .chars()
+        .filter_map(|c| match c {
+            ' ' => Some('-'),
+            c if c.is_alphanumeric() || c == '-' || c == '_' => Some(c),
+            _ => None,
+        })
+        .flat_map(char::to_lowercase)
+        .collect()
+}
+
+/// The anchors of every heading of `text` outside code blocks (a repeated heading gets `-1`,
+/// `-2`, ... as on GitHub).
+fn anchors(text: &str) -> Vec<String> {
+    let mut found: Vec<String> = Vec::new();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut in_code = false;
+    for line in text.lines() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        let Some(heading) = line
+            .strip_prefix('#')
+            .map(|rest| rest.trim_start_matches('#'))
+            .and_then(|rest| rest.strip_prefix(' '))
+        else {
+            continue;
+        };
+        let base = anchor(heading.trim());
+        let repeats = seen.entry(base.clone()).or_default();
+        *repeats += 1;
+        let repeats = *repeats - 1;
+        found.push(if repeats == 0 {
+            base
+        } else {
+            format!("{base}-{repeats}")
+        });
+    }
+    found
+}
+
+/// Every `](target)` of `text` outside code blocks, with its line number (1-based).
+fn links(text: &str) -> Vec<(usize, String)> {
+    let mut found = Vec::new();
+    let mut in_code = false;
+    for (number, line) in text.lines().enumerate() {
+        if line.trim_start().starts_with("```") {
+            in_code = !in_code;
+            continue;
+        }
+        if in_code {
+            continue;
+        }
+        let mut rest = line;
+        while let Some(start) = rest.find("](") {
+            let after = &rest[start + 2..];
+            let Some(end) = after.find(')') else { break };
+            found.push((number + 1, after[..end].to_string()));
+            rest = &after[end..];
+        }
+    }
+    found
+}
+
+#[test]
+fn document_links_resolve() {
+    let documents = documents();
+    let mut broken = Vec::new();
+    for document in &documents {
+        let dir = root().join(&document.name);
+        let dir = dir.parent().expect("a document's folder");
+        for (line, target) in links(&document.text) {
+            if target.contains("://") || target.starts_with("mailto:") {
+                continue;
+            }
+            let (path, fragment) = match target.split_once('#') {
+                Some((path, fragment)) => (path, Some(fragment)),
+                None => (target.as_str(), None),
+            };
+            let file: PathBuf = if path.is_empty() {
+                root().join(&document.name)
+            } else {
+                dir.join(path)
+            };
+            if !file.exists() {
+                broken.push(format!(
+                    "{} line {line}: {target}: no such file",
+                    document.name
+                ));
+                continue;
+            }
+            let Some(fragment) = fragment else { continue };
+            let text = std::fs::read_to_string(&file).unwrap_or_default();
+            if !anchors(&text).iter().any(|a| a == fragment) {
+                broken.push(format!(
+                    "{} line {line}: {target}: no heading with that anchor",
+                    document.name
+                ));
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+#[test]
+fn anchors_are_spelled_as_github_does() {
+    assert_eq!(
+        anchor("Tails under a fixed load: `bank bench --rate`"),
+        "tails-under-a-fixed-load-bank-bench---rate"
     );
-    drop(background);
+    assert_eq!(
+        anchor("Backup and export of 100,000 accounts"),
+        "backup-and-export-of-100000-accounts"
+    );
+    assert_eq!(
+        anchors("# A\n```sh\n# not a heading\n```\n## A\n"),
+        vec!["a", "a-1"]
+    );
 }
 
 #[test]

@@ -689,8 +689,9 @@ fn the_cli_makes_certificates_and_checks_tls_options() {
     assert!(stderr.contains("in clear"), "{stderr}");
 }
 
-/// The README's commands, end to end: `bank certs`, a one-branch TLS `bank branch` with
-/// tokens, `bank account` with `--tls-ca` and `--token`, `bank status` with the certificate.
+/// The commands of docs/operations.md's "TLS and tokens", end to end: `bank certs`, a
+/// one-branch TLS `bank branch` with tokens, `bank account` with `--tls-ca` and `--token`,
+/// `bank status` with the certificate.
 #[test]
 fn the_cli_runs_a_tls_branch_with_tokens() {
     let dir = tempfile::tempdir().expect("temp dir");
