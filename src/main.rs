@@ -79,7 +79,7 @@ enum Command {
         A new cluster is created once every branch is up with an empty data directory. \
         Every flag is also a --config key (its long name) and a BANK_* environment variable; \
         flags win over the file, the file over the environment. \
-        TLS (mutual between branches): see `bank certs --help`; customer tokens: --tokens (README: TLS and tokens).")]
+        TLS (mutual between branches): see `bank certs --help`; customer tokens: --tokens (docs/operations.md: TLS and tokens).")]
     Branch(cli::branch::BranchArgs),
     /// Make a test CA and a certificate for the branches (server and client authentication).
     #[command(after_help = "Example (a TLS cluster on one host):\n  \
