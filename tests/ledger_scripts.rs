@@ -420,4 +420,11 @@ macro_rules! scripts {
     };
 }
 
-scripts!(accounts, deposits_withdrawals, transfers);
+scripts!(
+    accounts,
+    deposits_withdrawals,
+    transfers,
+    batches,
+    request_ids,
+    snapshot,
+);
