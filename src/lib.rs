@@ -84,9 +84,11 @@ pub mod backup;
 pub mod bootstrap;
 pub mod check;
 pub mod client;
+pub mod course;
 pub mod grade;
 pub mod lamport;
 pub mod ledger;
+pub mod load;
 pub mod node;
 pub mod raft;
 pub mod report;
@@ -97,7 +99,6 @@ pub mod server;
 pub mod sim;
 pub mod tls;
 pub mod web;
-pub mod workload;
 
 /// A branch's id: the `id` of a branch in a scenario file, `--id` of `bank branch`, and the
 /// branch's Raft node id ([`raft::NodeId`] is this type).

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::workload::scenario::{Event, Interface, Scenario};
+use crate::course::scenario::{Event, Interface, Scenario};
 
 use super::{CourseGrader, Reply, ReplyEntry, Report};
 

@@ -178,7 +178,7 @@ mod tests {
     use super::*;
     use crate::grade::p2::{grade, parse_parts};
     use crate::grade::parse_document;
-    use crate::workload::scenario::Scenario;
+    use crate::course::scenario::Scenario;
     use serde_json::Value;
 
     fn reference(path: &str) -> String {

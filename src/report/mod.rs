@@ -8,7 +8,7 @@
 //! made of the same pieces — escaping and the page shell ([`html`]), axes and series
 //! ([`chart`]) — and neither `check` nor `workload` should know HTML. It sits above both (it
 //! reads a [`crate::check::History`] with its [`crate::check::Violation`], and a
-//! [`crate::workload::bench::BenchReport`]) and below the command line, which only writes the
+//! [`crate::load::bench::BenchReport`]) and below the command line, which only writes the
 //! page it returns. Rendering is pure: a page is a function of its inputs; [`RunContext`],
 //! what a page says about where it was made, is gathered once by the caller.
 //!

@@ -1,6 +1,6 @@
 use super::*;
 use crate::grade::parse_document;
-use crate::workload::scenario::Scenario;
+use crate::course::scenario::Scenario;
 
 fn reference(path: &str) -> String {
     let full = format!("{}/tests/testdata/course/{path}", env!("CARGO_MANIFEST_DIR"));

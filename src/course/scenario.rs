@@ -10,7 +10,7 @@
 //!   or, for a query, `{..., "balance": 10}` in place of `result`.
 //! - [`Variant::LamportClocks`] (P2): customers list `"customer-requests"`
 //!   `{"customer-request-id", "interface", "money"}` instead of events; customer *i* talks to
-//!   branch *i*. Output: the three parts of [`crate::workload::lamport`] (customer events,
+//!   branch *i*. Output: the three parts of [`crate::course::lamport`] (customer events,
 //!   branch events, all events), not a list of replies.
 //!
 //! Validation happens here, once, before any branch starts: every error names the file, the

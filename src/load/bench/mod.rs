@@ -1,9 +1,13 @@
 //! `bank bench`: drives a cluster with concurrent `bank.v1` clients and reports throughput,
-//! latency percentiles, errors by kind, and an invariant check at the end. This file owns its
-//! configuration and the run: opening accounts, driving the clients through
-//! [`super::driver`], reading the final balances and checking the invariants. A client's
-//! requests and tallies are in `bench_client.rs`, the report in `report.rs`, the mix in
-//! `mix.rs`; the public types are re-exported here.
+//! latency percentiles, errors by kind, and an invariant check at the end. The files:
+//!
+//! - `mod.rs`: its configuration and the run: opening accounts, driving the clients through
+//!   [`super::driver`], reading the final balances and checking the invariants; the public
+//!   types are re-exported here;
+//! - `client.rs`: one bench client, a [`super::driver::Worker`]: its requests and tallies;
+//! - `mix.rs`: the operation mix ([`Mix`]);
+//! - `summary.rs`: what a run measured ([`BenchReport`]) and its human-readable rendering;
+//! - `stall.rs`: the longest time without an acknowledged write ([`Stall`]).
 //!
 //! With a rate (`bank bench --rate`), the load is an open loop ([`super::pacing`]): requests are
 //! due at a fixed rate, the clients are the bounded pool that sends them, and every latency is
@@ -19,26 +23,31 @@
 //! opening total plus acknowledged deposits minus acknowledged withdrawals — within the range
 //! left open by writes whose outcome is unknown.
 
+mod client;
+mod mix;
+mod stall;
+pub(super) mod summary;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use super::bench_client::BenchClient;
+use client::BenchClient;
 use super::driver::{self, Plan};
 use super::history::Recorder;
 use super::pacing::{rate_is_valid, RATE_MAX, RATE_MIN};
 use super::random::Random;
-use super::report::Tally;
-use super::stall::Acks;
+use summary::Tally;
+use stall::Acks;
 use crate::check::Event;
 use crate::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Write};
 use crate::ledger::BATCH_ITEMS_MAX;
 
 pub use super::driver::{drive, DriveReport, Length};
-pub use super::mix::Mix;
+pub use mix::Mix;
 pub use super::pacing::OpenLoop;
-pub use super::report::{BenchReport, Invariants, Latency, LatencyPoint, Throughput};
-pub use super::stall::Stall;
+pub use summary::{BenchReport, Invariants, Latency, LatencyPoint, Throughput};
+pub use stall::Stall;
 
 /// Opening balance of every benchmark account: large, so withdrawals rarely fail.
 pub const OPENING_BALANCE: u64 = 1_000_000_000;

@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::driver::Worker;
-use super::history::Completion;
+use crate::load::driver::Worker;
+use crate::load::history::Completion;
 use super::mix::{Kind, Mix};
-use super::random::Random;
-use super::report::Tally;
+use crate::load::random::Random;
+use super::summary::Tally;
 use super::stall::Acks;
 use crate::check::{Observation, Op, OpResult};
 use crate::client::{BatchWritten, Client, ClientError, Outcome, ReadLevel, Write, Written};

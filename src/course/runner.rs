@@ -30,8 +30,8 @@ use crate::client::TlsMismatch;
 use crate::lamport::{CourseRequest, LamportClock};
 use crate::ledger::ORIGINAL_ACCOUNT;
 use crate::proto::customer::Request;
-use crate::workload::lamport::{ClockedRun, Parts, TooManyEvents};
-use crate::workload::scenario::{
+use super::lamport::{ClockedRun, Parts, TooManyEvents};
+use super::scenario::{
     render_output, Customer, CustomerReplies, EventReply, Interface, Scenario, Variant,
 };
 use crate::BranchId;

@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use super::mix::Mix;
-use super::pacing::OpenLoop;
+use crate::load::pacing::OpenLoop;
 use super::stall::Stall;
 use crate::check::Event;
 
