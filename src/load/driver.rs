@@ -35,7 +35,7 @@ use tokio::time::Instant;
 
 use super::history::{Completion, Recorder};
 use super::pacing::{OpenLoop, Schedule};
-use super::bench::summary::{Latency, Tally, Throughput};
+use super::measure::{Latency, Tally, Throughput};
 use crate::check::Op;
 
 /// How long a run lasts.

@@ -9,6 +9,8 @@
 //!   operation count or until stopped, each picking, timing and recording its operations;
 //!   also [`driver::drive`], that loop for any system (`bank-etcd-compare`).
 //! - `random.rs` ([`random`]): the deterministic generator per client, and bounded pauses.
+//! - `measure.rs` ([`measure`]): what a run measures: latency histograms and percentiles by
+//!   kind of request, errors by kind, throughput per time bucket.
 //! - `history.rs` ([`history`]): the history being recorded for [`crate::check`].
 //! - `pacing.rs` ([`pacing`]): open-loop load: operations due at a fixed rate, latency measured
 //!   from when each was due (`bank bench --rate`).
@@ -22,5 +24,6 @@ pub mod bench;
 pub mod driver;
 pub mod history;
 pub mod jepsen;
+pub mod measure;
 pub mod pacing;
 pub mod random;

@@ -12,7 +12,7 @@ use crate::load::driver::Worker;
 use crate::load::history::Completion;
 use super::mix::{Kind, Mix};
 use crate::load::random::Random;
-use super::summary::Tally;
+use crate::load::measure::Tally;
 use super::stall::Acks;
 use crate::check::{Observation, Op, OpResult};
 use crate::client::{BatchWritten, Client, ClientError, Outcome, ReadLevel, Write, Written};

@@ -26,7 +26,7 @@
 mod client;
 mod mix;
 mod stall;
-pub(super) mod summary;
+mod summary;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
@@ -35,9 +35,9 @@ use std::sync::Arc;
 use client::BenchClient;
 use super::driver::{self, Plan};
 use super::history::Recorder;
+use super::measure::Tally;
 use super::pacing::{rate_is_valid, RATE_MAX, RATE_MIN};
 use super::random::Random;
-use summary::Tally;
 use stall::Acks;
 use crate::check::Event;
 use crate::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Write};
@@ -46,7 +46,8 @@ use crate::ledger::BATCH_ITEMS_MAX;
 pub use super::driver::{drive, DriveReport, Length};
 pub use mix::Mix;
 pub use super::pacing::OpenLoop;
-pub use summary::{BenchReport, Invariants, Latency, LatencyPoint, Throughput};
+pub use super::measure::{Latency, LatencyPoint, Throughput};
+pub use summary::{BenchReport, Invariants};
 pub use stall::Stall;
 
 /// Opening balance of every benchmark account: large, so withdrawals rarely fail.
