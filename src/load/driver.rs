@@ -95,8 +95,9 @@ pub trait Worker: Send + 'static {
     /// Sends the operation; the driver times this call. Must be bounded.
     fn perform(&mut self, op: &Self::Op) -> impl Future<Output = Self::Answer> + Send;
 
-    /// How the operation ended, for the history; asked only when its invocation was recorded.
-    fn completion(&self, op: &Self::Op, answer: &Self::Answer) -> Completion;
+    /// How the operation ended, for the history; asked only when its invocation was recorded,
+    /// with that invocation (`invoked`).
+    fn completion(&self, invoked: &Op, answer: &Self::Answer) -> Completion;
 
     /// Counts the operation: its answer and how long it took.
     fn tally(&mut self, op: Self::Op, answer: Self::Answer, latency: Duration);
@@ -267,8 +268,8 @@ async fn client<W: Worker>(
         let op = worker.pick();
         let recording = history.and_then(|recorder| {
             let invoked = worker.invocation(&op)?;
-            recorder.invoke(process, invoked);
-            Some(recorder)
+            recorder.invoke(process, invoked.clone());
+            Some((recorder, invoked))
         });
         let began = Instant::now();
         if let (Some(schedule), Some(due)) = (&shared.schedule, due) {
@@ -278,8 +279,8 @@ async fn client<W: Worker>(
         // In an open loop, from when it was due: waiting for a free client is latency too.
         let latency = due.unwrap_or(began).elapsed();
         throughput.record(shared.started.elapsed(), worker.units());
-        if let Some(recorder) = recording {
-            let completion = worker.completion(&op, &answer);
+        if let Some((recorder, invoked)) = recording {
+            let completion = worker.completion(&invoked, &answer);
             let in_doubt = matches!(completion, Completion::Info(_));
             recorder.complete(process, completion);
             if in_doubt {
@@ -386,7 +387,7 @@ where
         (self.operation)(&self.connection, self.client, *n)
     }
 
-    fn completion(&self, _: &u64, answer: &Self::Answer) -> Completion {
+    fn completion(&self, _: &Op, answer: &Self::Answer) -> Completion {
         match answer {
             Ok(()) => Completion::Ok(Default::default()),
             Err(error) => Completion::Fail {
@@ -459,7 +460,7 @@ mod tests {
             n % 3 != 0
         }
 
-        fn completion(&self, _: &u64, known: &bool) -> Completion {
+        fn completion(&self, _: &Op, known: &bool) -> Completion {
             if *known {
                 Completion::Ok(Default::default())
             } else {
@@ -532,7 +533,7 @@ mod tests {
             tokio::time::sleep(self.service).await;
         }
 
-        fn completion(&self, _: &(), _: &()) -> Completion {
+        fn completion(&self, _: &Op, _: &()) -> Completion {
             Completion::Ok(Default::default())
         }
 

@@ -25,8 +25,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::driver::{self, Limit, Plan, Worker};
-use super::history::{Completion, Recorder};
-use crate::check::{Event, Observation, Op, OpResult};
+use super::history::{self, Completion, Recorder, Reply};
+use crate::check::{Event, Op};
 use crate::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Written};
 use crate::ledger::AccountId;
 use crate::proto::v1 as pb;
@@ -278,43 +278,14 @@ impl Worker for Teller {
         }
     }
 
-    fn completion(&self, _: &Call, answer: &Answer) -> Completion {
-        match answer {
-            Answer::Read(Ok(reply)) => Completion::Ok(OpResult::read(
-                reply
-                    .balances
-                    .iter()
-                    .filter_map(|b| b.balance.map(|balance| (b.account, balance)))
-                    .collect(),
-            )),
-            // A read changes nothing: one that was not answered did not happen.
-            Answer::Read(Err(e)) => Completion::Fail {
-                observation: None,
-                error: Some(e.to_string()),
+    fn completion(&self, invoked: &Op, answer: &Answer) -> Completion {
+        history::completion(
+            invoked,
+            match answer {
+                Answer::Read(read) => Reply::Read(read),
+                Answer::Transfer(written) => Reply::Write(written),
             },
-            Answer::Transfer(Ok(written)) => match written.outcome() {
-                Outcome::Ok => {
-                    Completion::Ok(match (written.result.balance, written.result.to_balance) {
-                        (Some(from_balance), Some(to_balance)) => {
-                            OpResult::transfer(from_balance, to_balance)
-                        }
-                        _ => OpResult::default(),
-                    })
-                }
-                Outcome::InsufficientFunds => Completion::Fail {
-                    observation: Some(Observation::InsufficientFunds {
-                        balance: written.result.balance,
-                    }),
-                    error: None,
-                },
-                // Refused for another reason (nothing applied): a definite failure.
-                other => Completion::Fail {
-                    observation: None,
-                    error: Some(format!("refused: {other:?}")),
-                },
-            },
-            Answer::Transfer(Err(e)) => Completion::Info(e.to_string()),
-        }
+        )
     }
 
     fn tally(&mut self, _: Call, answer: Answer, _: Duration) {
