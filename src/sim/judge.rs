@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use super::customers::{self, Records};
 use super::record::SimRecord;
-use super::{exactly_once, history, Convergence, HostState, Plan, Stats};
+use super::{exactly_once, original_account, Convergence, HostState, Plan, Stats};
 use crate::check::Event as CheckEvent;
 use crate::ledger::{AccountId, ORIGINAL_ACCOUNT};
 use crate::BranchId;
@@ -28,14 +28,13 @@ pub(super) fn judge(
     converged: Convergence,
 ) -> Judged {
     let accounts = &plan.accounts;
-    let original_calls = records.original.borrow().clone();
     let mut history: Vec<CheckEvent> = vec![CheckEvent::Init {
         balances: std::iter::once((ORIGINAL_ACCOUNT, accounts.original))
             .chain(accounts.bank.iter().map(|(&a, &b)| (a, b)))
             .collect(),
         min_balances: BTreeMap::new(),
     }];
-    history.extend(records.events.borrow().iter().cloned());
+    history.extend(records.history.events());
     let writes = records.writes.borrow().clone();
     let weak_reads = records.weak_reads.borrow().clone();
     let mut violations: Vec<String> = records.unexpected.borrow().iter().cloned().collect();
@@ -49,7 +48,7 @@ pub(super) fn judge(
             .filter(|(_, fate)| *fate == customers::Fate::Unknown)
             .count() as u64,
         weak_reads: weak_reads.len() as u64,
-        original_calls: original_calls.len() as u64 / 2,
+        original_calls: original_account::count(&history, ORIGINAL_ACCOUNT),
         refused_starts: hosts.values().filter(|state| state.refused.get()).count() as u64,
         ..Stats::default()
     };
@@ -86,8 +85,9 @@ pub(super) fn judge(
             match states.first() {
                 Some((_, state, _)) => {
                     match state.ledger.balance(ORIGINAL_ACCOUNT) {
-                        Some(balance) => violations.extend(history::judge(
-                            &original_calls,
+                        Some(balance) => violations.extend(original_account::judge(
+                            &history,
+                            ORIGINAL_ACCOUNT,
                             accounts.original,
                             balance,
                         )),

@@ -20,7 +20,7 @@
 //! ledgers at the same applied index), and the run is judged:
 //! - [`crate::check`] on the whole history: linearizability per account, conservation of
 //!   money, minimum balances, and the branches' final states (convergence);
-//! - [`history::judge`], the simple judge of the original account's calls;
+//! - [`original_account::judge`], the simple judge of the original account's calls;
 //! - [`exactly_once::check`]: every answered write applied exactly once, every unknown one at
 //!   most once, against the committed log the branches applied; and every `READ_YOUR_WRITES`
 //!   or `LOCAL` read shows the state at the index it was served at (the checker would take
@@ -44,8 +44,8 @@ pub mod customers;
 pub mod disk;
 pub mod exactly_once;
 pub mod faults;
-pub mod history;
 mod judge;
+pub mod original_account;
 pub mod record;
 pub mod transport;
 
