@@ -16,7 +16,7 @@
 //! balances recorded as a `final` event.
 //!
 //! This file owns the workload's configuration, its setup and final reads, and its client (a
-//! [`driver::Worker`]: what it picks and what each answer means); the loop, the timing, the
+//! [`driver::LoadClient`]: what it picks and what each answer means); the loop, the timing, the
 //! processes and the recording of invocations and completions are the driver's.
 
 use std::collections::BTreeMap;
@@ -24,7 +24,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::driver::{self, Limit, Plan, Worker};
+use super::driver::{self, LoadClient, Limit, Plan};
 use super::history::{self, Completion, Recorder, Reply};
 use crate::check::{Event, Op};
 use crate::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Written};
@@ -145,11 +145,11 @@ pub async fn run_bank_workload(
         min_balances: BTreeMap::new(),
     });
 
-    let mut workers = Vec::with_capacity(workload.clients);
+    let mut clients = Vec::with_capacity(workload.clients);
     for index in 0..workload.clients {
         let mut rotated = addresses.to_vec();
         rotated.rotate_left(index % addresses.len());
-        workers.push(Teller {
+        clients.push(JepsenClient {
             client: Client::new(&rotated, workload.client_config.clone())?,
             accounts: accounts.clone(),
             read_every: workload.read_every,
@@ -173,8 +173,8 @@ pub async fn run_bank_workload(
         rate: None,
     };
     let mut report = WorkloadReport::default();
-    for teller in driver::run(workers, plan).await.workers {
-        report.add(&teller.tally);
+    for client in driver::run(clients, plan).await.clients {
+        report.add(&client.tally);
     }
     for (index, addr) in addresses.iter().enumerate() {
         recorder.record(Event::Final {
@@ -210,7 +210,7 @@ async fn final_balances(
 }
 
 /// One client of the workload: transfers between random accounts, and reads of them all.
-struct Teller {
+struct JepsenClient {
     client: Client,
     accounts: Vec<AccountId>,
     read_every: u64,
@@ -234,7 +234,7 @@ enum Answer {
     Transfer(Result<Written, ClientError>),
 }
 
-impl Worker for Teller {
+impl LoadClient for JepsenClient {
     type Op = Call;
     type Answer = Answer;
 

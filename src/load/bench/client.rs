@@ -1,4 +1,4 @@
-//! One `bank bench` client, as a [`Worker`] of the driver: what it sends — an operation drawn
+//! One `bank bench` client, a [`LoadClient`] of the driver: what it sends — an operation drawn
 //! from the mix, or with `batch > 1` a batch of that many writes sent as one `SubmitBatch`
 //! (queries then read `batch` accounts at once) — and what it makes of the answers: latency by
 //! kind of request, errors by kind, the money acknowledged writes moved, and (with `batch` 1)
@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::load::driver::Worker;
+use crate::load::driver::LoadClient;
 use crate::load::history::{self, Completion, Reply};
 use super::mix::{Kind, Mix};
 use crate::load::random::Random;
@@ -38,8 +38,9 @@ pub(crate) enum Answer {
     Batch(Result<BatchWritten, ClientError>),
 }
 
-/// One bench caller: its client (shared with the other callers of that client, if any), its
-/// random choices, what it measured.
+/// One load client of `bank bench`: one caller of a `bank.v1` [`Client`] (which, with
+/// `--callers-per-client` above 1, it shares with that client's other callers), its random
+/// choices, what it measured.
 pub(crate) struct BenchClient {
     pub client: Arc<Client>,
     pub mix: Mix,
@@ -135,7 +136,7 @@ pub(crate) fn outcome_kind(outcome: Outcome) -> String {
         .collect()
 }
 
-impl Worker for BenchClient {
+impl LoadClient for BenchClient {
     type Op = Request;
     type Answer = Answer;
 

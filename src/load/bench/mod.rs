@@ -4,7 +4,7 @@
 //! - `mod.rs`: its configuration and the run: opening accounts, driving the clients through
 //!   [`super::driver`], reading the final balances and checking the invariants; the public
 //!   types are re-exported here;
-//! - `client.rs`: one bench client, a [`super::driver::Worker`]: its requests and tallies;
+//! - `client.rs`: one bench client, a [`super::driver::LoadClient`]: its requests and tallies;
 //! - `mix.rs`: the operation mix ([`Mix`]);
 //! - `summary.rs`: what a run measured ([`BenchReport`]) and its human-readable rendering;
 //! - `stall.rs`: the longest time without an acknowledged write ([`Stall`]).
@@ -230,21 +230,21 @@ pub async fn run_bench(
     }
     let acks = Acks::default();
     let callers = config.callers_per_client;
-    let mut workers = Vec::with_capacity(config.clients.saturating_mul(callers));
+    let mut bench_clients = Vec::with_capacity(config.clients.saturating_mul(callers));
     for index in 0..config.clients {
         let mut rotated = addresses.to_vec();
         rotated.rotate_left(index % addresses.len());
         let client = Arc::new(Client::new(&rotated, config.client_config.clone())?);
-        // Caller `worker` is the driver's worker (and the history's process) of that number.
-        for worker in index * callers..(index + 1) * callers {
-            workers.push(BenchClient {
+        // Caller `caller` is the driver's client (and the history's process) of that number.
+        for caller in index * callers..(index + 1) * callers {
+            bench_clients.push(BenchClient {
                 client: client.clone(),
                 mix: config.mix,
                 batch: config.batch,
                 read_level: config.read_level,
                 accounts: config.accounts,
                 random: Random::new(
-                    config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ worker as u64,
+                    config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ caller as u64,
                 ),
                 progress: progress.clone(),
                 acks: acks.clone(),
@@ -257,10 +257,10 @@ pub async fn run_bench(
         rate: config.rate,
         ..Plan::new(config.length)
     };
-    let driven = driver::run(workers, plan).await;
+    let driven = driver::run(bench_clients, plan).await;
     let mut tally = Tally::new();
-    for worker in driven.workers {
-        tally.merge(worker.tally);
+    for caller in driven.clients {
+        tally.merge(caller.tally);
     }
 
     let mut finals = Vec::with_capacity(addresses.len());
