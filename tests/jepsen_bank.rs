@@ -190,7 +190,7 @@ async fn the_recorded_history_passes_the_checker() {
         .iter_mut()
         .rev()
         .find_map(|event| match event {
-            bank::check::Event::Ok { result, .. } => result.balances.as_mut(),
+            bank::check::HistoryEvent::Ok { result, .. } => result.balances.as_mut(),
             _ => None,
         })
         .expect("a read in the history");

@@ -505,7 +505,7 @@ mod tests {
         assert!(driven.clients.iter().all(|c| c.tallied == 4));
         let events = history.into_events();
         assert_eq!(events.len(), 16);
-        let processes = |wanted: fn(&crate::check::Event) -> Option<u64>| {
+        let processes = |wanted: fn(&crate::check::HistoryEvent) -> Option<u64>| {
             let mut seen: Vec<u64> = events.iter().filter_map(wanted).collect();
             seen.sort_unstable();
             seen.dedup();
@@ -513,7 +513,7 @@ mod tests {
         };
         // Each client's third operation is in doubt: its fourth is sent by a new process.
         let invokers = processes(|e| match e {
-            crate::check::Event::Invoke { process, .. } => Some(*process),
+            crate::check::HistoryEvent::Invoke { process, .. } => Some(*process),
             _ => None,
         });
         assert_eq!(invokers, [0, 1, 2, 3]);

@@ -9,7 +9,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
-use crate::check::{Event, Observation, Op, OpResult};
+use crate::check::{HistoryEvent, Observation, Op, OpResult};
 use crate::client::{ClientError, Outcome, Write, Written};
 use crate::proto::v1 as pb;
 
@@ -141,7 +141,7 @@ enum Clock {
 #[derive(Debug, Clone)]
 pub struct Recorder {
     clock: Clock,
-    events: Arc<Mutex<Vec<Event>>>,
+    events: Arc<Mutex<Vec<HistoryEvent>>>,
 }
 
 impl Default for Recorder {
@@ -178,7 +178,7 @@ impl Recorder {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Vec<Event>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<HistoryEvent>> {
         // A poisoned lock means a client task panicked; its events are still sound.
         self.events
             .lock()
@@ -186,14 +186,14 @@ impl Recorder {
     }
 
     /// Appends `event` as it is.
-    pub fn record(&self, event: Event) {
+    pub fn record(&self, event: HistoryEvent) {
         self.lock().push(event);
     }
 
     /// `process` sends `op`, now.
     pub fn invoke(&self, process: u64, op: Op) {
         let time_us = self.now_us();
-        self.record(Event::Invoke {
+        self.record(HistoryEvent::Invoke {
             process,
             time_us,
             op,
@@ -204,18 +204,18 @@ impl Recorder {
     pub fn complete(&self, process: u64, completion: Completion) {
         let time_us = self.now_us();
         self.record(match completion {
-            Completion::Ok(result) => Event::Ok {
+            Completion::Ok(result) => HistoryEvent::Ok {
                 process,
                 time_us,
                 result,
             },
-            Completion::Fail { observation, error } => Event::Fail {
+            Completion::Fail { observation, error } => HistoryEvent::Fail {
                 process,
                 time_us,
                 observation,
                 error,
             },
-            Completion::Info(error) => Event::Info {
+            Completion::Info(error) => HistoryEvent::Info {
                 process,
                 time_us,
                 error: Some(error),
@@ -224,12 +224,12 @@ impl Recorder {
     }
 
     /// A copy of the events recorded so far, in order.
-    pub fn events(&self) -> Vec<Event> {
+    pub fn events(&self) -> Vec<HistoryEvent> {
         self.lock().clone()
     }
 
     /// The events recorded so far, in order.
-    pub fn into_events(self) -> Vec<Event> {
+    pub fn into_events(self) -> Vec<HistoryEvent> {
         match Arc::try_unwrap(self.events) {
             Ok(events) => events
                 .into_inner()
@@ -347,10 +347,10 @@ mod tests {
         );
         drop(clone);
         let events = recorder.into_events();
-        assert!(matches!(events[0], Event::Invoke { process: 0, .. }));
+        assert!(matches!(events[0], HistoryEvent::Invoke { process: 0, .. }));
         assert!(
-            matches!(&events[1], Event::Info { process: 0, error: Some(e), .. } if e == "gave up")
+            matches!(&events[1], HistoryEvent::Info { process: 0, error: Some(e), .. } if e == "gave up")
         );
-        assert!(matches!(events[2], Event::Fail { process: 1, .. }));
+        assert!(matches!(events[2], HistoryEvent::Fail { process: 1, .. }));
     }
 }

@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use super::driver::{self, LoadClient, Limit, Plan};
 use super::history::{self, Completion, Recorder, Reply};
-use crate::check::{Event, Op};
+use crate::check::{HistoryEvent, Op};
 use crate::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Written};
 use crate::ledger::AccountId;
 use crate::proto::v1 as pb;
@@ -70,7 +70,7 @@ impl Default for BankWorkload {
 /// What a run did, and its history.
 #[derive(Debug, Default)]
 pub struct WorkloadReport {
-    pub history: Vec<Event>,
+    pub history: Vec<HistoryEvent>,
     pub transfers_ok: u64,
     pub transfers_refused: u64,
     pub reads_ok: u64,
@@ -140,7 +140,7 @@ pub async fn run_bank_workload(
         }
     }
     let recorder = Recorder::new();
-    recorder.record(Event::Init {
+    recorder.record(HistoryEvent::Init {
         balances: accounts.iter().map(|&a| (a, opening)).collect(),
         min_balances: BTreeMap::new(),
     });
@@ -177,7 +177,7 @@ pub async fn run_bank_workload(
         report.add(&client.tally);
     }
     for (index, addr) in addresses.iter().enumerate() {
-        recorder.record(Event::Final {
+        recorder.record(HistoryEvent::Final {
             branch: index as u64 + 1,
             balances: final_balances(addr, &accounts, &workload.client_config).await?,
             digest: None,

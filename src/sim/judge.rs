@@ -7,13 +7,13 @@ use std::sync::atomic::Ordering;
 use super::customers::{self, Records};
 use super::record::SimRecord;
 use super::{exactly_once, original_account, Convergence, HostState, Plan, Stats};
-use crate::check::Event as CheckEvent;
+use crate::check::HistoryEvent;
 use crate::ledger::{AccountId, ORIGINAL_ACCOUNT};
 use crate::BranchId;
 
 /// What the judge found after a run.
 pub(super) struct Judged {
-    pub(super) history: Vec<CheckEvent>,
+    pub(super) history: Vec<HistoryEvent>,
     pub(super) final_states: Vec<(BranchId, Option<u64>, u64)>,
     pub(super) stats: Stats,
     pub(super) violations: Vec<String>,
@@ -28,7 +28,7 @@ pub(super) fn judge(
     converged: Convergence,
 ) -> Judged {
     let accounts = &plan.accounts;
-    let mut history: Vec<CheckEvent> = vec![CheckEvent::Init {
+    let mut history: Vec<HistoryEvent> = vec![HistoryEvent::Init {
         balances: std::iter::once((ORIGINAL_ACCOUNT, accounts.original))
             .chain(accounts.bank.iter().map(|(&a, &b)| (a, b)))
             .collect(),
@@ -76,7 +76,7 @@ pub(super) fn judge(
                     .into_iter()
                     .filter_map(|a| state.ledger.balance(a).map(|b| (a, b)))
                     .collect();
-                history.push(CheckEvent::Final {
+                history.push(HistoryEvent::Final {
                     branch: *id,
                     balances,
                     digest: Some(format!("{:016x}", state.ledger.state_digest())),
@@ -125,11 +125,11 @@ pub(super) fn judge(
 }
 
 /// The accounts in the history's `init`.
-fn history_accounts(history: &[CheckEvent]) -> Vec<AccountId> {
+fn history_accounts(history: &[HistoryEvent]) -> Vec<AccountId> {
     history
         .iter()
         .find_map(|event| match event {
-            CheckEvent::Init { balances, .. } => Some(balances.keys().copied().collect()),
+            HistoryEvent::Init { balances, .. } => Some(balances.keys().copied().collect()),
             _ => None,
         })
         .unwrap_or_default()

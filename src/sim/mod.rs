@@ -59,7 +59,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::check::Event as CheckEvent;
+use crate::check::HistoryEvent;
 use crate::ledger::{AccountId, Command, ORIGINAL_ACCOUNT};
 use crate::node::{Branch, BranchBuilder, Storage};
 use crate::raft::log_store::LogStore;
@@ -135,7 +135,7 @@ pub struct Report {
     /// Every fault as applied, with its simulated time.
     pub applied: Vec<String>,
     /// The history, in [`crate::check`]'s format.
-    pub history: Vec<CheckEvent>,
+    pub history: Vec<HistoryEvent>,
     /// Each branch's applied index and ledger digest at convergence.
     pub final_states: Vec<(BranchId, Option<u64>, u64)>,
     pub stats: Stats,
@@ -143,7 +143,7 @@ pub struct Report {
     pub simulated: Duration,
 }
 
-fn event_line(event: &CheckEvent) -> String {
+fn event_line(event: &HistoryEvent) -> String {
     serde_json::to_string(event).unwrap_or_else(|e| format!("{event:?} ({e})"))
 }
 

@@ -17,7 +17,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::check::{Event, Op};
+use crate::check::{HistoryEvent, Op};
 use crate::ledger::AccountId;
 
 /// What a customer asked of the account.
@@ -59,13 +59,13 @@ fn asked(op: &Op, account: AccountId) -> Option<Asked> {
 }
 
 /// The calls on `account` alone in `history`, in the order they were invoked.
-fn calls(history: &[Event], account: AccountId) -> Vec<Call> {
+fn calls(history: &[HistoryEvent], account: AccountId) -> Vec<Call> {
     let mut calls: Vec<Call> = Vec::new();
     // The call each process has in flight, by its index in `calls`.
     let mut open: BTreeMap<u64, usize> = BTreeMap::new();
     for (index, event) in history.iter().enumerate() {
         let (process, ended) = match event {
-            Event::Invoke { process, op, .. } => {
+            HistoryEvent::Invoke { process, op, .. } => {
                 if let Some(asked) = asked(op, account) {
                     open.insert(*process, calls.len());
                     calls.push(Call {
@@ -76,22 +76,22 @@ fn calls(history: &[Event], account: AccountId) -> Vec<Call> {
                 }
                 continue;
             }
-            Event::Ok {
+            HistoryEvent::Ok {
                 process, result, ..
             } => (process, result),
-            Event::Fail { process, .. } => {
+            HistoryEvent::Fail { process, .. } => {
                 if let Some(call) = open.remove(process) {
                     calls[call].completed = Some((index, Ended::Fail));
                 }
                 continue;
             }
-            Event::Info { process, .. } => {
+            HistoryEvent::Info { process, .. } => {
                 if let Some(call) = open.remove(process) {
                     calls[call].completed = Some((index, Ended::Info));
                 }
                 continue;
             }
-            Event::Init { .. } | Event::Final { .. } => continue,
+            HistoryEvent::Init { .. } | HistoryEvent::Final { .. } => continue,
         };
         let Some(call) = open.remove(process) else {
             continue;
@@ -107,14 +107,14 @@ fn calls(history: &[Event], account: AccountId) -> Vec<Call> {
 }
 
 /// How many calls on `account` alone `history` holds.
-pub fn count(history: &[Event], account: AccountId) -> u64 {
+pub fn count(history: &[HistoryEvent], account: AccountId) -> u64 {
     calls(history, account).len() as u64
 }
 
 /// A call for a violation's text: what it asked, by which process, when.
-fn describe(history: &[Event], index: usize) -> String {
+fn describe(history: &[HistoryEvent], index: usize) -> String {
     match &history[index] {
-        Event::Invoke {
+        HistoryEvent::Invoke {
             process,
             time_us,
             op,
@@ -126,7 +126,7 @@ fn describe(history: &[Event], index: usize) -> String {
 /// Every violation of the rules above by the calls on `account` alone in `history`, given the
 /// account's `initial` balance and its `final_balance` on the converged branches.
 pub fn judge(
-    history: &[Event],
+    history: &[HistoryEvent],
     account: AccountId,
     initial: i64,
     final_balance: i64,
@@ -220,16 +220,16 @@ mod tests {
 
     const ACCOUNT: AccountId = 7;
 
-    fn invoke(process: u64, op: Op) -> Event {
-        Event::Invoke {
+    fn invoke(process: u64, op: Op) -> HistoryEvent {
+        HistoryEvent::Invoke {
             process,
             time_us: 0,
             op,
         }
     }
 
-    fn ok(process: u64, result: OpResult) -> Event {
-        Event::Ok {
+    fn ok(process: u64, result: OpResult) -> HistoryEvent {
+        HistoryEvent::Ok {
             process,
             time_us: 0,
             result,
@@ -271,7 +271,7 @@ mod tests {
             invoke(0, deposit(10)),
             invoke(1, query()),
             ok(1, seen(100)),
-            Event::Info {
+            HistoryEvent::Info {
                 process: 0,
                 time_us: 0,
                 error: None,

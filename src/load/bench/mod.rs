@@ -39,7 +39,7 @@ use super::measure::Tally;
 use super::pacing::{rate_is_valid, RATE_MAX, RATE_MIN};
 use super::random::Random;
 use stall::Acks;
-use crate::check::Event;
+use crate::check::HistoryEvent;
 use crate::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Write};
 use crate::ledger::BATCH_ITEMS_MAX;
 
@@ -223,7 +223,7 @@ pub async fn run_bench(
 
     let history = config.record_history.then(Recorder::new);
     if let Some(history) = &history {
-        history.record(Event::Init {
+        history.record(HistoryEvent::Init {
             balances: by_account(&opening),
             min_balances: BTreeMap::new(),
         });
@@ -271,7 +271,7 @@ pub async fn run_bench(
     let history = match history {
         Some(history) => {
             for (index, balances) in finals.iter().enumerate() {
-                history.record(Event::Final {
+                history.record(HistoryEvent::Final {
                     branch: index as u64 + 1,
                     balances: by_account(balances),
                     digest: None,

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::mix::Mix;
 use super::stall::Stall;
-use crate::check::Event;
+use crate::check::HistoryEvent;
 use crate::load::measure::{micros, Latency, LatencyPoint, Throughput};
 use crate::load::pacing::OpenLoop;
 
@@ -50,7 +50,7 @@ pub struct BenchReport {
     pub longest_stall: Stall,
     pub invariants: Invariants,
     #[serde(skip)]
-    pub history: Vec<Event>,
+    pub history: Vec<HistoryEvent>,
     /// Operations completed per second of the run (for pictures; not in `--json`).
     #[serde(skip)]
     pub throughput: Throughput,
