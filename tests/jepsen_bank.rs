@@ -157,9 +157,9 @@ async fn concurrent_transfers_conserve_money() {
     cluster.shutdown().await;
 }
 
-/// The same workload through the library's workload runner, which records every call; the
-/// history checker then proves it linearizable per account, conserving, never negative, and
-/// the branches' final states equal.
+/// The same workload through the library's (`bank::load::jepsen`), which records every call;
+/// the history checker then proves it linearizable per account, conserving, never negative,
+/// and the branches' final states equal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recorded_history_passes_the_checker() {
     let cluster = start_cluster(3, 0).await;

@@ -43,7 +43,7 @@ use crate::check::HistoryEvent;
 use crate::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Write};
 use crate::ledger::BATCH_ITEMS_MAX;
 
-pub use super::driver::{drive, DriveReport, Length};
+pub use super::driver::Length;
 pub use mix::Mix;
 pub use super::pacing::OpenLoop;
 pub use super::measure::{Latency, LatencyPoint, Throughput};
