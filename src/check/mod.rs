@@ -167,7 +167,8 @@ mod tests;
 use std::fmt;
 
 pub use history::{
-    BranchId, HistoryEvent, History, HistoryError, HistoryWriter, Observation, Op, OpResult, ProcessId,
+    BranchId, History, HistoryError, HistoryEvent, HistoryWriter, Observation, Op, OpResult,
+    ProcessId,
 };
 pub use violation::{Blame, OpRef, Subject, Violation};
 

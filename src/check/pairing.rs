@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::ledger::AccountId;
 
-use super::history::{BranchId, HistoryEvent, History, Observation, Op, OpResult, ProcessId};
+use super::history::{BranchId, History, HistoryEvent, Observation, Op, OpResult, ProcessId};
 use super::violation::{DescribeOp, OpRef, Subject, Violation};
 
 /// How an operation completed.

@@ -506,7 +506,12 @@ impl Random {
 /// A linearizable history on one account: `processes` customers, `ops` operations with
 /// overlapping random intervals, each taking effect at a random instant inside its interval;
 /// `info_per_mille` of them are indeterminate (and take effect half the time).
-fn generated_history(processes: u64, ops: u64, info_per_mille: u64, seed: u64) -> Vec<HistoryEvent> {
+fn generated_history(
+    processes: u64,
+    ops: u64,
+    info_per_mille: u64,
+    seed: u64,
+) -> Vec<HistoryEvent> {
     struct Planned {
         process: u64,
         call: u64,
@@ -643,7 +648,9 @@ fn generated_history_with_one_wrong_read_is_refuted() {
     let mut events = generated_history(8, 400, 10, 7);
     // The middle read sees one unit more than the balance it really had.
     let reads: Vec<usize> = (0..events.len())
-        .filter(|&i| matches!(&events[i], HistoryEvent::Ok { result, .. } if result.balances.is_some()))
+        .filter(
+            |&i| matches!(&events[i], HistoryEvent::Ok { result, .. } if result.balances.is_some()),
+        )
         .collect();
     let HistoryEvent::Ok { result, .. } = &mut events[reads[reads.len() / 2]] else {
         unreachable!("filtered on reads");

@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use bank::web::Web;
+use bank::course::lamport::{part_paths, Parts};
 use bank::course::runner::{
     clocked_parts, final_balances, run_customers, run_customers_with, run_scenario, start_cluster,
     Branches, CustomerOptions,
 };
-use bank::course::lamport::{part_paths, Parts};
 use bank::course::scenario::{render_output, write_output, Scenario, ScenarioError, Variant};
+use bank::web::Web;
 
 use super::output::{write_all_whole, write_whole};
 use super::signals::ShutdownSignals;

@@ -34,8 +34,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::history::{Completion, Recorder};
-use super::pacing::{OpenLoop, Schedule};
 use super::measure::{Latency, Tally, Throughput};
+use super::pacing::{OpenLoop, Schedule};
 use crate::check::Op;
 
 /// How long a run lasts.

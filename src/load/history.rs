@@ -316,7 +316,10 @@ mod tests {
         let invalid = Err(refused(tonic::Code::InvalidArgument));
         assert!(matches!(
             completion(&deposit, Reply::Write(&invalid)),
-            Completion::Fail { observation: None, .. }
+            Completion::Fail {
+                observation: None,
+                ..
+            }
         ));
         let unavailable = Err(refused(tonic::Code::Unavailable));
         assert!(matches!(

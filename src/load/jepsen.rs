@@ -24,7 +24,7 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::driver::{self, LoadClient, Limit, Plan};
+use super::driver::{self, Limit, LoadClient, Plan};
 use super::history::{self, Completion, Recorder, Reply};
 use crate::check::{HistoryEvent, Op};
 use crate::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Written};

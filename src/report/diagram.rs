@@ -176,13 +176,16 @@ fn arrow(from: (f64, f64), to: (f64, f64), red: bool, title: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::course::scenario::Scenario;
     use crate::grade::p2::{grade, parse_parts};
     use crate::grade::parse_document;
-    use crate::course::scenario::Scenario;
     use serde_json::Value;
 
     fn reference(path: &str) -> String {
-        let full = format!("{}/tests/testdata/course/{path}", env!("CARGO_MANIFEST_DIR"));
+        let full = format!(
+            "{}/tests/testdata/course/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
     }
 

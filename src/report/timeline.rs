@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
 
-use crate::check::{HistoryEvent, History, Op, OpRef, ProcessId, Summary, Violation};
+use crate::check::{History, HistoryEvent, Op, OpRef, ProcessId, Summary, Violation};
 
 use super::chart::ticks;
 use super::html::{count, duration_us, escape, page};

@@ -97,7 +97,10 @@ fn calls(history: &[HistoryEvent], account: AccountId) -> Vec<Call> {
             continue;
         };
         let balance = match calls[call].asked {
-            Asked::Query => ended.balances.as_ref().and_then(|b| b.get(&account).copied()),
+            Asked::Query => ended
+                .balances
+                .as_ref()
+                .and_then(|b| b.get(&account).copied()),
             Asked::Deposit(_) | Asked::Withdraw(_) => ended.balance,
         };
         // An `ok` without the balance it saw says nothing about the account: as unknown.
@@ -276,10 +279,13 @@ mod tests {
                 time_us: 0,
                 error: None,
             },
-            invoke(2, Op::Withdraw {
-                account: ACCOUNT,
-                amount: 5,
-            }),
+            invoke(
+                2,
+                Op::Withdraw {
+                    account: ACCOUNT,
+                    amount: 5,
+                },
+            ),
             ok(2, OpResult::balance(105)),
         ];
         assert!(judge(&history, ACCOUNT, 100, 105).is_empty());
@@ -290,14 +296,20 @@ mod tests {
     #[test]
     fn other_accounts_and_reads_of_several_are_not_its_calls() {
         let history = vec![
-            invoke(0, Op::Deposit {
-                account: ACCOUNT + 1,
-                amount: 10,
-            }),
+            invoke(
+                0,
+                Op::Deposit {
+                    account: ACCOUNT + 1,
+                    amount: 10,
+                },
+            ),
             ok(0, OpResult::balance(10)),
-            invoke(1, Op::Read {
-                accounts: vec![ACCOUNT, ACCOUNT + 1],
-            }),
+            invoke(
+                1,
+                Op::Read {
+                    accounts: vec![ACCOUNT, ACCOUNT + 1],
+                },
+            ),
             ok(1, OpResult::read([(ACCOUNT, -5), (ACCOUNT + 1, 10)].into())),
         ];
         assert!(judge(&history, ACCOUNT, 100, 100).is_empty());

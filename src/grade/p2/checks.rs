@@ -14,8 +14,8 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use crate::grade::{CourseGrader, EventRef, ProcessKind, Report};
 use crate::course::scenario::{Interface, Scenario};
+use crate::grade::{CourseGrader, EventRef, ProcessKind, Report};
 
 use super::{link, match_messages, Action, Message, P2Event, P2Output, Process};
 

@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::load::driver::LoadClient;
-use crate::load::history::{self, Completion, Reply};
 use super::mix::{Kind, Mix};
-use crate::load::random::Random;
-use crate::load::measure::Tally;
 use super::stall::Acks;
 use crate::check::{Op, OpResult};
 use crate::client::{BatchWritten, Client, ClientError, Outcome, ReadLevel, Write, Written};
+use crate::load::driver::LoadClient;
+use crate::load::history::{self, Completion, Reply};
+use crate::load::measure::Tally;
+use crate::load::random::Random;
 use crate::proto::v1 as pb;
 
 /// Amounts are drawn from `1..=AMOUNT_MAX`.

@@ -32,23 +32,23 @@ use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use client::BenchClient;
 use super::driver::{self, Plan};
 use super::history::Recorder;
 use super::measure::Tally;
 use super::pacing::{rate_is_valid, RATE_MAX, RATE_MIN};
 use super::random::Random;
-use stall::Acks;
 use crate::check::HistoryEvent;
 use crate::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Write};
 use crate::ledger::BATCH_ITEMS_MAX;
+use client::BenchClient;
+use stall::Acks;
 
 pub use super::driver::Length;
-pub use mix::Mix;
-pub use super::pacing::OpenLoop;
 pub use super::measure::{Latency, LatencyPoint, Throughput};
-pub use summary::{BenchReport, Invariants};
+pub use super::pacing::OpenLoop;
+pub use mix::Mix;
 pub use stall::Stall;
+pub use summary::{BenchReport, Invariants};
 
 /// Opening balance of every benchmark account: large, so withdrawals rarely fail.
 pub const OPENING_BALANCE: u64 = 1_000_000_000;
