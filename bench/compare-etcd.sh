@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Measures three durable bank branches against a three-member etcd cluster on this machine,
-# with the same load generator (bank::workload::bench::drive), in alternating runs.
+# with the same load generator (bank::load::driver::drive), in alternating runs.
 #
 #   bench/compare-etcd.sh                # sequential writes, 64-client writes, 64 callers on one bank client, 64-client reads
 #   RUNS=5 DURATION=10 bench/compare-etcd.sh write:1 write:64

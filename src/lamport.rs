@@ -105,7 +105,7 @@ pub enum Counterpart {
 
 /// One logged event: a send or a receive of one course request's message.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Event {
+pub struct ClockEvent {
     pub request: i32,
     pub clock: u64,
     /// `deposit`, `withdraw` or `query` between a customer and its branch;
@@ -115,7 +115,7 @@ pub struct Event {
     pub counterpart: Counterpart,
 }
 
-impl Event {
+impl ClockEvent {
     /// The course's comment: `event_sent from customer 1`, `event_recv from customer 1`,
     /// `event_sent to branch 2`, `event_recv from branch 2`.
     pub fn comment(&self) -> String {
@@ -139,7 +139,7 @@ pub struct Stamp {
 #[derive(Debug, Default)]
 struct State {
     clock: u64,
-    events: Vec<Event>,
+    events: Vec<ClockEvent>,
     /// Events not kept because [`EVENTS_MAX`] was reached.
     dropped: u64,
     labels: HashMap<RequestId, CourseRequest>,
@@ -160,7 +160,7 @@ impl State {
     ) -> u64 {
         self.clock = self.clock.max(message).saturating_add(1);
         if self.events.len() < EVENTS_MAX {
-            self.events.push(Event {
+            self.events.push(ClockEvent {
                 request: course.request,
                 clock: self.clock,
                 interface,
@@ -299,7 +299,7 @@ impl LamportClock {
 
     /// The events logged so far, in the order they happened (increasing clock), and how many
     /// more were not kept.
-    pub fn events(&self) -> (Vec<Event>, u64) {
+    pub fn events(&self) -> (Vec<ClockEvent>, u64) {
         self.with(|state| (state.events.clone(), state.dropped))
     }
 }

@@ -5,42 +5,63 @@
 //!
 //! # Layout
 //!
-//! One folder per layer; each names what it owns in its `//!` doc. A layer uses the ones below
-//! it, never one above.
+//! One folder per layer; each names what it owns in its `//!` doc. The map runs from the top
+//! down: a layer uses only layers below it, and `→` names every one it uses (its imports, all
+//! of them). Layers in one group (between two `│` lines) use none of each other.
 //!
 //! ```text
-//! cli (binary) ─ parses, prints, exit codes
+//! cli (binary) ─ parses, prints, exit codes → report, grade, course, bootstrap, web, server,
+//!   │            load, raft, client, check, backup, ledger, tls
 //!   │
-//!   ├─ report ───── pictures as self-contained HTML: a checked history, a bench run
-//!   │                (above check and workload, whose results it draws)
-//!   ├─ web ──────── the HTTP listener: /metrics, the live page and its event stream, the
-//!   │                page's buttons (through a control the cli wires in)
-//!   ├─ bootstrap ── starts branches: a local cluster, a standalone branch, a rejoin, a join,
-//!   │                a restore; genesis
-//!   ├─ workload ─── load and scenarios: the course runner, bank bench, the Jepsen workload
-//!   ├─ check ────── Jepsen-style history checker
-//!   ├─ grade ────── course outputs (P1, P2 Lamport clocks, P3) graded strictly
+//! report ──── pictures as self-contained HTML: a checked history, a bench run, a P2 run's
+//!   │          clocks with what the grader blames → check, load, grade
 //!   │
-//!   ├─ server ───── gRPC services: course API, bank.v1, peer, members, backup, health; auth,
-//!   │                admission, metrics; the one error → Status mapping
-//!   ├─ client ───── bank.v1 client, course client, cluster status, members, backup
+//! grade ───── course outputs (P1, P2 Lamport clocks, P3) graded strictly → course (the
+//!   │          scenario files it grades against)
 //!   │
-//!   └─ node ─────── the Branch facade: writes (forward, retry, group commit), linearizable
-//!        │           reads, membership (checked member changes), peer calls, Raft state
-//!        │           as plain values
-//!        ├─ raft ── openraft's glue: type config, log stores (memory, redb), state machine,
-//!        │           peer network, codec, runtime
-//!        └─ ledger ─ the pure state machine: accounts, commands, request ids, snapshots
-//!
-//! lamport ─ the course's Project 2 clocks: per-process Lamport clocks and event logs, carried
-//!            on the real peer messages (below raft and node, above ledger)
-//! retry ─── the jittered pauses of every retry loop, from a generator a simulation seeds
-//!            (below everything that retries)
-//! rpc, tls ─ under every outbound call: the one endpoint builder, the one bound on a call,
-//!            TLS files and configurations
-//! backup ─── the backup file format: written by server, checked by client, restored by
-//!            bootstrap; below all three, above the ledger
+//! course ──── the course project: scenario files, the runner (`bank run`, a cluster on
+//!   │          loopback), Project 2's output files → bootstrap, client, lamport, ledger
+//! sim ─────── (feature `simulation`) the whole cluster inside turmoil → bootstrap, server,
+//!   │          node, raft, client, load (the history recorder), check, retry, ledger
+//!   │
+//! bootstrap ─ starts branches: a local cluster, a standalone branch, a rejoin, a join, a
+//!   │          restore; genesis → server, node, raft, backup, retry, tls, ledger
+//! web ─────── the HTTP listener: /metrics, the live page and its event stream, the page's
+//!   │          buttons (through a control the cli wires in) → server, client
+//!   │
+//! server ──── gRPC services: course API, bank.v1, peer, members, backup, health; auth,
+//!   │          admission, metrics; the one error → Status mapping → node, backup, lamport,
+//!   │          rpc, ledger
+//!   │
+//! node ────── the Branch facade: writes (forward, retry, group commit), linearizable reads,
+//!   │          membership (checked member changes), peer calls, Raft state as plain values
+//!   │          → raft, lamport, retry, ledger
+//! load ────── the load generator: `bank bench`, Jepsen's bank workload, one driver loop, the
+//!   │          history it records → client, check, ledger
+//!   │
+//! raft ────── openraft's glue: type config, log stores (memory, redb), state machine, peer
+//!   │          network, codec, runtime → lamport, retry, rpc, ledger
+//! client ──── bank.v1 client, course client, cluster status, members, backup → backup,
+//!   │          lamport, retry, rpc, ledger
+//!   │
+//! lamport ─── the course's Project 2 clocks: per-process Lamport clocks and event logs,
+//!   │          carried on the real peer messages → ledger (whose request ids it labels)
+//! check ───── Jepsen-style history checker: the history format, linearizability per
+//!   │          account, money, minimum balances, convergence → ledger
+//! backup ──── the backup file format: written by server, checked by client, restored by
+//!   │          bootstrap → ledger
+//! rpc ─────── under every outbound call: the one endpoint builder, the one bound on a call
+//!   │          → tls
+//!   │
+//! ledger ──── the pure state machine: accounts, commands, request ids, snapshots
+//! retry ───── the jittered pauses of every retry loop, from a generator a simulation seeds
+//! tls ─────── TLS files and configurations
 //! ```
+//!
+//! Tests reach further than their code: `report`'s tests read course scenario files
+//! (`course`). `lamport` (the clocks, below Raft) and `course::lamport` (the output files of a
+//! whole run, above `bootstrap`) are apart on purpose: the clocks ride on every peer message,
+//! the files are written once by `bank run`.
 //!
 //! A customer's write: `server::course` (or `server::accounts`) validates it and calls
 //! [`node::Branch::submit`]; the branch group-commits it and proposes it to openraft, or
@@ -58,8 +79,10 @@
 //! - [`bootstrap`]: creating, resuming, refusing, rejoining and joining clusters, and
 //!   restoring a branch from a backup; the genesis entry.
 //! - [`client`]: what customers and operators call branches with.
-//! - [`workload`]: the course's scenario formats and runner, `bank bench`, the Jepsen workload,
-//!   all on one driver loop.
+//! - [`course`]: the course project (ASU CSE 531): its scenario files and their runner,
+//!   `bank run`, and Project 2's Lamport output files.
+//! - [`load`]: the load generator: `bank bench` and Jepsen's bank workload on one driver
+//!   loop, and the history they record for [`check`].
 //! - [`web`]: the HTTP listener (`--http`): `/metrics` and a live page of the cluster.
 //! - [`check`]: linearizability per account, conservation, minimum balances, convergence.
 //! - [`grade`]: `bank grade p1|p2|p3`: course outputs checked strictly against their inputs,
@@ -74,7 +97,8 @@
 //! - [`proto`]: generated gRPC code.
 //! - `sim` (feature `simulation`): the whole cluster inside turmoil, deterministic per seed;
 //!   it plugs into the layers through their hooks (an apply observer, a connector), never
-//!   through code of theirs that knows it.
+//!   through code of theirs that knows it; its customers record their history as `load`
+//!   does, on simulated time.
 
 // openraft's error types (StorageError, RaftError, ConfigError) are large and fixed by its
 // traits; boxing them at every storage call would only hide that.
@@ -84,9 +108,11 @@ pub mod backup;
 pub mod bootstrap;
 pub mod check;
 pub mod client;
+pub mod course;
 pub mod grade;
 pub mod lamport;
 pub mod ledger;
+pub mod load;
 pub mod node;
 pub mod raft;
 pub mod report;
@@ -97,7 +123,6 @@ pub mod server;
 pub mod sim;
 pub mod tls;
 pub mod web;
-pub mod workload;
 
 /// A branch's id: the `id` of a branch in a scenario file, `--id` of `bank branch`, and the
 /// branch's Raft node id ([`raft::NodeId`] is this type).

@@ -469,7 +469,7 @@ async fn chaos_kill_and_pause_branches_the_history_passes_the_checker() {
     }
     let addresses: Vec<String> = (1..=3).map(|id| cluster.addr(id).to_string()).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let workload = bank::workload::jepsen::BankWorkload {
+    let workload = bank::load::jepsen::BankWorkload {
         operations_per_client: None,
         seed,
         ..Default::default()
@@ -477,21 +477,21 @@ async fn chaos_kill_and_pause_branches_the_history_passes_the_checker() {
     let runner = {
         let (addresses, stop) = (addresses.clone(), stop.clone());
         tokio::spawn(async move {
-            bank::workload::jepsen::run_bank_workload(&addresses, &workload, stop).await
+            bank::load::jepsen::run_bank_workload(&addresses, &workload, stop).await
         })
     };
 
-    let mut random = bank::workload::jepsen::Random::new(seed);
+    let mut random = bank::load::jepsen::Random::new(seed);
     let mut actions = Vec::new();
     for _ in 0..NEMESIS_STEPS {
-        tokio::time::sleep(bank::workload::jepsen::pause(
+        tokio::time::sleep(bank::load::jepsen::pause(
             &mut random,
             Duration::from_millis(300),
             Duration::from_millis(900),
         ))
         .await;
         let victim = 1 + random.below(3) as usize;
-        let outage = bank::workload::jepsen::pause(
+        let outage = bank::load::jepsen::pause(
             &mut random,
             Duration::from_millis(200),
             Duration::from_millis(1_500),

@@ -104,7 +104,7 @@ fn invoke_lines(path: &Path) -> BTreeSet<usize> {
     let history = bank::check::History::load(path).expect("a readable history");
     history
         .lines()
-        .filter(|(_, event)| matches!(event, bank::check::Event::Invoke { .. }))
+        .filter(|(_, event)| matches!(event, bank::check::HistoryEvent::Invoke { .. }))
         .map(|(line, _)| line)
         .collect()
 }

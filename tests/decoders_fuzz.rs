@@ -236,10 +236,10 @@ fn scenario_files() {
         file("examples/scenarios/concurrent.json"),
     ];
     for sample in &samples {
-        bank::workload::scenario::Scenario::parse(&text(sample), "sample").expect("a sample");
+        bank::course::scenario::Scenario::parse(&text(sample), "sample").expect("a sample");
     }
     let decode =
-        |bytes: &[u8]| bank::workload::scenario::Scenario::parse(&text(bytes), "fuzz").is_ok();
+        |bytes: &[u8]| bank::course::scenario::Scenario::parse(&text(bytes), "fuzz").is_ok();
     run("scenario, arbitrary", arbitrary(), decode);
     run("scenario, mutated", mutated(samples), decode);
 }

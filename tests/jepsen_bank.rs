@@ -8,7 +8,7 @@ mod common;
 use std::time::Instant;
 
 use bank::client::{ClientError, Outcome, ReadLevel};
-use bank::workload::jepsen::Random;
+use bank::load::jepsen::Random;
 use common::{bank_client, start_cluster};
 use tokio::task::JoinSet;
 
@@ -157,9 +157,9 @@ async fn concurrent_transfers_conserve_money() {
     cluster.shutdown().await;
 }
 
-/// The same workload through the library's workload runner, which records every call; the
-/// history checker then proves it linearizable per account, conserving, never negative, and
-/// the branches' final states equal.
+/// The same workload through the library's (`bank::load::jepsen`), which records every call;
+/// the history checker then proves it linearizable per account, conserving, never negative,
+/// and the branches' final states equal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recorded_history_passes_the_checker() {
     let cluster = start_cluster(3, 0).await;
@@ -168,13 +168,13 @@ async fn the_recorded_history_passes_the_checker() {
         .values()
         .map(|a| a.to_string())
         .collect();
-    let workload = bank::workload::jepsen::BankWorkload {
+    let workload = bank::load::jepsen::BankWorkload {
         operations_per_client: Some(150),
         seed: 7,
         ..Default::default()
     };
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let report = bank::workload::jepsen::run_bank_workload(&addresses, &workload, stop)
+    let report = bank::load::jepsen::run_bank_workload(&addresses, &workload, stop)
         .await
         .expect("workload");
     assert!(report.transfers_ok > 0 && report.reads_ok > 0);
@@ -190,7 +190,7 @@ async fn the_recorded_history_passes_the_checker() {
         .iter_mut()
         .rev()
         .find_map(|event| match event {
-            bank::check::Event::Ok { result, .. } => result.balances.as_mut(),
+            bank::check::HistoryEvent::Ok { result, .. } => result.balances.as_mut(),
             _ => None,
         })
         .expect("a read in the history");

@@ -7,10 +7,10 @@
 mod common;
 
 use bank::bootstrap::local::Storage;
+use bank::course::runner::run_scenario;
+use bank::course::scenario::{Scenario, Variant};
 use bank::grade::p3::Checks;
 use bank::grade::{p2, p3, parse_replies};
-use bank::workload::course::run_scenario;
-use bank::workload::scenario::{Scenario, Variant};
 use common::{bank, reference};
 
 const P2_INPUTS: [&str; 3] = [

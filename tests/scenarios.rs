@@ -5,8 +5,8 @@
 mod common;
 
 use bank::bootstrap::local::Storage;
-use bank::workload::course::run_scenario;
-use bank::workload::scenario::Scenario;
+use bank::course::runner::run_scenario;
+use bank::course::scenario::Scenario;
 use serde_json::{json, Value};
 
 /// Runs `input` (a path under tests/testdata/course) the way `bank run` does, and returns the

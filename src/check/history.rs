@@ -1,7 +1,11 @@
-//! The history file: its events, operations, results and observations (with the serde helpers
-//! that read account-keyed JSON maps), [`HistoryWriter`] to record one and [`History`] to parse
-//! or load one. This is the format the module docs describe, kept apart from the checks: the
-//! workloads that record a history (`workload`, `bench`, `sim`) use only this part.
+//! The history file: its events ([`HistoryEvent`]), operations, results and observations (with
+//! the serde helpers that read account-keyed JSON maps), [`HistoryWriter`] to record one and
+//! [`History`] to parse or load one. This is the format the module docs describe, kept apart
+//! from the checks: what records a history (`load`'s recorder, for `bank bench`, Jepsen's bank
+//! workload and the simulator's customers) uses only this part.
+//!
+//! An event is a `HistoryEvent`, not an `Event`: the crate has other events (a course
+//! customer's, a Lamport clock's), and an `Entry` would be taken for a map's or the Raft log's.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -11,7 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::ledger::AccountId;
 
-/// A customer process of the workload: at most one operation in flight.
+/// A process of a history, as in Jepsen: one customer (a load client) with at most one
+/// operation in flight; after an operation of unknown outcome it goes on as a new process.
 pub type ProcessId = u64;
 /// A branch (server) whose final state a history records.
 pub type BranchId = u64;
@@ -19,7 +24,7 @@ pub type BranchId = u64;
 /// One line of a history. See the module docs for the format.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
-pub enum Event {
+pub enum HistoryEvent {
     /// Accounts that exist before the first operation.
     Init {
         #[serde(with = "account_map")]
@@ -217,7 +222,7 @@ impl<W: Write> HistoryWriter<W> {
         HistoryWriter { out }
     }
 
-    pub fn write(&mut self, event: &Event) -> io::Result<()> {
+    pub fn write(&mut self, event: &HistoryEvent) -> io::Result<()> {
         serde_json::to_writer(&mut self.out, event)?;
         self.out.write_all(b"\n")
     }
@@ -243,12 +248,12 @@ pub enum HistoryError {
 /// A parsed history: its events with their line numbers.
 #[derive(Clone, Debug, Default)]
 pub struct History {
-    pub(super) events: Vec<(usize, Event)>,
+    pub(super) events: Vec<(usize, HistoryEvent)>,
 }
 
 impl History {
     /// A history of events as if they were lines 1, 2, ...
-    pub fn from_events(events: Vec<Event>) -> Self {
+    pub fn from_events(events: Vec<HistoryEvent>) -> Self {
         History {
             events: events
                 .into_iter()
@@ -278,13 +283,13 @@ impl History {
         History::parse(&std::fs::read_to_string(path)?)
     }
 
-    pub fn events(&self) -> impl Iterator<Item = &Event> {
+    pub fn events(&self) -> impl Iterator<Item = &HistoryEvent> {
         self.events.iter().map(|(_, event)| event)
     }
 
     /// The events with their line numbers in the file (an operation's id is the line of its
     /// invoke: what [`crate::check::Blame`] names).
-    pub fn lines(&self) -> impl Iterator<Item = (usize, &Event)> {
+    pub fn lines(&self) -> impl Iterator<Item = (usize, &HistoryEvent)> {
         self.events.iter().map(|(line, event)| (*line, event))
     }
 }

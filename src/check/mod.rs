@@ -10,8 +10,8 @@
 //!
 //! # History format
 //!
-//! JSON lines, one [`Event`] per line (blank lines are skipped). Each line is an object tagged by
-//! `"type"`:
+//! JSON lines, one [`HistoryEvent`] per line (blank lines are skipped). Each line is an object
+//! tagged by `"type"`:
 //!
 //! - `init` (optional, at most once, before every invoke): accounts that exist before the
 //!   history, `{"type":"init","balances":{"1":100},"min_balances":{"1":-50}}`
@@ -141,7 +141,7 @@
 //!
 //! # Layout
 //!
-//! - `history`: the format above ([`Event`], [`Op`], [`OpResult`], [`Observation`]),
+//! - `history`: the format above ([`HistoryEvent`], [`Op`], [`OpResult`], [`Observation`]),
 //!   [`HistoryWriter`] and [`History`].
 //! - `violation`: [`Violation`], the [`Subject`] / [`OpRef`] its messages name, and the
 //!   [`Blame`] it puts on operations and final states (for `bank check --html`).
@@ -167,7 +167,8 @@ mod tests;
 use std::fmt;
 
 pub use history::{
-    BranchId, Event, History, HistoryError, HistoryWriter, Observation, Op, OpResult, ProcessId,
+    BranchId, History, HistoryError, HistoryEvent, HistoryWriter, Observation, Op, OpResult,
+    ProcessId,
 };
 pub use violation::{Blame, OpRef, Subject, Violation};
 

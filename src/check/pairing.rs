@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use crate::ledger::AccountId;
 
-use super::history::{BranchId, Event, History, Observation, Op, OpResult, ProcessId};
+use super::history::{BranchId, History, HistoryEvent, Observation, Op, OpResult, ProcessId};
 use super::violation::{DescribeOp, OpRef, Subject, Violation};
 
 /// How an operation completed.
@@ -132,7 +132,7 @@ pub(super) fn pair_operations(history: &History) -> Result<Recorded, Violation> 
     for (line, event) in &history.events {
         let line = *line;
         let (process, time_us, outcome) = match event {
-            Event::Init {
+            HistoryEvent::Init {
                 balances,
                 min_balances,
             } => {
@@ -148,7 +148,7 @@ pub(super) fn pair_operations(history: &History) -> Result<Recorded, Violation> 
                 recorded.init_min = min_balances.clone();
                 continue;
             }
-            Event::Final {
+            HistoryEvent::Final {
                 branch,
                 balances,
                 digest,
@@ -160,7 +160,7 @@ pub(super) fn pair_operations(history: &History) -> Result<Recorded, Violation> 
                 });
                 continue;
             }
-            Event::Invoke {
+            HistoryEvent::Invoke {
                 process,
                 time_us,
                 op,
@@ -194,18 +194,18 @@ pub(super) fn pair_operations(history: &History) -> Result<Recorded, Violation> 
                 recorded.end_us = recorded.end_us.max(*time_us);
                 continue;
             }
-            Event::Ok {
+            HistoryEvent::Ok {
                 process,
                 time_us,
                 result,
             } => (process, time_us, Outcome::Ok(result.clone())),
-            Event::Fail {
+            HistoryEvent::Fail {
                 process,
                 time_us,
                 observation,
                 ..
             } => (process, time_us, Outcome::Fail(observation.clone())),
-            Event::Info {
+            HistoryEvent::Info {
                 process, time_us, ..
             } => (process, time_us, Outcome::Info),
         };

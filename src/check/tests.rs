@@ -435,21 +435,21 @@ fn malformed_lines_name_the_line() {
 #[test]
 fn writer_round_trips() {
     let events = vec![
-        Event::Init {
+        HistoryEvent::Init {
             balances: BTreeMap::from([(1, 10)]),
             min_balances: BTreeMap::new(),
         },
-        Event::Invoke {
+        HistoryEvent::Invoke {
             process: 0,
             time_us: 1,
             op: Op::Read { accounts: vec![1] },
         },
-        Event::Ok {
+        HistoryEvent::Ok {
             process: 0,
             time_us: 2,
             result: OpResult::read(BTreeMap::from([(1, 10)])),
         },
-        Event::Final {
+        HistoryEvent::Final {
             branch: 1,
             balances: BTreeMap::from([(1, 10)]),
             digest: None,
@@ -506,7 +506,12 @@ impl Random {
 /// A linearizable history on one account: `processes` customers, `ops` operations with
 /// overlapping random intervals, each taking effect at a random instant inside its interval;
 /// `info_per_mille` of them are indeterminate (and take effect half the time).
-fn generated_history(processes: u64, ops: u64, info_per_mille: u64, seed: u64) -> Vec<Event> {
+fn generated_history(
+    processes: u64,
+    ops: u64,
+    info_per_mille: u64,
+    seed: u64,
+) -> Vec<HistoryEvent> {
     struct Planned {
         process: u64,
         call: u64,
@@ -552,13 +557,13 @@ fn generated_history(processes: u64, ops: u64, info_per_mille: u64, seed: u64) -
                 if takes_effect {
                     balance += amount;
                 }
-                Event::Ok {
+                HistoryEvent::Ok {
                     process: p.process,
                     time_us: p.ret,
                     result: OpResult::balance(balance),
                 }
             }
-            Op::Withdraw { amount, .. } if balance - amount < 0 => Event::Fail {
+            Op::Withdraw { amount, .. } if balance - amount < 0 => HistoryEvent::Fail {
                 process: p.process,
                 time_us: p.ret,
                 observation: Some(Observation::InsufficientFunds {
@@ -570,20 +575,20 @@ fn generated_history(processes: u64, ops: u64, info_per_mille: u64, seed: u64) -
                 if takes_effect {
                     balance -= amount;
                 }
-                Event::Ok {
+                HistoryEvent::Ok {
                     process: p.process,
                     time_us: p.ret,
                     result: OpResult::balance(balance),
                 }
             }
-            _ => Event::Ok {
+            _ => HistoryEvent::Ok {
                 process: p.process,
                 time_us: p.ret,
                 result: OpResult::read(BTreeMap::from([(1, balance)])),
             },
         };
         let completion = if indeterminate {
-            Event::Info {
+            HistoryEvent::Info {
                 process: p.process,
                 time_us: p.ret,
                 error: None,
@@ -591,7 +596,7 @@ fn generated_history(processes: u64, ops: u64, info_per_mille: u64, seed: u64) -
         } else {
             completion
         };
-        let invoke = Event::Invoke {
+        let invoke = HistoryEvent::Invoke {
             process: p.process,
             time_us: p.call,
             op: p.op.clone(),
@@ -601,12 +606,12 @@ fn generated_history(processes: u64, ops: u64, info_per_mille: u64, seed: u64) -
     }
     // Completions before invokes at the same time: a process's next invoke may share it.
     events.sort_by_key(|(time, order, _)| (*time, *order));
-    let mut history = vec![Event::Init {
+    let mut history = vec![HistoryEvent::Init {
         balances: BTreeMap::from([(1, 1000)]),
         min_balances: BTreeMap::new(),
     }];
     history.extend(events.into_iter().map(|(_, _, event)| event));
-    history.push(Event::Final {
+    history.push(HistoryEvent::Final {
         branch: 1,
         balances: BTreeMap::from([(1, balance)]),
         digest: None,
@@ -643,9 +648,11 @@ fn generated_history_with_one_wrong_read_is_refuted() {
     let mut events = generated_history(8, 400, 10, 7);
     // The middle read sees one unit more than the balance it really had.
     let reads: Vec<usize> = (0..events.len())
-        .filter(|&i| matches!(&events[i], Event::Ok { result, .. } if result.balances.is_some()))
+        .filter(
+            |&i| matches!(&events[i], HistoryEvent::Ok { result, .. } if result.balances.is_some()),
+        )
         .collect();
-    let Event::Ok { result, .. } = &mut events[reads[reads.len() / 2]] else {
+    let HistoryEvent::Ok { result, .. } = &mut events[reads[reads.len() / 2]] else {
         unreachable!("filtered on reads");
     };
     let Some(balance) = result.balances.as_mut().and_then(|b| b.get_mut(&1)) else {

@@ -1,5 +1,5 @@
 //! `bank bench`: load a cluster (its own on loopback, or a running one) with concurrent clients
-//! through [`bank::workload::bench`] (back to back, or with `--rate` in an open loop), with a
+//! through [`bank::load::bench`] (back to back, or with `--rate` in an open loop), with a
 //! progress bar, and report throughput, latency, errors and the invariant check; with
 //! `--html`, also as a page of charts ([`bank::report::bench_page`]).
 
@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use bank::bootstrap::local::{bind_loopback, LocalCluster};
 use bank::client::{ClientConfig, ReadLevel};
-use bank::workload::bench::{BenchConfig, BenchReport, Length};
+use bank::load::bench::{BenchConfig, BenchReport, Length};
 
 use super::output::PartialFile;
 use super::storage;
@@ -52,7 +52,7 @@ pub struct BenchArgs {
     count: Option<u64>,
     /// Percentages of deposit, withdraw, transfer and query.
     #[arg(long, default_value = "deposit=25,withdraw=25,transfer=25,query=25")]
-    mix: bank::workload::bench::Mix,
+    mix: bank::load::bench::Mix,
     /// Writes per request, sent as one batch (queries then read this many accounts).
     #[arg(long, default_value_t = 1)]
     batch: usize,
@@ -144,7 +144,7 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     };
     let context = bank::report::RunContext::here(std::env::args());
     let progress = Progress::start(length);
-    let result = bank::workload::bench::run_bench(&addresses, &config, progress.done.clone()).await;
+    let result = bank::load::bench::run_bench(&addresses, &config, progress.done.clone()).await;
     progress.finish();
     if let Some(cluster) = cluster {
         cluster.shutdown().await;
@@ -189,7 +189,7 @@ fn length(duration: Option<f64>, count: Option<u64>) -> Result<Length> {
 
 /// `--rate`: a number of requests per second within the accepted range.
 fn parse_rate(text: &str) -> Result<f64, String> {
-    use bank::workload::pacing::{rate_is_valid, RATE_MAX, RATE_MIN};
+    use bank::load::pacing::{rate_is_valid, RATE_MAX, RATE_MIN};
     let rate: f64 = text
         .parse()
         .map_err(|_| format!("{text:?} is not a number of requests per second"))?;

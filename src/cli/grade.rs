@@ -6,8 +6,8 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use bank::course::scenario::{Scenario, Variant};
 use bank::grade::{self, p2, p3, GradeError};
-use bank::workload::scenario::{Scenario, Variant};
 use serde_json::Value;
 
 use super::output::write_whole;

@@ -4,7 +4,7 @@
 //!
 //! This is a module of the binary, not of the library: nothing but the `bank` executable needs
 //! clap types, printing or exit behaviour, and the library stays free of them. What tests need
-//! of a command's work (e.g. a whole `bank run`: [`bank::workload::course::run_scenario`]) is in
+//! of a command's work (e.g. a whole `bank run`: [`bank::course::runner::run_scenario`]) is in
 //! the library, where both can call it.
 //!
 //! Shared here: [`storage`] (`--data-dir`); in their own files: the HTTP listener (`--http`,

@@ -1,6 +1,6 @@
 //! The course's commands: `bank run` (every branch in this process, then the customers),
 //! `bank server` (the branches until Ctrl-C) and `bank client` (the customers against a
-//! running `bank server`). The work is [`bank::workload::course`]; here: arguments, the output
+//! running `bank server`). The work is [`bank::course::runner`]; here: arguments, the output
 //! file, and the summary of the branches' final balances. With `--http`, the live page shows
 //! the local cluster and can break it; `bank run` then keeps it up after the customers, until
 //! Ctrl-C.
@@ -14,13 +14,13 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 
-use bank::web::Web;
-use bank::workload::course::{
+use bank::course::lamport::{part_paths, Parts};
+use bank::course::runner::{
     clocked_parts, final_balances, run_customers, run_customers_with, run_scenario, start_cluster,
     Branches, CustomerOptions,
 };
-use bank::workload::lamport::{part_paths, Parts};
-use bank::workload::scenario::{render_output, write_output, Scenario, ScenarioError, Variant};
+use bank::course::scenario::{render_output, write_output, Scenario, ScenarioError, Variant};
+use bank::web::Web;
 
 use super::output::{write_all_whole, write_whole};
 use super::signals::ShutdownSignals;

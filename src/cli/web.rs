@@ -9,9 +9,9 @@ use anyhow::{Context, Result};
 use tokio::sync::Mutex;
 
 use bank::bootstrap::local::LocalCluster;
+use bank::course::runner::{Observer, SeenEvent};
 use bank::web::control::{Acted, Action, Control};
 use bank::web::{Activity, Feed, View, Web};
-use bank::workload::course::{Observer, SeenEvent};
 use bank::BranchId;
 
 /// A local cluster the page may break, shared with the command that runs it; `None` once

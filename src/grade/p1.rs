@@ -7,7 +7,7 @@
 //! may repeat (the course's `input1.json` lists each twice), so entries match customers by
 //! position, not by id.
 
-use crate::workload::scenario::{Interface, Scenario};
+use crate::course::scenario::{Interface, Scenario};
 
 use super::{Reply, ReplyEntry, Report};
 

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeSet;
 
-use crate::workload::scenario::{Event, Interface, Scenario};
+use crate::course::scenario::{CustomerEvent, Interface, Scenario};
 
 use super::{CourseGrader, Reply, ReplyEntry, Report};
 
@@ -61,7 +61,7 @@ struct Slot<'a> {
     position: usize,
     customer_index: usize,
     customer_id: u32,
-    event: &'a Event,
+    event: &'a CustomerEvent,
 }
 
 impl Slot<'_> {

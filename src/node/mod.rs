@@ -1,6 +1,6 @@
 //! The node: one branch's replica of the ledger behind one facade, [`Branch`], the only code
-//! that calls openraft for writes, reads and membership. The servers, bootstrap, workloads and
-//! the simulator use it; [`BranchBuilder`] constructs it for a local cluster, a standalone
+//! that calls openraft for writes, reads and membership. The servers, bootstrap and the
+//! simulator use it; [`BranchBuilder`] constructs it for a local cluster, a standalone
 //! branch and the simulator alike.
 //!
 //! - Writes (`write`): proposed to openraft with a fresh [`crate::ledger::RequestId`]. If this branch is

@@ -8,7 +8,7 @@
 use std::fmt::Write;
 use std::time::Duration;
 
-use crate::workload::bench::{BenchReport, Latency, LatencyPoint};
+use crate::load::bench::{BenchReport, Latency, LatencyPoint};
 
 use super::chart::{ticks, Frame};
 use super::html::{count, duration_us, escape, page};

@@ -176,9 +176,9 @@ fn arrow(from: (f64, f64), to: (f64, f64), red: bool, title: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::course::scenario::Scenario;
     use crate::grade::p2::{grade, parse_parts};
     use crate::grade::parse_document;
-    use crate::workload::scenario::Scenario;
     use serde_json::Value;
 
     fn reference(path: &str) -> String {

@@ -4,12 +4,12 @@
 //! ([`bench`]). `bank grade p2 --diagram` draws a P2 output as a space-time diagram, a
 //! standalone SVG with what the grader blames in red ([`diagram`]).
 //!
-//! Why a layer of its own rather than a file in `check` and one in `workload`: both pages are
-//! made of the same pieces — escaping and the page shell ([`html`]), axes and series
-//! ([`chart`]) — and neither `check` nor `workload` should know HTML. It sits above both (it
-//! reads a [`crate::check::History`] with its [`crate::check::Violation`], and a
-//! [`crate::workload::bench::BenchReport`]) and below the command line, which only writes the
-//! page it returns. Rendering is pure: a page is a function of its inputs; [`RunContext`],
+//! Why a layer of its own rather than a file in `check` and one in `load`: the pages are made
+//! of the same pieces — escaping and the page shell ([`html`]), axes and series ([`chart`]) —
+//! and neither `check`, `load` nor `grade` should know HTML. It sits above all three (it reads
+//! a [`crate::check::History`] with its [`crate::check::Violation`], a
+//! [`crate::load::bench::BenchReport`], and a P2 output with the [`crate::grade::Report`] on
+//! it) and below the command line, which only writes the page it returns. Rendering is pure: a page is a function of its inputs; [`RunContext`],
 //! what a page says about where it was made, is gathered once by the caller.
 //!
 //! Everything that comes from outside (a history's texts, file names, the command line) is

@@ -15,7 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write;
 
-use crate::check::{Event, History, Op, OpRef, ProcessId, Summary, Violation};
+use crate::check::{History, HistoryEvent, Op, OpRef, ProcessId, Summary, Violation};
 
 use super::chart::ticks;
 use super::html::{count, duration_us, escape, page};
@@ -101,8 +101,8 @@ fn pair(history: &History) -> Paired {
     let mut in_flight: HashMap<ProcessId, usize> = HashMap::new();
     for (line, event) in history.lines() {
         let (process, time_us, end, detail) = match event {
-            Event::Init { .. } => continue,
-            Event::Final {
+            HistoryEvent::Init { .. } => continue,
+            HistoryEvent::Final {
                 branch,
                 balances,
                 digest,
@@ -114,7 +114,7 @@ fn pair(history: &History) -> Paired {
                 });
                 continue;
             }
-            Event::Invoke {
+            HistoryEvent::Invoke {
                 process,
                 time_us,
                 op,
@@ -131,7 +131,7 @@ fn pair(history: &History) -> Paired {
                 });
                 continue;
             }
-            Event::Ok {
+            HistoryEvent::Ok {
                 process,
                 time_us,
                 result,
@@ -141,7 +141,7 @@ fn pair(history: &History) -> Paired {
                 End::Ok,
                 serde_json::to_string(result).ok(),
             ),
-            Event::Fail {
+            HistoryEvent::Fail {
                 process,
                 time_us,
                 observation,
@@ -157,7 +157,7 @@ fn pair(history: &History) -> Paired {
                     .join("; ");
                 (process, time_us, End::Fail, Some(detail))
             }
-            Event::Info {
+            HistoryEvent::Info {
                 process,
                 time_us,
                 error,
@@ -524,14 +524,14 @@ mod tests {
     #[test]
     fn a_big_history_is_drawn_bounded_around_what_is_blamed() {
         // 20,000 deposits by 8 processes; the last read sees none of them.
-        let mut events = vec![Event::Init {
+        let mut events = vec![HistoryEvent::Init {
             balances: BTreeMap::from([(1, 0)]),
             min_balances: BTreeMap::new(),
         }];
         let operations = 20_000u64;
         for n in 0..operations {
             let process = n % 8;
-            events.push(Event::Invoke {
+            events.push(HistoryEvent::Invoke {
                 process,
                 time_us: n * 10,
                 op: Op::Deposit {
@@ -539,18 +539,18 @@ mod tests {
                     amount: 1,
                 },
             });
-            events.push(Event::Ok {
+            events.push(HistoryEvent::Ok {
                 process,
                 time_us: n * 10 + 5,
                 result: crate::check::OpResult::balance(n as i64 + 1),
             });
         }
-        events.push(Event::Invoke {
+        events.push(HistoryEvent::Invoke {
             process: 9,
             time_us: operations * 10,
             op: Op::Read { accounts: vec![1] },
         });
-        events.push(Event::Ok {
+        events.push(HistoryEvent::Ok {
             process: 9,
             time_us: operations * 10 + 5,
             result: crate::check::OpResult::read(BTreeMap::from([(1, 0)])),

@@ -13,9 +13,10 @@
 //!   account: deposits, withdrawals, queries. It has no request ids; the branch retries
 //!   internally under its own.
 //!
-//! Both record one history in [`crate::check`]'s format (times in simulated microseconds); an
-//! original customer also records [`history::Event`]s for [`history::judge`]. A customer whose
-//! call had an unknown outcome continues as a new process, as in Jepsen.
+//! Both record one history in [`crate::check`]'s format (times in simulated microseconds),
+//! through the load generator's [`Recorder`]; what a bank customer's call answered becomes its
+//! completion in [`history::completion`], as in `bank bench` and Jepsen's bank workload. A
+//! customer whose call had an unknown outcome continues as a new process, as in Jepsen.
 
 use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
@@ -25,11 +26,11 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::Rng;
 
-use super::history::{self, Kind};
 use super::{branch_addr, BRANCHES, FAULTS_END, FAULTS_START};
-use crate::check::{Event, Observation, Op, OpResult};
-use crate::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Write};
+use crate::check::{Op, OpResult};
+use crate::client::{Client, ClientConfig, Outcome, ReadLevel, Write};
 use crate::ledger::{AccountId, RequestId, ORIGINAL_ACCOUNT};
+use crate::load::history::{self, Completion, Recorder, Reply};
 use crate::proto::customer::branch_client::BranchClient;
 use crate::proto::customer::Request as CustomerRequest;
 use crate::raft::network::Peers;
@@ -79,11 +80,10 @@ pub struct WeakRead {
 }
 
 /// Everything the customers record, shared by the customers of one run (one thread).
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Records {
-    pub events: Rc<RefCell<Vec<Event>>>,
-    /// The original customers' calls, for [`history::judge`].
-    pub original: Rc<RefCell<Vec<history::Event>>>,
+    /// Every customer's calls, in [`crate::check`]'s format, on simulated time.
+    pub history: Recorder,
     /// Every bank customer's write: its request id and fate.
     pub writes: Rc<RefCell<Vec<(RequestId, Fate)>>>,
     /// Reads at `READ_YOUR_WRITES` or `LOCAL` that a branch answered.
@@ -94,18 +94,21 @@ pub struct Records {
     pub done: Rc<Cell<usize>>,
 }
 
-impl Records {
-    fn record(&self, event: Event) {
-        self.events.borrow_mut().push(event);
+impl Default for Records {
+    fn default() -> Self {
+        Records {
+            history: Recorder::with_clock(now_us),
+            writes: Rc::default(),
+            weak_reads: Rc::default(),
+            unexpected: Rc::default(),
+            done: Rc::default(),
+        }
     }
 }
 
+/// Simulated microseconds since the run started.
 fn now_us() -> u64 {
     u64::try_from(turmoil::elapsed().as_micros()).unwrap_or(u64::MAX)
-}
-
-fn now_ms() -> u64 {
-    u64::try_from(turmoil::elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
 fn signed(amount: u64) -> i64 {
@@ -200,34 +203,13 @@ pub async fn bank_customer(
 /// A linearizable read of every account. A read changes nothing: one that no branch answered
 /// did not happen (`fail`).
 async fn read_all(client: &Client, process: u64, accounts: &[AccountId], records: &Records) {
-    records.record(Event::Invoke {
-        process,
-        time_us: now_us(),
-        op: Op::Read {
-            accounts: accounts.to_vec(),
-        },
-    });
+    let op = Op::Read {
+        accounts: accounts.to_vec(),
+    };
+    records.history.invoke(process, op.clone());
     let read = client.get_balances(accounts, ReadLevel::Linearizable).await;
-    let time_us = now_us();
-    records.record(match read {
-        Ok(reply) => Event::Ok {
-            process,
-            time_us,
-            result: OpResult::read(
-                reply
-                    .balances
-                    .iter()
-                    .filter_map(|b| b.balance.map(|balance| (b.account, balance)))
-                    .collect(),
-            ),
-        },
-        Err(e) => Event::Fail {
-            process,
-            time_us,
-            observation: None,
-            error: Some(e.to_string()),
-        },
-    });
+    let completion = history::completion(&op, Reply::Read(&read));
+    records.history.complete(process, completion);
 }
 
 /// A read at `level` below linearizable, kept for [`super::exactly_once::check`]: not in the
@@ -252,110 +234,33 @@ async fn weak_read(client: &Client, level: ReadLevel, accounts: &[AccountId], re
 /// Sends one write under a new request id; returns false when its outcome is unknown (the
 /// process must not be reused).
 async fn write_once(client: &Client, process: u64, write: Write, records: &Records) -> bool {
-    let op = match write {
-        Write::Deposit { account, amount } => Op::Deposit {
-            account,
-            amount: signed(amount),
-        },
-        Write::Withdraw { account, amount } => Op::Withdraw {
-            account,
-            amount: signed(amount),
-        },
-        Write::Transfer { from, to, amount } => Op::Transfer {
-            from,
-            to,
-            amount: signed(amount),
-        },
-        Write::Open {
-            account,
-            opening_balance,
-            overdraft_limit,
-            ..
-        } => Op::Open {
-            account,
-            balance: signed(opening_balance),
-            min_balance: -signed(overdraft_limit),
-        },
-    };
+    let op = history::write_op(&write);
     let request_id = client.next_request_id();
-    records.record(Event::Invoke {
-        process,
-        time_us: now_us(),
-        op,
-    });
+    records.history.invoke(process, op.clone());
     let sent = client.write_with_id(request_id, &write).await;
-    let time_us = now_us();
-    let (event, fate) = match sent {
-        Ok(written) => {
-            let result = &written.result;
-            let event = match written.outcome() {
-                Outcome::Ok => Event::Ok {
-                    process,
-                    time_us,
-                    result: match (&write, result.balance, result.to_balance) {
-                        (Write::Transfer { .. }, Some(from), Some(to)) => {
-                            OpResult::transfer(from, to)
-                        }
-                        (Write::Transfer { .. }, _, _) => OpResult::default(),
-                        (_, Some(balance), _) => OpResult::balance(balance),
-                        _ => OpResult::default(),
-                    },
-                },
-                Outcome::InsufficientFunds => Event::Fail {
-                    process,
-                    time_us,
-                    observation: Some(Observation::InsufficientFunds {
-                        balance: result.balance,
-                    }),
-                    error: None,
-                },
-                Outcome::RequestIdExpired | Outcome::RequestIdReused => {
-                    // Never in a run: ids are unique per client and far fewer than the window.
-                    records.unexpected.borrow_mut().push(format!(
-                        "request {}:{} answered {:?}",
-                        request_id.origin,
-                        request_id.sequence,
-                        written.outcome()
-                    ));
-                    Event::Info {
-                        process,
-                        time_us,
-                        error: Some(format!("{:?}", written.outcome())),
-                    }
-                }
-                other => Event::Fail {
-                    process,
-                    time_us,
-                    observation: None,
-                    error: Some(format!("refused: {other:?}")),
-                },
-            };
-            (event, Fate::Answered)
+    if let Ok(written) = &sent {
+        if matches!(
+            written.outcome(),
+            Outcome::RequestIdExpired | Outcome::RequestIdReused
+        ) {
+            // Never in a run: ids are unique per client and far fewer than the window.
+            records.unexpected.borrow_mut().push(format!(
+                "request {}:{} answered {:?}",
+                request_id.origin,
+                request_id.sequence,
+                written.outcome()
+            ));
         }
-        Err(ClientError::Refused { status, .. })
-            if status.code() == tonic::Code::InvalidArgument =>
-        {
-            (
-                Event::Fail {
-                    process,
-                    time_us,
-                    observation: None,
-                    error: Some(status.message().to_string()),
-                },
-                Fate::Refused,
-            )
-        }
-        Err(e) => (
-            Event::Info {
-                process,
-                time_us,
-                error: Some(e.to_string()),
-            },
-            Fate::Unknown,
-        ),
+    }
+    let completion = history::completion(&op, Reply::Write(&sent));
+    let fate = match (&sent, &completion) {
+        (Ok(_), _) => Fate::Answered,
+        // Refused before it was proposed (invalid).
+        (Err(_), Completion::Fail { .. }) => Fate::Refused,
+        (Err(_), _) => Fate::Unknown,
     };
-    let known = !matches!(event, Event::Info { .. });
-    records.record(event);
+    let known = !matches!(completion, Completion::Info(_));
+    records.history.complete(process, completion);
     records.writes.borrow_mut().push((request_id, fate));
     known
 }
@@ -377,29 +282,24 @@ pub async fn original_customer(customer: Customer, peers: Peers) -> turmoil::Res
     while turmoil::elapsed() < FAULTS_END {
         let branch: BranchId = rng.gen_range(1..=BRANCHES);
         let amount: u64 = rng.gen_range(1..=50);
-        let op = match rng.gen_range(0..10) {
-            0..=3 => history::Op::Deposit(amount),
-            4..=6 => history::Op::Withdraw(amount),
-            _ => history::Op::Query,
-        };
-        let (interface, money, check_op) = match op {
-            history::Op::Deposit(a) => (
+        let (interface, money, op) = match rng.gen_range(0..10) {
+            0..=3 => (
                 "deposit",
-                a,
+                amount,
                 Op::Deposit {
                     account,
-                    amount: signed(a),
+                    amount: signed(amount),
                 },
             ),
-            history::Op::Withdraw(a) => (
+            4..=6 => (
                 "withdraw",
-                a,
+                amount,
                 Op::Withdraw {
                     account,
-                    amount: signed(a),
+                    amount: signed(amount),
                 },
             ),
-            history::Op::Query => (
+            _ => (
                 "query",
                 0,
                 Op::Read {
@@ -408,77 +308,59 @@ pub async fn original_customer(customer: Customer, peers: Peers) -> turmoil::Res
             ),
         };
         id = id.saturating_add(1);
-        let record = |kind| {
-            records.original.borrow_mut().push(history::Event {
-                at_ms: now_ms(),
-                client: index,
-                branch,
-                op,
-                kind,
-            })
+        records.history.invoke(process, op.clone());
+        let request = CustomerRequest {
+            id,
+            interface: interface.to_string(),
+            money: i32::try_from(money).unwrap_or(i32::MAX),
+            writeset: vec![],
         };
-        record(Kind::Invoke);
-        records.record(Event::Invoke {
-            process,
-            time_us: now_us(),
-            op: check_op,
-        });
-        let kind = match peers.channel(&branch_addr(branch)) {
-            Err(_) => Kind::Fail,
-            Ok(channel) => {
-                let mut request = tonic::Request::new(CustomerRequest {
-                    id,
-                    interface: interface.to_string(),
-                    money: i32::try_from(money).unwrap_or(i32::MAX),
-                    writeset: vec![],
-                });
-                request.set_timeout(CALL_TIMEOUT);
-                let called = tokio::time::timeout(
-                    CALL_TIMEOUT + Duration::from_millis(100),
-                    BranchClient::new(channel).msg_delivery(request),
-                )
-                .await;
-                match (called, op) {
-                    (Ok(Ok(reply)), _) if reply.get_ref().result == "success" => {
-                        Kind::Ok(i64::from(reply.get_ref().balance))
-                    }
-                    (Ok(Ok(_)), _) => Kind::Fail,
-                    (_, history::Op::Query) => Kind::Fail,
-                    (Ok(Err(status)), _) if status.code() == tonic::Code::InvalidArgument => {
-                        Kind::Fail
-                    }
-                    _ => Kind::Info,
-                }
-            }
-        };
-        record(kind);
-        let time_us = now_us();
-        records.record(match kind {
-            Kind::Ok(balance) => Event::Ok {
-                process,
-                time_us,
-                result: match op {
-                    history::Op::Query => OpResult::read(BTreeMap::from([(account, balance)])),
-                    _ => OpResult::balance(balance),
-                },
-            },
-            Kind::Fail | Kind::Invoke => Event::Fail {
-                process,
-                time_us,
-                observation: None,
-                error: None,
-            },
-            Kind::Info => Event::Info {
-                process,
-                time_us,
-                error: None,
-            },
-        });
-        if kind == Kind::Info {
+        let completion = deliver(&peers, branch, request, &op).await;
+        let in_doubt = matches!(completion, Completion::Info(_));
+        records.history.complete(process, completion);
+        if in_doubt {
             process += customers as u64;
         }
         tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
     }
     records.done.set(records.done.get() + 1);
     Ok(())
+}
+
+/// One `MsgDelivery` call of an original customer at `branch`, and how it ended. The errors
+/// name the branch, which the history does not otherwise record.
+async fn deliver(peers: &Peers, branch: BranchId, request: CustomerRequest, op: &Op) -> Completion {
+    let refused = |why: &str| Completion::Fail {
+        observation: None,
+        error: Some(format!("branch {branch}: {why}")),
+    };
+    let Ok(channel) = peers.channel(&branch_addr(branch)) else {
+        return refused("no channel");
+    };
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(CALL_TIMEOUT);
+    let called = tokio::time::timeout(
+        CALL_TIMEOUT + Duration::from_millis(100),
+        BranchClient::new(channel).msg_delivery(request),
+    )
+    .await;
+    let is_query = matches!(op, Op::Read { .. });
+    match called {
+        Ok(Ok(reply)) if reply.get_ref().result == "success" => {
+            let balance = i64::from(reply.get_ref().balance);
+            Completion::Ok(match op {
+                Op::Read { .. } => OpResult::read(BTreeMap::from([(ORIGINAL_ACCOUNT, balance)])),
+                _ => OpResult::balance(balance),
+            })
+        }
+        Ok(Ok(_)) => refused("refused by the ledger"),
+        // A query changes nothing: one that was not answered did not happen.
+        Ok(Err(status)) if is_query => refused(status.message()),
+        Err(_) if is_query => refused("no answer in time"),
+        Ok(Err(status)) if status.code() == tonic::Code::InvalidArgument => {
+            refused(status.message())
+        }
+        Ok(Err(status)) => Completion::Info(format!("branch {branch}: {}", status.message())),
+        Err(_) => Completion::Info(format!("branch {branch}: no answer in time")),
+    }
 }

@@ -6,14 +6,14 @@ use std::sync::atomic::Ordering;
 
 use super::customers::{self, Records};
 use super::record::SimRecord;
-use super::{exactly_once, history, Convergence, HostState, Plan, Stats};
-use crate::check::Event as CheckEvent;
+use super::{exactly_once, original_account, Convergence, HostState, Plan, Stats};
+use crate::check::HistoryEvent;
 use crate::ledger::{AccountId, ORIGINAL_ACCOUNT};
 use crate::BranchId;
 
 /// What the judge found after a run.
 pub(super) struct Judged {
-    pub(super) history: Vec<CheckEvent>,
+    pub(super) history: Vec<HistoryEvent>,
     pub(super) final_states: Vec<(BranchId, Option<u64>, u64)>,
     pub(super) stats: Stats,
     pub(super) violations: Vec<String>,
@@ -28,14 +28,13 @@ pub(super) fn judge(
     converged: Convergence,
 ) -> Judged {
     let accounts = &plan.accounts;
-    let original_calls = records.original.borrow().clone();
-    let mut history: Vec<CheckEvent> = vec![CheckEvent::Init {
+    let mut history: Vec<HistoryEvent> = vec![HistoryEvent::Init {
         balances: std::iter::once((ORIGINAL_ACCOUNT, accounts.original))
             .chain(accounts.bank.iter().map(|(&a, &b)| (a, b)))
             .collect(),
         min_balances: BTreeMap::new(),
     }];
-    history.extend(records.events.borrow().iter().cloned());
+    history.extend(records.history.events());
     let writes = records.writes.borrow().clone();
     let weak_reads = records.weak_reads.borrow().clone();
     let mut violations: Vec<String> = records.unexpected.borrow().iter().cloned().collect();
@@ -49,7 +48,7 @@ pub(super) fn judge(
             .filter(|(_, fate)| *fate == customers::Fate::Unknown)
             .count() as u64,
         weak_reads: weak_reads.len() as u64,
-        original_calls: original_calls.len() as u64 / 2,
+        original_calls: original_account::count(&history, ORIGINAL_ACCOUNT),
         refused_starts: hosts.values().filter(|state| state.refused.get()).count() as u64,
         ..Stats::default()
     };
@@ -77,7 +76,7 @@ pub(super) fn judge(
                     .into_iter()
                     .filter_map(|a| state.ledger.balance(a).map(|b| (a, b)))
                     .collect();
-                history.push(CheckEvent::Final {
+                history.push(HistoryEvent::Final {
                     branch: *id,
                     balances,
                     digest: Some(format!("{:016x}", state.ledger.state_digest())),
@@ -86,8 +85,9 @@ pub(super) fn judge(
             match states.first() {
                 Some((_, state, _)) => {
                     match state.ledger.balance(ORIGINAL_ACCOUNT) {
-                        Some(balance) => violations.extend(history::judge(
-                            &original_calls,
+                        Some(balance) => violations.extend(original_account::judge(
+                            &history,
+                            ORIGINAL_ACCOUNT,
                             accounts.original,
                             balance,
                         )),
@@ -125,11 +125,11 @@ pub(super) fn judge(
 }
 
 /// The accounts in the history's `init`.
-fn history_accounts(history: &[CheckEvent]) -> Vec<AccountId> {
+fn history_accounts(history: &[HistoryEvent]) -> Vec<AccountId> {
     history
         .iter()
         .find_map(|event| match event {
-            CheckEvent::Init { balances, .. } => Some(balances.keys().copied().collect()),
+            HistoryEvent::Init { balances, .. } => Some(balances.keys().copied().collect()),
             _ => None,
         })
         .unwrap_or_default()

@@ -20,7 +20,7 @@
 //! ledgers at the same applied index), and the run is judged:
 //! - [`crate::check`] on the whole history: linearizability per account, conservation of
 //!   money, minimum balances, and the branches' final states (convergence);
-//! - [`history::judge`], the simple judge of the original account's calls;
+//! - [`original_account::judge`], the simple judge of the original account's calls;
 //! - [`exactly_once::check`]: every answered write applied exactly once, every unknown one at
 //!   most once, against the committed log the branches applied; and every `READ_YOUR_WRITES`
 //!   or `LOCAL` read shows the state at the index it was served at (the checker would take
@@ -44,8 +44,8 @@ pub mod customers;
 pub mod disk;
 pub mod exactly_once;
 pub mod faults;
-pub mod history;
 mod judge;
+pub mod original_account;
 pub mod record;
 pub mod transport;
 
@@ -59,7 +59,7 @@ use std::time::Duration;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::check::Event as CheckEvent;
+use crate::check::HistoryEvent;
 use crate::ledger::{AccountId, Command, ORIGINAL_ACCOUNT};
 use crate::node::{Branch, BranchBuilder, Storage};
 use crate::raft::log_store::LogStore;
@@ -135,7 +135,7 @@ pub struct Report {
     /// Every fault as applied, with its simulated time.
     pub applied: Vec<String>,
     /// The history, in [`crate::check`]'s format.
-    pub history: Vec<CheckEvent>,
+    pub history: Vec<HistoryEvent>,
     /// Each branch's applied index and ledger digest at convergence.
     pub final_states: Vec<(BranchId, Option<u64>, u64)>,
     pub stats: Stats,
@@ -143,7 +143,7 @@ pub struct Report {
     pub simulated: Duration,
 }
 
-fn event_line(event: &CheckEvent) -> String {
+fn event_line(event: &HistoryEvent) -> String {
     serde_json::to_string(event).unwrap_or_else(|e| format!("{event:?} ({e})"))
 }
 

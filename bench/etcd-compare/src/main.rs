@@ -1,5 +1,5 @@
-//! `bank-etcd-compare`: the same load, from the same generator (`bank::workload::bench::drive`,
-//! the driver loop of `bank::workload::driver`), against a bank cluster and an etcd cluster, in
+//! `bank-etcd-compare`: the same load, from the same generator (`bank::load::driver::drive`,
+//! the driver loop of `bank bench`), against a bank cluster and an etcd cluster, in
 //! alternating runs; prints each run, the medians and the ratios. Writes are bank deposits vs
 //! etcd puts of an 8-byte value; reads are linearizable balance reads vs etcd's (linearizable by
 //! default) gets. Each client has its own account / key, so neither system sees contention the
@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use bank::client::{Client, ClientConfig, Outcome, ReadLevel};
-use bank::workload::bench::{drive, DriveReport, Length};
+use bank::load::driver::{drive, DriveReport, Length};
 use clap::{Parser, ValueEnum};
 
 #[derive(Parser)]

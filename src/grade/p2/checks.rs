@@ -14,12 +14,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+use crate::course::scenario::{Interface, Scenario};
 use crate::grade::{CourseGrader, EventRef, ProcessKind, Report};
-use crate::workload::scenario::{Interface, Scenario};
 
 use super::{link, match_messages, Action, Message, P2Event, P2Output, Process};
 
-/// Grades a P2 output against its input (a [`crate::workload::scenario::Variant::LamportClocks`]
+/// Grades a P2 output against its input (a [`crate::course::scenario::Variant::LamportClocks`]
 /// scenario).
 pub fn grade(scenario: &Scenario, output: &P2Output) -> Report {
     let mut report = Report::default();

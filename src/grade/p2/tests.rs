@@ -1,6 +1,6 @@
 use super::*;
+use crate::course::scenario::Scenario;
 use crate::grade::parse_document;
-use crate::workload::scenario::Scenario;
 
 fn reference(path: &str) -> String {
     let full = format!(

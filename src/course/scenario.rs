@@ -10,7 +10,7 @@
 //!   or, for a query, `{..., "balance": 10}` in place of `result`.
 //! - [`Variant::LamportClocks`] (P2): customers list `"customer-requests"`
 //!   `{"customer-request-id", "interface", "money"}` instead of events; customer *i* talks to
-//!   branch *i*. Output: the three parts of [`crate::workload::lamport`] (customer events,
+//!   branch *i*. Output: the three parts of [`crate::course::lamport`] (customer events,
 //!   branch events, all events), not a list of replies.
 //!
 //! Validation happens here, once, before any branch starts: every error names the file, the
@@ -45,8 +45,10 @@ pub struct BranchSpec {
     pub balance: i32,
 }
 
+/// One of a customer's events in a scenario file (P2: one of its `customer-requests`): a
+/// deposit, withdrawal or query sent to one branch.
 #[derive(Debug, Clone)]
-pub struct Event {
+pub struct CustomerEvent {
     /// A label from the file; the course's files repeat ids, so it is not a key. In P2 it is
     /// the `customer-request-id`, which the file keeps unique.
     pub id: i32,
@@ -60,7 +62,7 @@ pub struct Event {
 #[derive(Debug, Clone)]
 pub struct Customer {
     pub id: u32,
-    pub events: Vec<Event>,
+    pub events: Vec<CustomerEvent>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,7 +89,7 @@ pub struct CustomerReplies {
     pub customer_id: u32,
     pub replies: Vec<EventReply>,
     /// The customer's Lamport events (Project 2: one send per request); empty otherwise.
-    pub clocks: Vec<crate::lamport::Event>,
+    pub clocks: Vec<crate::lamport::ClockEvent>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -335,7 +337,7 @@ fn parse_event(
     variant: Variant,
     branch_ids: &BTreeSet<BranchId>,
     whose: &str,
-) -> Result<Event, String> {
+) -> Result<CustomerEvent, String> {
     let object = raw
         .as_object()
         .ok_or(format!("{whose} must be a JSON object"))?;
@@ -400,7 +402,7 @@ fn parse_event(
             branch
         }
     };
-    Ok(Event {
+    Ok(CustomerEvent {
         id,
         interface,
         money,

@@ -24,16 +24,16 @@ use serde_json::Value;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+use super::lamport::{ClockedRun, Parts, TooManyEvents};
+use super::scenario::{
+    render_output, Customer, CustomerReplies, EventReply, Interface, Scenario, Variant,
+};
 use crate::bootstrap::local::{bind_loopback, ClusterError, LocalCluster, Storage};
 use crate::client::course::CourseError;
 use crate::client::TlsMismatch;
 use crate::lamport::{CourseRequest, LamportClock};
 use crate::ledger::ORIGINAL_ACCOUNT;
 use crate::proto::customer::Request;
-use crate::workload::lamport::{ClockedRun, Parts, TooManyEvents};
-use crate::workload::scenario::{
-    render_output, Customer, CustomerReplies, EventReply, Interface, Scenario, Variant,
-};
 use crate::BranchId;
 
 pub use crate::client::course::{Branches, CALL_DEADLINE};

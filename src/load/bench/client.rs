@@ -1,4 +1,4 @@
-//! One `bank bench` client, as a [`Worker`] of the driver: what it sends — an operation drawn
+//! One `bank bench` client, a [`LoadClient`] of the driver: what it sends — an operation drawn
 //! from the mix, or with `batch > 1` a batch of that many writes sent as one `SubmitBatch`
 //! (queries then read `batch` accounts at once) — and what it makes of the answers: latency by
 //! kind of request, errors by kind, the money acknowledged writes moved, and (with `batch` 1)
@@ -8,14 +8,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::driver::Worker;
-use super::history::Completion;
 use super::mix::{Kind, Mix};
-use super::random::Random;
-use super::report::Tally;
 use super::stall::Acks;
-use crate::check::{Observation, Op, OpResult};
+use crate::check::{Op, OpResult};
 use crate::client::{BatchWritten, Client, ClientError, Outcome, ReadLevel, Write, Written};
+use crate::load::driver::LoadClient;
+use crate::load::history::{self, Completion, Reply};
+use crate::load::measure::Tally;
+use crate::load::random::Random;
 use crate::proto::v1 as pb;
 
 /// Amounts are drawn from `1..=AMOUNT_MAX`.
@@ -38,8 +38,9 @@ pub(crate) enum Answer {
     Batch(Result<BatchWritten, ClientError>),
 }
 
-/// One bench caller: its client (shared with the other callers of that client, if any), its
-/// random choices, what it measured.
+/// One load client of `bank bench`: one caller of a `bank.v1` [`Client`] (which, with
+/// `--callers-per-client` above 1, it shares with that client's other callers), its random
+/// choices, what it measured.
 pub(crate) struct BenchClient {
     pub client: Arc<Client>,
     pub mix: Mix,
@@ -107,27 +108,6 @@ fn kind_and_delta(write: &Write) -> (&'static str, i128) {
     }
 }
 
-/// The write as a history records it (amounts above `i64::MAX` wrap, as the bench never
-/// draws them).
-fn history_op(write: &Write) -> Option<Op> {
-    match *write {
-        Write::Deposit { account, amount } => Some(Op::Deposit {
-            account,
-            amount: amount as i64,
-        }),
-        Write::Withdraw { account, amount } => Some(Op::Withdraw {
-            account,
-            amount: amount as i64,
-        }),
-        Write::Transfer { from, to, amount } => Some(Op::Transfer {
-            from,
-            to,
-            amount: amount as i64,
-        }),
-        Write::Open { .. } => None,
-    }
-}
-
 pub(crate) fn error_kind(error: &ClientError) -> String {
     match error {
         ClientError::OutcomeUnknown { .. } => "outcome_unknown".to_string(),
@@ -156,7 +136,7 @@ pub(crate) fn outcome_kind(outcome: Outcome) -> String {
         .collect()
 }
 
-impl Worker for BenchClient {
+impl LoadClient for BenchClient {
     type Op = Request;
     type Answer = Answer;
 
@@ -181,7 +161,8 @@ impl Worker for BenchClient {
             Request::Query(accounts) => Some(Op::Read {
                 accounts: accounts.clone(),
             }),
-            Request::Single(write) => history_op(write),
+            // Opens are not drawn: the accounts are opened before the run.
+            Request::Single(write) => Some(history::write_op(write)),
             // A batch is not one operation of a history: `run_bench` records none with them.
             Request::Batch(_) => None,
         }
@@ -197,43 +178,12 @@ impl Worker for BenchClient {
         }
     }
 
-    fn completion(&self, request: &Request, answer: &Answer) -> Completion {
+    fn completion(&self, invoked: &Op, answer: &Answer) -> Completion {
         match answer {
-            Answer::Read(Ok(reply)) => Completion::Ok(OpResult::read(
-                reply
-                    .balances
-                    .iter()
-                    .filter_map(|b| b.balance.map(|v| (b.account, v)))
-                    .collect(),
-            )),
-            Answer::Read(Err(e)) => Completion::Fail {
-                observation: None,
-                error: Some(e.to_string()),
-            },
-            Answer::Written(Ok(written)) => match written.outcome() {
-                Outcome::Ok => Completion::Ok(match request {
-                    Request::Single(Write::Transfer { .. }) => {
-                        match (written.result.balance, written.result.to_balance) {
-                            (Some(f), Some(t)) => OpResult::transfer(f, t),
-                            _ => OpResult::default(),
-                        }
-                    }
-                    _ => written
-                        .result
-                        .balance
-                        .map(OpResult::balance)
-                        .unwrap_or_default(),
-                }),
-                outcome => Completion::Fail {
-                    observation: (outcome == Outcome::InsufficientFunds).then_some(
-                        Observation::InsufficientFunds {
-                            balance: written.result.balance,
-                        },
-                    ),
-                    error: Some(format!("{outcome:?}")),
-                },
-            },
-            Answer::Written(Err(e)) | Answer::Batch(Err(e)) => Completion::Info(e.to_string()),
+            Answer::Read(read) => history::completion(invoked, Reply::Read(read)),
+            Answer::Written(written) => history::completion(invoked, Reply::Write(written)),
+            // Not asked: a batch is not recorded (see `invocation`).
+            Answer::Batch(Err(e)) => Completion::Info(e.to_string()),
             Answer::Batch(Ok(_)) => Completion::Ok(OpResult::default()),
         }
     }

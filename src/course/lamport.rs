@@ -16,15 +16,15 @@ use std::path::{Path, PathBuf};
 use serde_json::{json, Value};
 
 use crate::bootstrap::local::LocalCluster;
-use crate::lamport::Event;
+use crate::lamport::ClockEvent;
 
 /// What each process of a Project 2 run logged, in the order it happened.
 #[derive(Debug, Clone, Default)]
 pub struct ClockedRun {
     /// By customer, in input order.
-    pub customers: Vec<(u32, Vec<Event>)>,
+    pub customers: Vec<(u32, Vec<ClockEvent>)>,
     /// By branch id.
-    pub branches: Vec<(u64, Vec<Event>)>,
+    pub branches: Vec<(u64, Vec<ClockEvent>)>,
 }
 
 /// The three parts, as the course's files hold them.
@@ -36,7 +36,7 @@ pub struct Parts {
 }
 
 /// A process's events in the course's shape (without `id` and `type`).
-fn event_json(event: &Event) -> Value {
+fn event_json(event: &ClockEvent) -> Value {
     json!({
         "customer-request-id": event.request,
         "logical_clock": event.clock,
@@ -45,7 +45,7 @@ fn event_json(event: &Event) -> Value {
     })
 }
 
-fn process_json<Id: serde::Serialize>(id: &Id, kind: &str, events: &[Event]) -> Value {
+fn process_json<Id: serde::Serialize>(id: &Id, kind: &str, events: &[ClockEvent]) -> Value {
     let events: Vec<Value> = events.iter().map(event_json).collect();
     json!({"id": id, "type": kind, "events": events})
 }
@@ -82,7 +82,7 @@ impl ClockedRun {
             .collect();
         // (request, clock, customers first, id): the course's order, ties made stable.
         let mut all: Vec<((i32, u64, u8, u64), Value)> = Vec::new();
-        let mut add = |id: u64, kind: &str, rank: u8, events: &[Event]| {
+        let mut add = |id: u64, kind: &str, rank: u8, events: &[ClockEvent]| {
             for event in events {
                 all.push((
                     (event.request, event.clock, rank, id),
@@ -139,8 +139,8 @@ mod tests {
     use super::*;
     use crate::lamport::Counterpart;
 
-    fn event(request: i32, clock: u64, sent: bool, counterpart: Counterpart) -> Event {
-        Event {
+    fn event(request: i32, clock: u64, sent: bool, counterpart: Counterpart) -> ClockEvent {
+        ClockEvent {
             request,
             clock,
             interface: "deposit".to_string(),

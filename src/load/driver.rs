@@ -1,4 +1,4 @@
-//! The one load loop of `src/workload/`: [`run`] drives N concurrent clients ([`Worker`]s)
+//! The one load loop of `src/load/`: [`run`] drives N concurrent clients ([`LoadClient`]s)
 //! for a duration, an operation count (over all clients, or per client) or until stopped.
 //! Each client picks its next operation, sends it, times it and hands back the answer to be
 //! tallied; with a [`Recorder`], every operation's invocation and completion also go into the
@@ -34,8 +34,8 @@ use serde::Serialize;
 use tokio::time::Instant;
 
 use super::history::{Completion, Recorder};
+use super::measure::{Latency, Tally, Throughput};
 use super::pacing::{OpenLoop, Schedule};
-use super::report::{Latency, Tally, Throughput};
 use crate::check::Op;
 
 /// How long a run lasts.
@@ -54,7 +54,7 @@ pub enum Limit {
     /// Until this much time has passed (no operation starts after it).
     Duration(Duration),
     /// Until this many units have been claimed by all clients together; each operation
-    /// claims [`Worker::units`] before it starts.
+    /// claims [`LoadClient::units`] before it starts.
     Total(u64),
     /// Until each client has done this many operations.
     EachClient(u64),
@@ -71,8 +71,10 @@ impl From<Length> for Limit {
     }
 }
 
-/// One client of a run: what it sends, and what it makes of the answers.
-pub trait Worker: Send + 'static {
+/// One client of a run, the load's actor (`bank bench --clients`, a Jepsen client): what it
+/// sends, and what it makes of the answers. It reaches the system through what it holds; for
+/// the bank a `bank.v1` [`crate::client::Client`], which several load clients may share.
+pub trait LoadClient: Send + 'static {
     /// One operation, as picked.
     type Op: Send + Sync;
     /// What sending it answered.
@@ -95,8 +97,9 @@ pub trait Worker: Send + 'static {
     /// Sends the operation; the driver times this call. Must be bounded.
     fn perform(&mut self, op: &Self::Op) -> impl Future<Output = Self::Answer> + Send;
 
-    /// How the operation ended, for the history; asked only when its invocation was recorded.
-    fn completion(&self, op: &Self::Op, answer: &Self::Answer) -> Completion;
+    /// How the operation ended, for the history; asked only when its invocation was recorded,
+    /// with that invocation (`invoked`).
+    fn completion(&self, invoked: &Op, answer: &Self::Answer) -> Completion;
 
     /// Counts the operation: its answer and how long it took.
     fn tally(&mut self, op: Self::Op, answer: Self::Answer, latency: Duration);
@@ -127,11 +130,11 @@ impl Plan {
     }
 }
 
-/// What a run leaves: the workers (with what they tallied), in client order, how long it took,
+/// What a run leaves: the clients (with what they tallied), in their order, how long it took,
 /// and when their operations completed.
 #[derive(Debug)]
-pub struct Driven<W> {
-    pub workers: Vec<W>,
+pub struct Driven<L> {
+    pub clients: Vec<L>,
     pub elapsed: Duration,
     pub throughput: Throughput,
     /// With a rate: how the operations kept to it.
@@ -194,10 +197,10 @@ impl Shared {
     }
 }
 
-/// Runs `workers` concurrently, one task each, until `plan`'s limit or stop flag.
-pub async fn run<W: Worker>(workers: Vec<W>, plan: Plan) -> Driven<W> {
+/// Runs `clients` concurrently, one task each, until `plan`'s limit or stop flag.
+pub async fn run<L: LoadClient>(clients: Vec<L>, plan: Plan) -> Driven<L> {
     let started = Instant::now();
-    let clients = workers.len() as u64;
+    let count = clients.len() as u64;
     let shared = Arc::new(Shared {
         started,
         limit: plan.limit,
@@ -210,29 +213,29 @@ pub async fn run<W: Worker>(workers: Vec<W>, plan: Plan) -> Driven<W> {
         schedule: plan.rate.map(|rate| Schedule::new(rate, started)),
     });
     let mut tasks = tokio::task::JoinSet::new();
-    for (index, worker) in workers.into_iter().enumerate() {
+    for (index, client) in clients.into_iter().enumerate() {
         let (shared, history) = (shared.clone(), plan.history.clone());
         tasks.spawn(async move {
-            let (worker, throughput) =
-                client(worker, index as u64, clients, &shared, history.as_ref()).await;
-            (index, worker, throughput)
+            let (client, throughput) =
+                client_loop(client, index as u64, count, &shared, history.as_ref()).await;
+            (index, client, throughput)
         });
     }
-    let mut done = Vec::with_capacity(clients as usize);
+    let mut done = Vec::with_capacity(count as usize);
     while let Some(joined) = tasks.join_next().await {
-        // A panicked client is a bug in its worker: surface it.
+        // A panicked task is a bug in its client: surface it.
         done.push(joined.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic())));
     }
     let elapsed = started.elapsed();
     done.sort_by_key(|&(index, _, _)| index);
     let mut throughput = Throughput::default();
-    let mut workers = Vec::with_capacity(done.len());
-    for (_, worker, counted) in done {
+    let mut clients = Vec::with_capacity(done.len());
+    for (_, client, counted) in done {
         throughput.merge(counted);
-        workers.push(worker);
+        clients.push(client);
     }
     Driven {
-        workers,
+        clients,
         elapsed,
         throughput,
         open_loop: shared.schedule.as_ref().map(|s| s.report(elapsed)),
@@ -240,20 +243,20 @@ pub async fn run<W: Worker>(workers: Vec<W>, plan: Plan) -> Driven<W> {
 }
 
 /// One client's loop: claim, (wait until due), pick, (record the invocation), send and time,
-/// (record the completion), tally; until the run is over. Returns the worker and when its
-/// operations completed.
-async fn client<W: Worker>(
-    mut worker: W,
+/// (record the completion), tally; until the run is over. Returns the client and when its
+/// operations completed. Client `index` of `count` starts as process `index`.
+async fn client_loop<L: LoadClient>(
+    mut client: L,
     index: u64,
-    clients: u64,
+    count: u64,
     shared: &Shared,
     history: Option<&Recorder>,
-) -> (W, Throughput) {
+) -> (L, Throughput) {
     let mut throughput = Throughput::default();
     let mut process = index;
     let mut done = 0u64;
     loop {
-        let due = match shared.claim(worker.units(), &mut done) {
+        let due = match shared.claim(client.units(), &mut done) {
             Claim::Over => break,
             Claim::Now => None,
             Claim::At(due) => {
@@ -264,31 +267,31 @@ async fn client<W: Worker>(
                 Some(due)
             }
         };
-        let op = worker.pick();
+        let op = client.pick();
         let recording = history.and_then(|recorder| {
-            let invoked = worker.invocation(&op)?;
-            recorder.invoke(process, invoked);
-            Some(recorder)
+            let invoked = client.invocation(&op)?;
+            recorder.invoke(process, invoked.clone());
+            Some((recorder, invoked))
         });
         let began = Instant::now();
         if let (Some(schedule), Some(due)) = (&shared.schedule, due) {
             schedule.started(due, began);
         }
-        let answer = worker.perform(&op).await;
+        let answer = client.perform(&op).await;
         // In an open loop, from when it was due: waiting for a free client is latency too.
         let latency = due.unwrap_or(began).elapsed();
-        throughput.record(shared.started.elapsed(), worker.units());
-        if let Some(recorder) = recording {
-            let completion = worker.completion(&op, &answer);
+        throughput.record(shared.started.elapsed(), client.units());
+        if let Some((recorder, invoked)) = recording {
+            let completion = client.completion(&invoked, &answer);
             let in_doubt = matches!(completion, Completion::Info(_));
             recorder.complete(process, completion);
             if in_doubt {
-                process += clients;
+                process += count;
             }
         }
-        worker.tally(op, answer, latency);
+        client.tally(op, answer, latency);
     }
-    (worker, throughput)
+    (client, throughput)
 }
 
 /// What [`drive`] measured.
@@ -320,7 +323,7 @@ where
     Op: Fn(&C, usize, u64) -> Fut + Clone + Send + 'static,
     Fut: Future<Output = Result<(), String>> + Send,
 {
-    let workers = (0..clients)
+    let calls = (0..clients)
         .map(|client| Calls {
             connection: connect(client),
             operation: operation.clone(),
@@ -329,10 +332,10 @@ where
             tally: Tally::new(),
         })
         .collect();
-    let driven = run(workers, Plan::new(length)).await;
+    let driven = run(calls, Plan::new(length)).await;
     let mut tally = Tally::new();
-    for worker in driven.workers {
-        tally.merge(worker.tally);
+    for calls in driven.clients {
+        tally.merge(calls.tally);
     }
     let elapsed = driven.elapsed.as_secs_f64();
     DriveReport {
@@ -368,7 +371,7 @@ where
     type Answer = Fut;
 }
 
-impl<C, F> Worker for Calls<C, F>
+impl<C, F> LoadClient for Calls<C, F>
 where
     C: Send + 'static,
     F: Call<C> + Send + 'static,
@@ -386,7 +389,7 @@ where
         (self.operation)(&self.connection, self.client, *n)
     }
 
-    fn completion(&self, _: &u64, answer: &Self::Answer) -> Completion {
+    fn completion(&self, _: &Op, answer: &Self::Answer) -> Completion {
         match answer {
             Ok(()) => Completion::Ok(Default::default()),
             Err(error) => Completion::Fail {
@@ -437,7 +440,7 @@ mod tests {
         tallied: u64,
     }
 
-    impl Worker for Counter {
+    impl LoadClient for Counter {
         type Op = u64;
         type Answer = bool;
 
@@ -459,7 +462,7 @@ mod tests {
             n % 3 != 0
         }
 
-        fn completion(&self, _: &u64, known: &bool) -> Completion {
+        fn completion(&self, _: &Op, known: &bool) -> Completion {
             if *known {
                 Completion::Ok(Default::default())
             } else {
@@ -485,7 +488,7 @@ mod tests {
     #[tokio::test]
     async fn a_total_is_claimed_in_units_over_all_clients() {
         let driven = run(counters(3, 4), Plan::new(Limit::Total(40))).await;
-        let tallied: u64 = driven.workers.iter().map(|w| w.tallied).sum();
+        let tallied: u64 = driven.clients.iter().map(|c| c.tallied).sum();
         assert_eq!(tallied, 10);
         // Every completion is in the throughput buckets, in units.
         assert_eq!(driven.throughput.completions.iter().sum::<u64>(), 40);
@@ -499,10 +502,10 @@ mod tests {
             ..Plan::new(Limit::EachClient(4))
         };
         let driven = run(counters(2, 1), plan).await;
-        assert!(driven.workers.iter().all(|w| w.tallied == 4));
+        assert!(driven.clients.iter().all(|c| c.tallied == 4));
         let events = history.into_events();
         assert_eq!(events.len(), 16);
-        let processes = |wanted: fn(&crate::check::Event) -> Option<u64>| {
+        let processes = |wanted: fn(&crate::check::HistoryEvent) -> Option<u64>| {
             let mut seen: Vec<u64> = events.iter().filter_map(wanted).collect();
             seen.sort_unstable();
             seen.dedup();
@@ -510,7 +513,7 @@ mod tests {
         };
         // Each client's third operation is in doubt: its fourth is sent by a new process.
         let invokers = processes(|e| match e {
-            crate::check::Event::Invoke { process, .. } => Some(*process),
+            crate::check::HistoryEvent::Invoke { process, .. } => Some(*process),
             _ => None,
         });
         assert_eq!(invokers, [0, 1, 2, 3]);
@@ -522,7 +525,7 @@ mod tests {
         latencies: Vec<Duration>,
     }
 
-    impl Worker for Slow {
+    impl LoadClient for Slow {
         type Op = ();
         type Answer = ();
 
@@ -532,7 +535,7 @@ mod tests {
             tokio::time::sleep(self.service).await;
         }
 
-        fn completion(&self, _: &(), _: &()) -> Completion {
+        fn completion(&self, _: &Op, _: &()) -> Completion {
             Completion::Ok(Default::default())
         }
 
@@ -544,7 +547,7 @@ mod tests {
     /// An open loop of 100 operations per second (one due every 10 ms) on one client taking
     /// `service` each, five operations: the latencies it recorded, in ms, and the pacing.
     async fn open_loop(service_ms: u64) -> (Vec<u128>, OpenLoop) {
-        let worker = Slow {
+        let client = Slow {
             service: Duration::from_millis(service_ms),
             latencies: Vec::new(),
         };
@@ -552,8 +555,8 @@ mod tests {
             rate: Some(100.0),
             ..Plan::new(Limit::Total(5))
         };
-        let driven = run(vec![worker], plan).await;
-        let latencies = driven.workers[0]
+        let driven = run(vec![client], plan).await;
+        let latencies = driven.clients[0]
             .latencies
             .iter()
             .map(Duration::as_millis)
@@ -588,20 +591,20 @@ mod tests {
             rate: Some(100.0),
             ..Plan::new(Limit::Duration(Duration::from_millis(95)))
         };
-        let workers = (0..4)
+        let clients = (0..4)
             .map(|_| Slow {
                 service: Duration::from_millis(15),
                 latencies: Vec::new(),
             })
             .collect();
-        let driven = run(workers, plan).await;
-        let sent: usize = driven.workers.iter().map(|w| w.latencies.len()).sum();
+        let driven = run(clients, plan).await;
+        let sent: usize = driven.clients.iter().map(|c| c.latencies.len()).sum();
         // Due at 0, 10, ..., 90 ms; two clients at a time keep up, so none waits.
         assert_eq!(sent, 10);
         assert!(driven
-            .workers
+            .clients
             .iter()
-            .flat_map(|w| &w.latencies)
+            .flat_map(|c| &c.latencies)
             .all(|l| l.as_millis() == 15));
         assert_eq!(driven.open_loop.map(|p| p.late), Some(0));
     }
@@ -611,12 +614,12 @@ mod tests {
         let plan = Plan::new(Limit::UntilStopped);
         plan.stop.store(true, Ordering::SeqCst);
         let driven = run(counters(2, 1), plan).await;
-        assert!(driven.workers.iter().all(|w| w.tallied == 0));
+        assert!(driven.clients.iter().all(|c| c.tallied == 0));
         let driven = run(
             counters(2, 1),
             Plan::new(Limit::Duration(Duration::from_millis(20))),
         )
         .await;
-        assert!(driven.workers.iter().all(|w| w.tallied > 0));
+        assert!(driven.clients.iter().all(|c| c.tallied > 0));
     }
 }

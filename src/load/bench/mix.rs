@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::random::Random;
+use crate::load::random::Random;
 
 /// Percentages of each operation; they add up to 100.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -1,9 +1,13 @@
 //! `bank bench`: drives a cluster with concurrent `bank.v1` clients and reports throughput,
-//! latency percentiles, errors by kind, and an invariant check at the end. This file owns its
-//! configuration and the run: opening accounts, driving the clients through
-//! [`super::driver`], reading the final balances and checking the invariants. A client's
-//! requests and tallies are in `bench_client.rs`, the report in `report.rs`, the mix in
-//! `mix.rs`; the public types are re-exported here.
+//! latency percentiles, errors by kind, and an invariant check at the end. The files:
+//!
+//! - `mod.rs`: its configuration and the run: opening accounts, driving the clients through
+//!   [`super::driver`], reading the final balances and checking the invariants; the public
+//!   types are re-exported here;
+//! - `client.rs`: one bench client, a [`super::driver::LoadClient`]: its requests and tallies;
+//! - `mix.rs`: the operation mix ([`Mix`]);
+//! - `summary.rs`: what a run measured ([`BenchReport`]) and its human-readable rendering;
+//! - `stall.rs`: the longest time without an acknowledged write ([`Stall`]).
 //!
 //! With a rate (`bank bench --rate`), the load is an open loop ([`super::pacing`]): requests are
 //! due at a fixed rate, the clients are the bounded pool that sends them, and every latency is
@@ -19,26 +23,32 @@
 //! opening total plus acknowledged deposits minus acknowledged withdrawals — within the range
 //! left open by writes whose outcome is unknown.
 
+mod client;
+mod mix;
+mod stall;
+mod summary;
+
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use super::bench_client::BenchClient;
 use super::driver::{self, Plan};
 use super::history::Recorder;
+use super::measure::Tally;
 use super::pacing::{rate_is_valid, RATE_MAX, RATE_MIN};
 use super::random::Random;
-use super::report::Tally;
-use super::stall::Acks;
-use crate::check::Event;
+use crate::check::HistoryEvent;
 use crate::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Write};
 use crate::ledger::BATCH_ITEMS_MAX;
+use client::BenchClient;
+use stall::Acks;
 
-pub use super::driver::{drive, DriveReport, Length};
-pub use super::mix::Mix;
+pub use super::driver::Length;
+pub use super::measure::{Latency, LatencyPoint, Throughput};
 pub use super::pacing::OpenLoop;
-pub use super::report::{BenchReport, Invariants, Latency, LatencyPoint, Throughput};
-pub use super::stall::Stall;
+pub use mix::Mix;
+pub use stall::Stall;
+pub use summary::{BenchReport, Invariants};
 
 /// Opening balance of every benchmark account: large, so withdrawals rarely fail.
 pub const OPENING_BALANCE: u64 = 1_000_000_000;
@@ -213,28 +223,28 @@ pub async fn run_bench(
 
     let history = config.record_history.then(Recorder::new);
     if let Some(history) = &history {
-        history.record(Event::Init {
+        history.record(HistoryEvent::Init {
             balances: by_account(&opening),
             min_balances: BTreeMap::new(),
         });
     }
     let acks = Acks::default();
     let callers = config.callers_per_client;
-    let mut workers = Vec::with_capacity(config.clients.saturating_mul(callers));
+    let mut bench_clients = Vec::with_capacity(config.clients.saturating_mul(callers));
     for index in 0..config.clients {
         let mut rotated = addresses.to_vec();
         rotated.rotate_left(index % addresses.len());
         let client = Arc::new(Client::new(&rotated, config.client_config.clone())?);
-        // Caller `worker` is the driver's worker (and the history's process) of that number.
-        for worker in index * callers..(index + 1) * callers {
-            workers.push(BenchClient {
+        // Caller `caller` is the driver's client (and the history's process) of that number.
+        for caller in index * callers..(index + 1) * callers {
+            bench_clients.push(BenchClient {
                 client: client.clone(),
                 mix: config.mix,
                 batch: config.batch,
                 read_level: config.read_level,
                 accounts: config.accounts,
                 random: Random::new(
-                    config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ worker as u64,
+                    config.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ caller as u64,
                 ),
                 progress: progress.clone(),
                 acks: acks.clone(),
@@ -247,10 +257,10 @@ pub async fn run_bench(
         rate: config.rate,
         ..Plan::new(config.length)
     };
-    let driven = driver::run(workers, plan).await;
+    let driven = driver::run(bench_clients, plan).await;
     let mut tally = Tally::new();
-    for worker in driven.workers {
-        tally.merge(worker.tally);
+    for caller in driven.clients {
+        tally.merge(caller.tally);
     }
 
     let mut finals = Vec::with_capacity(addresses.len());
@@ -261,7 +271,7 @@ pub async fn run_bench(
     let history = match history {
         Some(history) => {
             for (index, balances) in finals.iter().enumerate() {
-                history.record(Event::Final {
+                history.record(HistoryEvent::Final {
                     branch: index as u64 + 1,
                     balances: by_account(balances),
                     digest: None,

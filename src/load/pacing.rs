@@ -119,7 +119,7 @@ impl OpenLoop {
             self.late,
             self.requests,
             LATE_AFTER.as_millis(),
-            super::report::micros(self.worst_late_us)
+            super::measure::micros(self.worst_late_us)
         )
     }
 }

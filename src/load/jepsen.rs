@@ -16,7 +16,7 @@
 //! balances recorded as a `final` event.
 //!
 //! This file owns the workload's configuration, its setup and final reads, and its client (a
-//! [`driver::Worker`]: what it picks and what each answer means); the loop, the timing, the
+//! [`driver::LoadClient`]: what it picks and what each answer means); the loop, the timing, the
 //! processes and the recording of invocations and completions are the driver's.
 
 use std::collections::BTreeMap;
@@ -24,9 +24,9 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::driver::{self, Limit, Plan, Worker};
-use super::history::{Completion, Recorder};
-use crate::check::{Event, Observation, Op, OpResult};
+use super::driver::{self, Limit, LoadClient, Plan};
+use super::history::{self, Completion, Recorder, Reply};
+use crate::check::{HistoryEvent, Op};
 use crate::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Written};
 use crate::ledger::AccountId;
 use crate::proto::v1 as pb;
@@ -70,7 +70,7 @@ impl Default for BankWorkload {
 /// What a run did, and its history.
 #[derive(Debug, Default)]
 pub struct WorkloadReport {
-    pub history: Vec<Event>,
+    pub history: Vec<HistoryEvent>,
     pub transfers_ok: u64,
     pub transfers_refused: u64,
     pub reads_ok: u64,
@@ -140,16 +140,16 @@ pub async fn run_bank_workload(
         }
     }
     let recorder = Recorder::new();
-    recorder.record(Event::Init {
+    recorder.record(HistoryEvent::Init {
         balances: accounts.iter().map(|&a| (a, opening)).collect(),
         min_balances: BTreeMap::new(),
     });
 
-    let mut workers = Vec::with_capacity(workload.clients);
+    let mut clients = Vec::with_capacity(workload.clients);
     for index in 0..workload.clients {
         let mut rotated = addresses.to_vec();
         rotated.rotate_left(index % addresses.len());
-        workers.push(Teller {
+        clients.push(JepsenClient {
             client: Client::new(&rotated, workload.client_config.clone())?,
             accounts: accounts.clone(),
             read_every: workload.read_every,
@@ -173,11 +173,11 @@ pub async fn run_bank_workload(
         rate: None,
     };
     let mut report = WorkloadReport::default();
-    for teller in driver::run(workers, plan).await.workers {
-        report.add(&teller.tally);
+    for client in driver::run(clients, plan).await.clients {
+        report.add(&client.tally);
     }
     for (index, addr) in addresses.iter().enumerate() {
-        recorder.record(Event::Final {
+        recorder.record(HistoryEvent::Final {
             branch: index as u64 + 1,
             balances: final_balances(addr, &accounts, &workload.client_config).await?,
             digest: None,
@@ -210,7 +210,7 @@ async fn final_balances(
 }
 
 /// One client of the workload: transfers between random accounts, and reads of them all.
-struct Teller {
+struct JepsenClient {
     client: Client,
     accounts: Vec<AccountId>,
     read_every: u64,
@@ -234,7 +234,7 @@ enum Answer {
     Transfer(Result<Written, ClientError>),
 }
 
-impl Worker for Teller {
+impl LoadClient for JepsenClient {
     type Op = Call;
     type Answer = Answer;
 
@@ -278,43 +278,14 @@ impl Worker for Teller {
         }
     }
 
-    fn completion(&self, _: &Call, answer: &Answer) -> Completion {
-        match answer {
-            Answer::Read(Ok(reply)) => Completion::Ok(OpResult::read(
-                reply
-                    .balances
-                    .iter()
-                    .filter_map(|b| b.balance.map(|balance| (b.account, balance)))
-                    .collect(),
-            )),
-            // A read changes nothing: one that was not answered did not happen.
-            Answer::Read(Err(e)) => Completion::Fail {
-                observation: None,
-                error: Some(e.to_string()),
+    fn completion(&self, invoked: &Op, answer: &Answer) -> Completion {
+        history::completion(
+            invoked,
+            match answer {
+                Answer::Read(read) => Reply::Read(read),
+                Answer::Transfer(written) => Reply::Write(written),
             },
-            Answer::Transfer(Ok(written)) => match written.outcome() {
-                Outcome::Ok => {
-                    Completion::Ok(match (written.result.balance, written.result.to_balance) {
-                        (Some(from_balance), Some(to_balance)) => {
-                            OpResult::transfer(from_balance, to_balance)
-                        }
-                        _ => OpResult::default(),
-                    })
-                }
-                Outcome::InsufficientFunds => Completion::Fail {
-                    observation: Some(Observation::InsufficientFunds {
-                        balance: written.result.balance,
-                    }),
-                    error: None,
-                },
-                // Refused for another reason (nothing applied): a definite failure.
-                other => Completion::Fail {
-                    observation: None,
-                    error: Some(format!("refused: {other:?}")),
-                },
-            },
-            Answer::Transfer(Err(e)) => Completion::Info(e.to_string()),
-        }
+        )
     }
 
     fn tally(&mut self, _: Call, answer: Answer, _: Duration) {
