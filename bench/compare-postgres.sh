@@ -26,7 +26,7 @@ DURATION=${DURATION:-10}
 CLIENTS=("$@")
 [ ${#CLIENTS[@]} -gt 0 ] || CLIENTS=(1 64)
 ACCOUNTS=100000
-OPENING=1000000000 # bank::workload::bench::OPENING_BALANCE
+OPENING=1000000000 # bank::load::bench::OPENING_BALANCE
 AMOUNT_MAX=100     # bank bench's transfers move 1..=AMOUNT_MAX
 
 if ! ls /usr/lib/postgresql/*/bin/pg_basebackup >/dev/null 2>&1; then
