@@ -23,7 +23,8 @@
 //!   │
 //!   ├─ server ───── gRPC services: course API, bank.v1, peer, members, backup, health; auth,
 //!   │                admission, metrics; the one error → Status mapping
-//!   ├─ client ───── bank.v1 client, course client, cluster status, members, backup
+//!   ├─ client ───── bank.v1 client, course client, cluster status, members, backup; the
+//!   │                one client error
 //!   │
 //!   └─ node ─────── the Branch facade: writes (forward, retry, group commit), linearizable
 //!        │           reads, membership (checked member changes), peer calls, Raft state

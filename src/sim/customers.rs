@@ -332,19 +332,15 @@ async fn write_once(client: &Client, process: u64, write: Write, records: &Recor
             };
             (event, Fate::Answered)
         }
-        Err(ClientError::Refused { status, .. })
-            if status.code() == tonic::Code::InvalidArgument =>
-        {
-            (
-                Event::Fail {
-                    process,
-                    time_us,
-                    observation: None,
-                    error: Some(status.message().to_string()),
-                },
-                Fate::Refused,
-            )
-        }
+        Err(ClientError::Refused { cause, .. }) if cause.code == tonic::Code::InvalidArgument => (
+            Event::Fail {
+                process,
+                time_us,
+                observation: None,
+                error: Some(cause.message.clone()),
+            },
+            Fate::Refused,
+        ),
         Err(e) => (
             Event::Info {
                 process,
