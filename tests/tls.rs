@@ -382,9 +382,9 @@ async fn a_peer_without_a_certificate_cannot_vote_or_append() {
                     .err(),
             ),
             (
-                "ChangeMembership",
+                "ChangeMembers",
                 rogue
-                    .change_membership(timed(append_payload.clone()))
+                    .change_members(timed(append_payload.clone()))
                     .await
                     .err(),
             ),
