@@ -158,7 +158,10 @@ mod tests {
     use crate::grade::{parse_document, parse_replies};
 
     fn reference(path: &str) -> String {
-        let full = format!("{}/tests/testdata/course/{path}", env!("CARGO_MANIFEST_DIR"));
+        let full = format!(
+            "{}/tests/testdata/course/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
     }
 

@@ -182,7 +182,10 @@ mod tests {
     use serde_json::Value;
 
     fn reference(path: &str) -> String {
-        let full = format!("{}/tests/testdata/course/{path}", env!("CARGO_MANIFEST_DIR"));
+        let full = format!(
+            "{}/tests/testdata/course/{path}",
+            env!("CARGO_MANIFEST_DIR")
+        );
         std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{full}: {e}"))
     }
 
