@@ -41,8 +41,8 @@
 //!   │
 //! raft ────── openraft's glue: type config, log stores (memory, redb), state machine, peer
 //!   │          network, codec, runtime → lamport, retry, rpc, ledger
-//! client ──── bank.v1 client, course client, cluster status, members, backup → backup,
-//!   │          lamport, retry, rpc, ledger
+//! client ──── bank.v1 client, course client, cluster status, members, backup; the one
+//!   │          client error → backup, lamport, retry, rpc, ledger
 //!   │
 //! lamport ─── the course's Project 2 clocks: per-process Lamport clocks and event logs,
 //!   │          carried on the real peer messages → ledger (whose request ids it labels)

@@ -12,8 +12,8 @@
 //! [`TlsMismatch::of`] reads a failed call's error chain by type, never by its text: HTTP/2's own
 //! `GOAWAY` (plaintext HTTP/2 sent to a TLS port reads the server's TLS record as a malformed
 //! frame), or rustls's `InvalidContentType` (TLS sent to a plaintext port reads HTTP/2 bytes as a
-//! corrupt TLS record). Each client computes it where it creates its error, so callers (the CLI)
-//! match on a value.
+//! corrupt TLS record). The client edge reads it in one place, where it records a failed call's
+//! cause ([`crate::client::Cause`]), so callers (the CLI) match on a value.
 //!
 //! [`within`] bounds a call client side: every gRPC call a branch or a client makes, the peer
 //! network's included, waits at most its deadline.

@@ -160,9 +160,9 @@ async fn every_operation_and_outcome_over_grpc() {
         })
         .collect();
     match client.submit_batch(&too_many).await {
-        Err(ClientError::Refused { status, .. }) => {
-            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status}");
-            assert!(status.message().contains("8190"), "{status}");
+        Err(ClientError::Refused { cause, .. }) => {
+            assert_eq!(cause.code, tonic::Code::InvalidArgument, "{cause}");
+            assert!(cause.message.contains("8190"), "{cause}");
         }
         other => panic!("an oversized batch was not refused: {other:?}"),
     }

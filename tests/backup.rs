@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bank::bootstrap::local::Storage;
 use bank::bootstrap::standalone::{self, BranchConfig};
-use bank::client::members::MembersError;
 use bank::client::{Client, ClientConfig, ClientError, Outcome, ReadLevel, Token, Write};
 use bank::ledger::{Command, Ledger, RequestId, BATCH_ITEMS_MAX};
 use common::*;
@@ -694,7 +693,7 @@ async fn under_tls_and_tokens_listings_and_backups_are_guarded() {
     .await
     .expect_err("a backup without a cluster certificate");
     assert!(
-        matches!(&refused, ClientError::Refused { status, .. } if status.code() == tonic::Code::Unauthenticated),
+        matches!(&refused, ClientError::Refused { cause, .. } if cause.code == tonic::Code::Unauthenticated),
         "{refused}"
     );
     let operator_tls = bank::tls::load_client(
@@ -713,7 +712,7 @@ async fn under_tls_and_tokens_listings_and_backups_are_guarded() {
         .await
         .expect_err("a member listing without a cluster certificate");
     assert!(
-        matches!(&refused, MembersError::Refused { code, .. } if *code == tonic::Code::Unauthenticated),
+        matches!(&refused, ClientError::Refused { cause, .. } if cause.code == tonic::Code::Unauthenticated),
         "{refused}"
     );
     let members = bank::client::members::list(&addr, Some(&operator_tls))

@@ -384,8 +384,8 @@ async fn a_batch_whose_rpc_fails_gives_every_caller_an_error_naming_its_own_requ
     assert_eq!(answers.len(), 8);
     for (id, answer) in &answers {
         match answer {
-            Err(error @ ClientError::OutcomeUnknown { request_id, .. }) => {
-                assert_eq!(request_id, id, "{error}");
+            Err(error @ ClientError::OutcomeUnknown { .. }) => {
+                assert_eq!(error.request_id().as_ref(), Some(id), "{error}");
                 assert!(
                     error
                         .to_string()
@@ -428,8 +428,8 @@ async fn a_refused_batch_gives_every_caller_the_refusal_or_its_own_answer() {
     let mut refused: BTreeMap<(u64, u64), String> = BTreeMap::new();
     for (id, answer) in &answers {
         match answer {
-            Err(error @ ClientError::Refused { request_id, .. }) => {
-                assert_eq!(request_id.as_ref(), Some(id), "{error}");
+            Err(error @ ClientError::Refused { .. }) => {
+                assert_eq!(error.request_id().as_ref(), Some(id), "{error}");
                 refused.insert((id.origin, id.sequence), error.to_string());
             }
             other => panic!("expected a refusal for {id:?}, got {other:?}"),

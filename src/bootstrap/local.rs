@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use super::partition::{Partition, PartitionConnector};
 pub use super::ClusterError;
 use super::{check_identity, check_initial_balance, open_shared_account};
-use crate::node::{voters_and_learners, Branch, BranchBuilder, MembershipChange, Storage as Store};
+use crate::node::{voters_and_learners, Branch, BranchBuilder, Storage as Store};
 use crate::raft::durable::{ClusterIdentity, DurableStore};
 use crate::raft::log_store::LogStore;
 use crate::raft::network::Peers;
@@ -364,7 +364,7 @@ impl LocalCluster {
         let index = self.add_learners(learner).await?;
         let deadline = Instant::now() + BOOTSTRAP_DEADLINE;
         if let Some(local) = self.branches.get(&id) {
-            local.branch.wait_applied(Some(index), deadline).await?;
+            local.branch.wait_applied(index, deadline).await?;
         }
         Ok(())
     }
@@ -386,11 +386,7 @@ impl LocalCluster {
         let index = open_shared_account(&first, initial_balance, false).await?;
         // Learners join after the genesis entry commits: a membership change is refused until
         // the initial one is committed, and the genesis commit implies it.
-        let index = if learners.is_empty() {
-            index
-        } else {
-            self.add_learners(learners).await?
-        };
+        let index = self.add_learners(learners).await?.unwrap_or(index);
         let deadline = Instant::now() + BOOTSTRAP_DEADLINE;
         for local in self.branches.values() {
             local.branch.wait_applied(Some(index), deadline).await?;
@@ -399,14 +395,13 @@ impl LocalCluster {
         Ok(())
     }
 
-    /// Adds `learners` (id -> address) in one membership change, through the leader.
-    /// Returns the log index of the membership change.
+    /// Adds `learners` (id -> address), one membership change each, through the leader.
+    /// Returns the log index of the last change (`None`: no learners).
     async fn add_learners(
         &self,
         learners: BTreeMap<BranchId, String>,
-    ) -> Result<u64, ClusterError> {
-        let change = MembershipChange::AddLearners(learners);
-        Ok(self.first().branch.change_membership(&change, true).await?)
+    ) -> Result<Option<u64>, ClusterError> {
+        Ok(super::add_learners(&self.first().branch, learners).await?)
     }
 
     fn first(&self) -> &LocalBranch {

@@ -19,12 +19,17 @@ pub mod restore;
 pub mod standalone;
 mod survey;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use crate::ledger::{Command, Outcome, ORIGINAL_ACCOUNT, ORIGINAL_BALANCE_MAX};
-use crate::node::{Branch, BranchError, BuildError, MembershipRefused};
+use crate::node::{
+    Branch, BranchError, BuildError, MemberChange, MemberRefused, MembersChanged, REQUEST_DEADLINE,
+};
 use crate::raft::durable::{ClusterIdentity, DurableError, DurableStore};
 use crate::BranchId;
 
@@ -44,8 +49,6 @@ pub enum ClusterError {
     Request(#[from] BranchError),
     #[error(transparent)]
     Build(#[from] BuildError),
-    #[error(transparent)]
-    Membership(#[from] MembershipRefused),
     #[error(transparent)]
     Storage(#[from] DurableError),
     #[error(
@@ -115,6 +118,43 @@ pub async fn open_shared_account(
             what: format!("opening the shared account gave {other:?}"),
         }),
     }
+}
+
+/// Pause before asking again for a membership change refused as in progress.
+const IN_PROGRESS_PAUSE: Duration = Duration::from_millis(100);
+
+/// Makes `change` through `branch`'s leader, asked again while another membership change is
+/// in progress (a bootstrap's change waits its turn, where an operator's is refused at once),
+/// for at most [`REQUEST_DEADLINE`].
+pub(crate) async fn change_members_in_turn(
+    branch: &Branch,
+    change: &MemberChange,
+) -> Result<MembersChanged, BranchError> {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    loop {
+        match branch.change_members(change).await {
+            Err(BranchError::MemberRefused(MemberRefused::InProgress))
+                if Instant::now() < deadline =>
+            {
+                tokio::time::sleep(crate::retry::jittered(IN_PROGRESS_PAUSE)).await
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// Adds `learners` (id -> address) through `branch`'s leader, one change each; the log index
+/// of the last change (`None`: there were none).
+pub(crate) async fn add_learners(
+    branch: &Branch,
+    learners: BTreeMap<BranchId, String>,
+) -> Result<Option<u64>, BranchError> {
+    let mut last = None;
+    for (id, address) in learners {
+        let added = change_members_in_turn(branch, &MemberChange::Add { id, address }).await?;
+        last = Some(added.log_index);
+    }
+    Ok(last)
 }
 
 /// Records `expected` in a new store, or checks that the store was made for it.

@@ -10,9 +10,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::survey::{PEERS_DEADLINE, SURVEY_PAUSE};
-use super::ClusterError;
+use super::{change_members_in_turn, ClusterError};
 use crate::node::{
-    change_membership_via_peers, Branch, BranchError, MembershipChange, REQUEST_DEADLINE,
+    change_members_via_peers, Branch, BranchError, MemberChange, MemberRefused, REQUEST_DEADLINE,
 };
 use crate::raft::durable::{DurableStore, RejoinState};
 use crate::raft::network::Peers;
@@ -61,16 +61,23 @@ impl Rejoining {
                 return;
             }
             let caught_up = async {
-                // Adding an existing member changes nothing: safe to repeat after a crash.
-                let learner = MembershipChange::AddLearners([(id, addr.clone())].into());
-                change_membership_via_peers(&book, &peers, &learner, true, PEERS_DEADLINE).await?;
+                // Adding a learner already there changes nothing: safe to repeat. A voter
+                // already was promoted back by an earlier round.
+                let learner = MemberChange::Add {
+                    id,
+                    address: addr.clone(),
+                };
+                match change_members_via_peers(&book, &peers, &learner, PEERS_DEADLINE).await {
+                    Ok(_) | Err(BranchError::MemberRefused(MemberRefused::AlreadyVoter { .. })) => {
+                    }
+                    Err(e) => return Err(e.into()),
+                }
                 let index = branch.read_index(Instant::now() + REQUEST_DEADLINE).await?;
                 branch
                     .wait_applied(index, Instant::now() + CATCH_UP_WAIT)
                     .await?;
                 if state.voter {
-                    let voter = MembershipChange::AddVoters([id].into());
-                    branch.change_membership(&voter, true).await?;
+                    promote_back(&branch).await?;
                 }
                 Ok::<(), ClusterError>(())
             };
@@ -103,5 +110,20 @@ impl Rejoining {
         }
         branch.set_elections(true);
         tracing::info!(branch = id, "rejoined: standing for election again");
+    }
+}
+
+/// Promotes a rejoining `branch`, which was a voter, back to voter once it has caught up. A
+/// voter already (an earlier round did it) is done; with the cluster's voters full meanwhile,
+/// it stays a learner, as a joining branch does.
+async fn promote_back(branch: &Branch) -> Result<(), BranchError> {
+    let promote = MemberChange::Promote { id: branch.id };
+    match change_members_in_turn(branch, &promote).await {
+        Ok(_) | Err(BranchError::MemberRefused(MemberRefused::AlreadyVoter { .. })) => Ok(()),
+        Err(BranchError::MemberRefused(why @ MemberRefused::VotersFull { .. })) => {
+            tracing::warn!(branch = branch.id, "rejoined as a learner: {why}");
+            Ok(())
+        }
+        Err(e) => Err(e),
     }
 }

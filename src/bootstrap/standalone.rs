@@ -47,8 +47,7 @@ pub use super::survey::PEERS_DEADLINE;
 use super::survey::{survey_for_rejoin, survey_peers};
 use super::{check_initial_balance, open_shared_account, ClusterError};
 use crate::node::{
-    change_membership_via_peers, voters_and_learners, Branch, BranchBuilder, MembershipChange,
-    Storage,
+    change_members_via_peers, voters_and_learners, Branch, BranchBuilder, MemberChange, Storage,
 };
 use crate::raft::disk_space::{DiskSpace, Space, DISK_RESERVE_DEFAULT_MIB};
 use crate::raft::durable::{ClusterIdentity, DurableStore, RejoinState};
@@ -359,14 +358,10 @@ async fn before_serving(
         disk.store.set_rejoin_state(&state)?;
         tracing::info!(branch = id, term_floor = state.term_floor, "rejoining");
         // The leader still counts this branch's old log as replicated; Raft refuses to see a
-        // follower's log go backwards. Removing the branch from the membership first drops
-        // that record, and it is added back as a new learner.
-        let removal = if survey.voter {
-            MembershipChange::RemoveVoters([id].into())
-        } else {
-            MembershipChange::RemoveBranches([id].into())
-        };
-        change_membership_via_peers(book, peers, &removal, false, PEERS_DEADLINE).await?;
+        // follower's log go backwards. Forgetting the branch's membership first drops that
+        // record, and it is added back as a new learner.
+        let forget = MemberChange::Forget { id };
+        change_members_via_peers(book, peers, &forget, PEERS_DEADLINE).await?;
         return Ok(Some(state));
     }
     if disk.fresh && !lowest {
@@ -417,13 +412,8 @@ async fn open_and_add_learners(
     learners: BTreeMap<BranchId, String>,
 ) -> Result<(), ClusterError> {
     open_shared_account(branch, initial_balance, true).await?;
-    if learners.is_empty() {
-        return Ok(());
-    }
     // Forwarded to the leader if this branch no longer leads.
-    branch
-        .change_membership(&MembershipChange::AddLearners(learners), true)
-        .await?;
+    super::add_learners(branch, learners).await?;
     Ok(())
 }
 

@@ -61,13 +61,7 @@ pub async fn run(args: MemberArgs) -> Result<()> {
         None => members::list(&branch, tls.as_ref()).await,
         Some(change) => members::change(&branch, tls.as_ref(), change).await,
     };
-    let members = answer.map_err(|e| {
-        let mismatch = match &e {
-            members::MembersError::Connect(connect) => connect.tls_mismatch(),
-            _ => None,
-        };
-        with_hint(mismatch, e)
-    })?;
+    let members = answer.map_err(|e| with_hint(e.tls_mismatch(), e))?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&members)?);
         return Ok(());

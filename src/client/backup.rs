@@ -9,20 +9,21 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
 use tonic::transport::ClientTlsConfig;
+use tonic::Code;
 
-use super::ClientError;
+use super::{Asked, Cause, ClientError};
 use crate::backup::BACKUP_BYTES_MAX;
 use crate::proto::admin::backup_client::BackupClient;
 use crate::proto::admin::BackupRequest;
-use crate::rpc::{self as endpoint, TlsMismatch};
+use crate::rpc as endpoint;
 
 /// Largest chunk accepted from a branch (it sends at most 1 MiB).
 const CHUNK_BYTES_MAX: usize = 4 * 1024 * 1024;
 
-fn broken(why: impl Into<String>) -> ClientError {
+fn broken(addr: &str, code: Code, message: String) -> ClientError {
     ClientError::Stream {
         what: "the backup",
-        why: why.into(),
+        cause: Cause::new(addr, code, message),
     }
 }
 
@@ -44,33 +45,33 @@ pub async fn download(
     };
     let channel = endpoint::endpoint(addr, &config)
         .map_err(|e| ClientError::BadAddress {
-            addr: addr.to_string(),
-            why: e.reason,
+            cause: Cause::bad_address(addr, e),
         })?
         .connect_lazy();
     let mut client = BackupClient::new(channel).max_decoding_message_size(CHUNK_BYTES_MAX);
     let mut request = tonic::Request::new(BackupRequest {});
     request.set_timeout(deadline);
     let failed = |status: tonic::Status| {
-        let tls_mismatch = TlsMismatch::of(&status, tls.is_some());
+        let cause = Cause::status(addr, &status, Some(tls.is_some()));
         if super::retryable(&status) {
-            ClientError::Unavailable {
+            ClientError::Unreachable {
+                asked: Asked::Backup,
+                cause,
                 deadline,
                 attempts: 1,
-                last: format!("{addr}: {} ({:?})", status.message(), status.code()),
-                tls_mismatch,
             }
         } else {
             ClientError::Refused {
-                addr: addr.to_string(),
-                status,
-                tls_mismatch,
-                request_id: None,
+                asked: Asked::Backup,
+                cause,
             }
         }
     };
     let mut chunks = match tokio::time::timeout_at(until, client.backup(request)).await {
-        Err(_) => return Err(broken(format!("{addr} did not answer within {deadline:?}"))),
+        Err(_) => {
+            let late = format!("did not answer within {deadline:?}");
+            return Err(broken(addr, Code::DeadlineExceeded, late));
+        }
         Ok(Err(status)) => return Err(failed(status)),
         Ok(Ok(reply)) => reply.into_inner(),
     };
@@ -78,28 +79,31 @@ pub async fn download(
     loop {
         let chunk = match tokio::time::timeout_at(until, chunks.next()).await {
             Err(_) => {
-                return Err(broken(format!(
-                "{addr} did not send the whole backup within {deadline:?} ({written} bytes came)"
-            )))
+                let late = format!(
+                    "did not send the whole backup within {deadline:?} ({written} bytes came)"
+                );
+                return Err(broken(addr, Code::DeadlineExceeded, late));
             }
             Ok(None) => break,
             Ok(Some(Err(status))) => {
-                return Err(broken(format!(
-                    "{addr} broke off after {written} bytes: {} ({:?})",
+                let why = format!(
+                    "broke off after {written} bytes: {} ({:?})",
                     status.message(),
                     status.code()
-                )))
+                );
+                return Err(broken(addr, status.code(), why));
             }
             Ok(Some(Ok(chunk))) => chunk,
         };
         written = written.saturating_add(chunk.data.len() as u64);
         if written > BACKUP_BYTES_MAX {
-            return Err(broken(format!(
-                "{addr} sent more than the {BACKUP_BYTES_MAX}-byte bound on a backup"
-            )));
+            let why = format!("sent more than the {BACKUP_BYTES_MAX}-byte bound on a backup");
+            return Err(broken(addr, Code::ResourceExhausted, why));
         }
-        out.write_all(&chunk.data)
-            .map_err(|e| broken(format!("writing it: {e}")))?;
+        out.write_all(&chunk.data).map_err(|e| {
+            let why = format!("sent a chunk that could not be written here: {e}");
+            broken(addr, Code::Unknown, why)
+        })?;
     }
     Ok(written)
 }

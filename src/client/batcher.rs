@@ -34,7 +34,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
-use super::{Client, ClientError, Write, Written};
+use super::{Asked, Cause, Client, ClientError, Write, Written};
 use crate::ledger::{RequestId, BATCH_ITEMS_MAX};
 use crate::proto::v1 as pb;
 use tonic::Code;
@@ -294,17 +294,14 @@ impl Client {
         let batch_id = self.next_request_id();
         match self.send_batch(batch_id, items).await {
             Ok(reply) => self.answers(batch_id, items, reply),
-            Err(ClientError::Refused { status, .. })
-                if matches!(
-                    status.code(),
-                    Code::InvalidArgument | Code::PermissionDenied
-                ) =>
+            Err(ClientError::Refused { cause, .. })
+                if matches!(cause.code, Code::InvalidArgument | Code::PermissionDenied) =>
             {
                 tracing::debug!(
                     "batch {}:{} refused whole ({}); sending its {} writes one by one",
                     batch_id.origin,
                     batch_id.sequence,
-                    status.message(),
+                    cause.message,
                     items.len()
                 );
                 let mut answers = Vec::with_capacity(items.len());
@@ -359,14 +356,14 @@ impl Client {
             .collect()
     }
 
-    /// The outcome of `request_id` is unknown, for the reason `why`.
+    /// The outcome of `request_id` is unknown, for the reason `why` (inside this client: its
+    /// batch's sender gave up, or the batch's answer did not fit it).
     fn unknown(&self, request_id: RequestId, why: String) -> ClientError {
         ClientError::OutcomeUnknown {
-            request_id,
+            asked: Asked::Write(request_id),
+            cause: Cause::new("", Code::Unknown, why),
             deadline: self.config.deadline,
             attempts: 0,
-            last: why,
-            tls_mismatch: None,
         }
     }
 }

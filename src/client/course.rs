@@ -4,8 +4,10 @@
 //! [`Branches`] holds one lazily connected plaintext channel per branch, keyed by the
 //! scenario's branch id, built by [`endpoint`](crate::rpc::endpoint). A call is never retried here:
 //! the original API has no request ids, so a resent deposit could apply twice. Only
-//! [`Branches::wait_until_serving`] repeats a query, which changes nothing. A failed call that
-//! points at TLS on one end only says so, typed: [`CourseError::tls_mismatch`].
+//! [`Branches::wait_until_serving`] repeats a query, which changes nothing. A failed call is a
+//! [`ClientError::Refused`] (a status not worth retrying) or a [`ClientError::Unreachable`]
+//! (unavailable, or no answer in time), asked as [`Asked::Course`]; one that points at TLS on
+//! one end only says so, typed: [`ClientError::tls_mismatch`].
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -15,10 +17,11 @@ use tokio::time::Instant;
 use tonic::metadata::MetadataValue;
 use tonic::transport::Channel;
 
+use super::{retryable, Asked, Cause, ClientError};
 use crate::lamport;
 use crate::proto::customer::branch_client::BranchClient;
 use crate::proto::customer::{Reply, Request};
-use crate::rpc::{self as endpoint, within, CallError, EndpointConfig, TlsMismatch};
+use crate::rpc::{self as endpoint, within, CallError, EndpointConfig};
 use crate::BranchId;
 
 /// Deadline of one customer call.
@@ -31,53 +34,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// not spin.
 const SERVING_POLL: Duration = Duration::from_millis(100);
 
-#[derive(Debug, thiserror::Error)]
-pub enum CourseError {
-    #[error("the scenario names branch {0}, which has no address")]
-    UnknownBranch(BranchId),
-    #[error("branch {branch} at {addr}: {reason}")]
-    BadAddress {
-        branch: BranchId,
-        addr: SocketAddr,
-        reason: String,
-    },
-    /// One call failed (it was not retried).
-    #[error("branch {branch}: {:?}: {}", failure.code(), failure.message())]
-    Call {
-        branch: BranchId,
-        addr: SocketAddr,
-        failure: CallError,
-        /// What the failure says about TLS on one end only.
-        tls_mismatch: Option<TlsMismatch>,
-    },
-    #[error("branch {branch} at {addr} did not answer within {deadline:?}: {last_error}")]
-    NotServing {
-        branch: BranchId,
-        addr: SocketAddr,
-        deadline: Duration,
-        last_error: String,
-        /// What the last failure says about TLS on one end only.
-        tls_mismatch: Option<TlsMismatch>,
-    },
-    #[error("negative balance {balance} on the wire")]
-    NegativeBalance { branch: BranchId, balance: i32 },
-}
-
-impl CourseError {
-    /// Whether the failure points at TLS on one end only (these channels are plaintext, so:
-    /// the branch serves TLS only). Read from the failure's error types when this error was
-    /// made (see [`TlsMismatch::of`]).
-    pub fn tls_mismatch(&self) -> Option<TlsMismatch> {
-        match self {
-            CourseError::Call { tls_mismatch, .. }
-            | CourseError::NotServing { tls_mismatch, .. } => *tls_mismatch,
-            CourseError::UnknownBranch(_)
-            | CourseError::BadAddress { .. }
-            | CourseError::NegativeBalance { .. } => None,
-        }
-    }
-}
-
 /// One lazily connected channel per branch, by branch id. Cheap to clone.
 #[derive(Clone)]
 pub struct Branches {
@@ -87,15 +43,14 @@ pub struct Branches {
 impl Branches {
     /// Channels to the branches at `addresses`; nothing is connected until the first call.
     /// Call within a Tokio runtime.
-    pub fn new(addresses: &BTreeMap<BranchId, SocketAddr>) -> Result<Self, CourseError> {
+    pub fn new(addresses: &BTreeMap<BranchId, SocketAddr>) -> Result<Self, ClientError> {
         let config = EndpointConfig::plaintext(CONNECT_TIMEOUT);
         let mut clients = BTreeMap::new();
         for (&branch, &addr) in addresses {
-            let channel = endpoint::endpoint(&addr.to_string(), &config)
-                .map_err(|e| CourseError::BadAddress {
-                    branch,
-                    addr,
-                    reason: e.reason,
+            let addr_text = addr.to_string();
+            let channel = endpoint::endpoint(&addr_text, &config)
+                .map_err(|e| ClientError::BadAddress {
+                    cause: Cause::bad_address(&addr_text, e),
                 })?
                 .connect_lazy();
             clients.insert(branch, (addr, BranchClient::new(channel)));
@@ -116,7 +71,7 @@ impl Branches {
         branch: BranchId,
         request: Request,
         deadline: Duration,
-    ) -> Result<Reply, CourseError> {
+    ) -> Result<Reply, ClientError> {
         self.deliver_clocked(branch, request, None, deadline).await
     }
 
@@ -128,12 +83,12 @@ impl Branches {
         request: Request,
         clock: Option<(u32, u64)>,
         deadline: Duration,
-    ) -> Result<Reply, CourseError> {
+    ) -> Result<Reply, ClientError> {
         let (addr, mut client) = self
             .clients
             .get(&branch)
             .cloned()
-            .ok_or(CourseError::UnknownBranch(branch))?;
+            .ok_or(ClientError::UnknownBranch(branch))?;
         let mut request = tonic::Request::new(request);
         request.set_timeout(deadline);
         if let Some((customer, clock)) = clock {
@@ -144,22 +99,28 @@ impl Branches {
         within(deadline, client.msg_delivery(request))
             .await
             .map(tonic::Response::into_inner)
-            .map_err(|failure| CourseError::Call {
-                branch,
-                addr,
-                tls_mismatch: match &failure {
-                    CallError::Status(status) => TlsMismatch::of(status, false),
-                    CallError::Timeout(_) => None,
-                },
-                failure,
+            .map_err(|failure| {
+                let asked = Asked::Course(branch);
+                let cause = Cause::call(&addr.to_string(), &failure, false);
+                match failure {
+                    CallError::Status(status) if !retryable(&status) => {
+                        ClientError::Refused { asked, cause }
+                    }
+                    CallError::Status(_) | CallError::Timeout(_) => ClientError::Unreachable {
+                        asked,
+                        cause,
+                        deadline,
+                        attempts: 1,
+                    },
+                }
             })
     }
 
     /// `branch`'s balance of the shared account (a `query`, within [`CALL_DEADLINE`]).
-    pub async fn query_balance(&self, branch: BranchId) -> Result<i64, CourseError> {
+    pub async fn query_balance(&self, branch: BranchId) -> Result<i64, ClientError> {
         let reply = self.deliver(branch, query(), CALL_DEADLINE).await?;
         if reply.balance < 0 {
-            return Err(CourseError::NegativeBalance {
+            return Err(ClientError::NegativeBalance {
                 branch,
                 balance: reply.balance,
             });
@@ -168,28 +129,27 @@ impl Branches {
     }
 
     /// Repeats a query at every branch until it answers, for at most `deadline` in all.
-    pub async fn wait_until_serving(&self, deadline: Duration) -> Result<(), CourseError> {
+    pub async fn wait_until_serving(&self, deadline: Duration) -> Result<(), ClientError> {
         let until = Instant::now() + deadline;
-        for (&branch, &(addr, _)) in &self.clients {
+        for &branch in self.clients.keys() {
+            let mut attempts = 0;
             loop {
                 let timeout = CALL_DEADLINE.min(until.saturating_duration_since(Instant::now()));
+                attempts += 1;
                 match self.deliver(branch, query(), timeout).await {
                     Ok(_) => break,
-                    Err(CourseError::Call {
-                        failure,
-                        tls_mismatch,
-                        ..
-                    }) if Instant::now() >= until => {
-                        return Err(CourseError::NotServing {
-                            branch,
-                            addr,
+                    Err(
+                        ClientError::Refused { cause, .. } | ClientError::Unreachable { cause, .. },
+                    ) if Instant::now() >= until => {
+                        return Err(ClientError::Unreachable {
+                            asked: Asked::Serving(branch),
+                            cause,
                             deadline,
-                            last_error: failure.to_string(),
-                            tls_mismatch,
+                            attempts,
                         })
                     }
                     // Bounded by `until`.
-                    Err(CourseError::Call { .. }) => {
+                    Err(ClientError::Refused { .. } | ClientError::Unreachable { .. }) => {
                         tokio::time::sleep(crate::retry::jittered(SERVING_POLL)).await
                     }
                     Err(other) => return Err(other),
@@ -222,7 +182,7 @@ mod tests {
             .deliver(2, query(), Duration::from_millis(10))
             .await
             .expect_err("branch 2 has no address");
-        assert!(matches!(error, CourseError::UnknownBranch(2)), "{error}");
+        assert!(matches!(error, ClientError::UnknownBranch(2)), "{error}");
     }
 
     /// Nothing listens: the wait ends at its deadline with the branch named.
@@ -239,7 +199,19 @@ mod tests {
             .expect_err("nothing listens");
         assert!(started.elapsed() < Duration::from_secs(3));
         assert!(
-            matches!(error, CourseError::NotServing { branch: 3, .. }),
+            matches!(
+                error,
+                ClientError::Unreachable {
+                    asked: Asked::Serving(3),
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with(&format!("branch 3 at {addr} did not answer within 300ms: ")),
             "{error}"
         );
         assert_eq!(error.tls_mismatch(), None);

@@ -6,7 +6,9 @@ use std::sync::atomic::Ordering;
 use tokio::time::Instant;
 use tokio_stream::StreamExt;
 
-use super::{pb, Client, ClientError};
+use tonic::Code;
+
+use super::{pb, Asked, Cause, Client, ClientError};
 
 /// At most this many accounts in one listing held in memory (32 bytes each: 320 MB).
 pub const LISTED_ACCOUNTS_MAX: usize = 10_000_000;
@@ -25,10 +27,10 @@ impl Listing {
     }
 }
 
-fn broken(why: impl Into<String>) -> ClientError {
+fn broken(cause: Cause) -> ClientError {
     ClientError::Stream {
         what: "the account listing",
-        why: why.into(),
+        cause,
     }
 }
 
@@ -44,12 +46,13 @@ impl Client {
         let deadline = Instant::now() + self.config.deadline;
         let message = pb::ListAccountsRequest { after, limit };
         let mut pages = self
-            .call(None, |mut c, t| {
+            .call(Asked::Read, |mut c, t| {
                 let m = message;
                 async move { c.list_accounts(self.request(m, t)).await }
             })
             .await?;
         let addr = &self.branches[self.preferred.load(Ordering::Relaxed)].0;
+        let bad = |message: String| broken(Cause::new(addr, Code::DataLoss, message));
         let mut listing = Listing {
             applied_index: 0,
             accounts: Vec::new(),
@@ -58,18 +61,15 @@ impl Client {
         loop {
             let page = match tokio::time::timeout_at(deadline, pages.next()).await {
                 Err(_) => {
-                    return Err(broken(format!(
-                        "{addr} did not send every page within {:?}",
-                        self.config.deadline
+                    return Err(broken(Cause::new(
+                        addr,
+                        Code::DeadlineExceeded,
+                        format!("did not send every page within {:?}", self.config.deadline),
                     )))
                 }
                 Ok(None) => break,
                 Ok(Some(Err(status))) => {
-                    return Err(broken(format!(
-                        "{addr}: {} ({:?})",
-                        status.message(),
-                        status.code()
-                    )))
+                    return Err(broken(Cause::status(addr, &status, self.channels_tls)))
                 }
                 Ok(Some(Ok(page))) => page,
             };
@@ -77,24 +77,29 @@ impl Client {
                 listing.applied_index = page.applied_index;
                 first = false;
             } else if page.applied_index != listing.applied_index {
-                return Err(broken(format!(
-                    "{addr} sent pages of two indexes, {} and {}",
+                return Err(bad(format!(
+                    "sent pages of two indexes, {} and {}",
                     listing.applied_index, page.applied_index
                 )));
             }
             if listing.accounts.len().saturating_add(page.accounts.len()) > LISTED_ACCOUNTS_MAX {
-                return Err(broken(format!(
-                    "more than {LISTED_ACCOUNTS_MAX} accounts; list them in parts with --after and --limit"
+                return Err(broken(Cause::new(
+                    addr,
+                    Code::ResourceExhausted,
+                    format!(
+                        "sent more than {LISTED_ACCOUNTS_MAX} accounts; list them in parts with \
+                         --after and --limit"
+                    ),
                 )));
             }
             for entry in page.accounts {
-                let balance = entry
-                    .balance
-                    .ok_or_else(|| broken(format!("account {} has no balance", entry.account)))?;
+                let balance = entry.balance.ok_or_else(|| {
+                    bad(format!("sent account {} with no balance", entry.account))
+                })?;
                 if let Some(&(previous, _)) = listing.accounts.last() {
                     if entry.account <= previous {
-                        return Err(broken(format!(
-                            "account {} follows account {previous}: not in order",
+                        return Err(bad(format!(
+                            "sent account {} after account {previous}: not in order",
                             entry.account
                         )));
                     }
@@ -103,7 +108,7 @@ impl Client {
             }
         }
         if first {
-            return Err(broken(format!("{addr} sent no page")));
+            return Err(bad("sent no page".to_string()));
         }
         Ok(listing)
     }

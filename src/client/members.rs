@@ -7,7 +7,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tonic::transport::ClientTlsConfig;
 
-use super::status::{connect, StatusError};
+use super::status::connect;
+use super::{Asked, Cause, ClientError};
 use crate::proto::admin::members_client::MembersClient;
 use crate::proto::admin::{
     AddMemberRequest, ListMembersRequest, PromoteMemberRequest, RemoveMemberRequest,
@@ -17,18 +18,6 @@ use crate::BranchId;
 /// Bound on one membership call: a change waits for the leader to commit it, and a removal
 /// first asks the remaining voters whether they are up.
 pub const MEMBERS_DEADLINE: Duration = Duration::from_secs(20);
-
-/// Why a membership call failed.
-#[derive(Debug, thiserror::Error)]
-pub enum MembersError {
-    #[error(transparent)]
-    Connect(#[from] StatusError),
-    /// The branch (or the leader behind it) refused: the text says why; nothing changed.
-    #[error("{reason}")]
-    Refused { code: tonic::Code, reason: String },
-    #[error("no answer from {addr} within {MEMBERS_DEADLINE:?}; the change may or may not have been made: check with `bank member list`")]
-    Timeout { addr: String },
-}
 
 /// One branch of the membership.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -68,20 +57,24 @@ fn members_of(list: Vec<crate::proto::admin::Member>) -> Vec<Member> {
         .collect()
 }
 
-fn refused(status: tonic::Status) -> MembersError {
-    MembersError::Refused {
-        code: status.code(),
-        reason: status.message().to_string(),
+/// The branch (or the leader behind it) refused: its words say why; nothing changed.
+fn refused(addr: &str, tls: Option<&ClientTlsConfig>, status: &tonic::Status) -> ClientError {
+    ClientError::Refused {
+        asked: Asked::Members,
+        cause: Cause::status(addr, status, Some(tls.is_some())),
     }
 }
 
 /// The membership as the branch at `addr` knows it.
-pub async fn list(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Members, MembersError> {
+pub async fn list(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Members, ClientError> {
     let answered = tokio::time::timeout(MEMBERS_DEADLINE, async {
-        let mut client = MembersClient::new(connect(addr, tls).await?);
+        let mut client = MembersClient::new(connect(addr, tls, Asked::Members).await?);
         let mut request = tonic::Request::new(ListMembersRequest {});
         request.set_timeout(MEMBERS_DEADLINE);
-        let reply = client.list_members(request).await.map_err(refused)?;
+        let reply = client
+            .list_members(request)
+            .await
+            .map_err(|status| refused(addr, tls, &status))?;
         let reply = reply.into_inner();
         Ok(Members {
             answered_by: reply.answered_by,
@@ -92,20 +85,24 @@ pub async fn list(addr: &str, tls: Option<&ClientTlsConfig>) -> Result<Members, 
     })
     .await;
     answered.unwrap_or_else(|_| {
-        Err(MembersError::Timeout {
-            addr: addr.to_string(),
+        Err(ClientError::Unreachable {
+            asked: Asked::Members,
+            cause: Cause::no_answer(addr, MEMBERS_DEADLINE),
+            deadline: MEMBERS_DEADLINE,
+            attempts: 1,
         })
     })
 }
 
-/// Makes `change` through the branch at `addr`; the membership after it.
+/// Makes `change` through the branch at `addr`; the membership after it. No answer within
+/// [`MEMBERS_DEADLINE`]: the change's outcome is unknown.
 pub async fn change(
     addr: &str,
     tls: Option<&ClientTlsConfig>,
     change: Change,
-) -> Result<Members, MembersError> {
+) -> Result<Members, ClientError> {
     let answered = tokio::time::timeout(MEMBERS_DEADLINE, async {
-        let mut client = MembersClient::new(connect(addr, tls).await?);
+        let mut client = MembersClient::new(connect(addr, tls, Asked::Members).await?);
         let reply = match change {
             Change::Add { id, address } => {
                 let mut request = tonic::Request::new(AddMemberRequest { id, address });
@@ -123,7 +120,9 @@ pub async fn change(
                 client.remove_member(request).await
             }
         };
-        let reply = reply.map_err(refused)?.into_inner();
+        let reply = reply
+            .map_err(|status| refused(addr, tls, &status))?
+            .into_inner();
         let listed = list(addr, tls).await?;
         Ok(Members {
             members: members_of(reply.members),
@@ -133,8 +132,11 @@ pub async fn change(
     })
     .await;
     answered.unwrap_or_else(|_| {
-        Err(MembersError::Timeout {
-            addr: addr.to_string(),
+        Err(ClientError::OutcomeUnknown {
+            asked: Asked::Members,
+            cause: Cause::no_answer(addr, MEMBERS_DEADLINE),
+            deadline: MEMBERS_DEADLINE,
+            attempts: 1,
         })
     })
 }

@@ -33,13 +33,15 @@
 //!
 //! [`Client::list_accounts`] reads every account at one applied index (a stream of pages).
 //!
-//! Beside it: [`status`] (`bank status`), [`course`] (the original `Branch.MsgDelivery` API),
-//! [`backup`] (`bank backup`: a branch's backup stream into a file), and [`endpoint`], the one
-//! endpoint builder they all use.
+//! Beside it: [`status`] (`bank status`), [`members`] (`bank member`), [`course`] (the original
+//! `Branch.MsgDelivery` API), [`backup`] (`bank backup`: a branch's backup stream into a file),
+//! and [`endpoint`], the one endpoint builder they all use. Every one of them fails with the
+//! one [`ClientError`], whose [`Cause`] says where and how (`error`).
 
 pub mod backup;
 mod batcher;
 pub mod course;
+mod error;
 mod leader;
 mod listing;
 pub mod members;
@@ -47,6 +49,7 @@ pub mod status;
 mod write;
 
 pub use batcher::QUEUED_WRITES_MAX;
+pub use error::{Asked, Cause, ClientError};
 
 pub use listing::{Listing, LISTED_ACCOUNTS_MAX};
 
@@ -149,90 +152,6 @@ impl Default for ClientConfig {
     }
 }
 
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum ClientError {
-    #[error("no branch address given")]
-    NoBranches,
-    #[error("{addr:?} is not a valid branch address: {why}")]
-    BadAddress { addr: String, why: String },
-    #[error("the outcome of request {}:{} is unknown: no branch confirmed it within {deadline:?} after {attempts} attempts (last: {last}). It may or may not have been applied: read the balances, or resend it with the same request id", request_id.origin, request_id.sequence)]
-    OutcomeUnknown {
-        request_id: RequestId,
-        deadline: Duration,
-        attempts: u32,
-        last: String,
-        /// What the last attempt's failure says about TLS on one end only.
-        tls_mismatch: Option<TlsMismatch>,
-    },
-    #[error("no branch answered within {deadline:?} after {attempts} attempts (last: {last})")]
-    Unavailable {
-        deadline: Duration,
-        attempts: u32,
-        last: String,
-        /// What the last attempt's failure says about TLS on one end only.
-        tls_mismatch: Option<TlsMismatch>,
-    },
-    #[error("branch {addr} refused {}: {} ({:?})", request_name(*request_id), status.message(), status.code())]
-    Refused {
-        addr: String,
-        status: Status,
-        /// What the refusal says about TLS on one end only.
-        tls_mismatch: Option<TlsMismatch>,
-        /// The write refused (`None`: a read, or another call).
-        request_id: Option<RequestId>,
-    },
-    /// Client-side batching's queue stayed full: the write was not sent, and nothing applied.
-    #[error("request {}:{} was not sent: {queued} writes of this client were already waiting for the one in flight, and no room came within {waited:?}; send fewer writes at once, or use more clients", request_id.origin, request_id.sequence)]
-    QueueFull {
-        request_id: RequestId,
-        queued: usize,
-        waited: Duration,
-    },
-    /// A streamed answer broke off or did not make sense; the text says how.
-    #[error("{what}: {why}")]
-    Stream { what: &'static str, why: String },
-}
-
-impl ClientError {
-    /// Whether the failure points at TLS on one end only: read from the failed attempt's error
-    /// types when this error was made (see [`TlsMismatch::of`]).
-    pub fn tls_mismatch(&self) -> Option<TlsMismatch> {
-        match self {
-            ClientError::OutcomeUnknown { tls_mismatch, .. }
-            | ClientError::Unavailable { tls_mismatch, .. }
-            | ClientError::Refused { tls_mismatch, .. } => *tls_mismatch,
-            ClientError::NoBranches
-            | ClientError::BadAddress { .. }
-            | ClientError::QueueFull { .. }
-            | ClientError::Stream { .. } => None,
-        }
-    }
-
-    /// This error of a whole batch as the error of its write `request_id`: an unknown
-    /// outcome or a refusal names the write's own id.
-    fn for_request(&self, request_id: RequestId) -> ClientError {
-        let mut error = self.clone();
-        match &mut error {
-            ClientError::OutcomeUnknown { request_id: id, .. }
-            | ClientError::QueueFull { request_id: id, .. } => *id = request_id,
-            ClientError::Refused { request_id: id, .. } => *id = Some(request_id),
-            ClientError::NoBranches
-            | ClientError::BadAddress { .. }
-            | ClientError::Unavailable { .. }
-            | ClientError::Stream { .. } => {}
-        }
-        error
-    }
-}
-
-/// A request id as an error message names it.
-fn request_name(request_id: Option<RequestId>) -> String {
-    match request_id {
-        Some(id) => format!("request {}:{}", id.origin, id.sequence),
-        None => "the request".to_string(),
-    }
-}
-
 /// One write, before it gets its request id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Write {
@@ -283,7 +202,7 @@ pub struct BatchWritten {
 /// Statuses after which the same request may be sent again (to another branch): the branch
 /// could not serve it (unavailable; or, `RESOURCE_EXHAUSTED`, overloaded or its disk low on
 /// space, having done nothing), or the answer was lost.
-fn retryable(status: &Status) -> bool {
+pub(super) fn retryable(status: &Status) -> bool {
     matches!(
         status.code(),
         Code::Unavailable
@@ -331,8 +250,7 @@ impl Client {
             let addr = addr.as_ref();
             let channel = endpoint::endpoint(addr, &endpoint_config)
                 .map_err(|e| ClientError::BadAddress {
-                    addr: addr.to_string(),
-                    why: e.reason,
+                    cause: Cause::bad_address(addr, e),
                 })?
                 .connect_lazy();
             branches.push((addr.to_string(), AccountsClient::new(channel)));
@@ -459,7 +377,7 @@ impl Client {
                 _ => 0,
             },
         };
-        self.call(None, |mut c, t| {
+        self.call(Asked::Read, |mut c, t| {
             let m = message.clone();
             async move { c.get_balances(self.request(m, t)).await }
         })
@@ -467,18 +385,15 @@ impl Client {
     }
 
     /// Calls `attempt` at one branch after another until one answers or the deadline passes.
-    /// `request_id`: the write being sent (for the "outcome unknown" error), `None` for reads.
-    async fn call<T, F, Fut>(
-        &self,
-        request_id: Option<RequestId>,
-        mut attempt: F,
-    ) -> Result<T, ClientError>
+    /// `asked`: a read, or the write being sent under its request id (its outcome is then
+    /// unknown if no branch confirms it).
+    async fn call<T, F, Fut>(&self, asked: Asked, mut attempt: F) -> Result<T, ClientError>
     where
         F: FnMut(AccountsClient<Channel>, Duration) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let deadline = Instant::now() + self.config.deadline;
-        let write = request_id.is_some();
+        let write = matches!(asked, Asked::Write(_));
         let hints = self.config.leader_hints;
         let hinted = if write && hints {
             self.leader.get()
@@ -486,8 +401,7 @@ impl Client {
             None
         };
         let first = hinted.unwrap_or_else(|| self.preferred.load(Ordering::Relaxed));
-        let mut last = String::from("no attempt made");
-        let mut last_tls_mismatch = None;
+        let mut last = Cause::new("", Code::DeadlineExceeded, "no attempt made".to_string());
         let mut attempts = 0;
         while attempts < ATTEMPTS_MAX {
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -511,21 +425,15 @@ impl Client {
                     return Ok(reply.into_inner());
                 }
                 Ok(Err(status)) if retryable(&status) => {
-                    last = format!("{addr}: {} ({:?})", status.message(), status.code());
-                    last_tls_mismatch = self.tls_mismatch(&status);
+                    last = Cause::status(addr, &status, self.channels_tls);
                 }
                 Ok(Err(status)) => {
                     return Err(ClientError::Refused {
-                        addr: addr.clone(),
-                        tls_mismatch: self.tls_mismatch(&status),
-                        status,
-                        request_id,
+                        asked,
+                        cause: Cause::status(addr, &status, self.channels_tls),
                     })
                 }
-                Err(_) => {
-                    last = format!("{addr}: no answer within {timeout:?}");
-                    last_tls_mismatch = None;
-                }
+                Err(_) => last = Cause::no_answer(addr, timeout),
             }
             if write && hints {
                 // The hinted leader failed: the next answer names the leader again.
@@ -538,28 +446,21 @@ impl Client {
             }
         }
         let deadline = self.config.deadline;
-        Err(match request_id {
-            Some(request_id) => ClientError::OutcomeUnknown {
-                request_id,
+        Err(if write {
+            ClientError::OutcomeUnknown {
+                asked,
+                cause: last,
                 deadline,
                 attempts,
-                last,
-                tls_mismatch: last_tls_mismatch,
-            },
-            None => ClientError::Unavailable {
+            }
+        } else {
+            ClientError::Unreachable {
+                asked,
+                cause: last,
                 deadline,
                 attempts,
-                last,
-                tls_mismatch: last_tls_mismatch,
-            },
+            }
         })
-    }
-
-    /// What a failed attempt says about TLS on one end only, if this client knows whether its
-    /// channels use TLS.
-    fn tls_mismatch(&self, status: &Status) -> Option<TlsMismatch> {
-        self.channels_tls
-            .and_then(|tls| TlsMismatch::of(status, tls))
     }
 }
 
@@ -658,7 +559,7 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2));
         match error {
             ClientError::OutcomeUnknown {
-                request_id,
+                asked: Asked::Write(request_id),
                 attempts,
                 ..
             } => {

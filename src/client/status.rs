@@ -11,7 +11,7 @@
 //! ([`cluster_status_with`] and a client TLS configuration with an identity): it shows the
 //! membership and every branch's address, which is the operator's business, not a customer's.
 //! A branch that cannot be reached because TLS is on at one end only says so, typed:
-//! [`StatusError::tls_mismatch`].
+//! [`ClientError::tls_mismatch`].
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -19,9 +19,10 @@ use std::time::Duration;
 use serde::Serialize;
 use tonic::transport::{Channel, ClientTlsConfig};
 
+use super::{Asked, Cause, ClientError};
 use crate::proto::peer::peer_client::PeerClient;
 use crate::proto::peer::{StatusReply, StatusRequest};
-use crate::rpc::{self as endpoint, EndpointConfig, TlsMismatch};
+use crate::rpc::{self as endpoint, EndpointConfig};
 use crate::BranchId;
 
 /// Bound on one status call, connection included.
@@ -29,32 +30,6 @@ pub const STATUS_DEADLINE: Duration = Duration::from_secs(3);
 
 /// Bound on connecting to a branch (inside [`STATUS_DEADLINE`]).
 const CONNECT_DEADLINE: Duration = Duration::from_secs(2);
-
-#[derive(Debug, thiserror::Error)]
-pub enum StatusError {
-    #[error("{addr:?} is not a valid branch address (expected HOST:PORT): {reason}")]
-    BadAddress { addr: String, reason: String },
-    #[error("cannot reach the branch at {addr}: {reason} (is it running, and is that its --listen address?)")]
-    Unreachable {
-        addr: String,
-        reason: String,
-        /// What the failure says about TLS on one end only.
-        tls_mismatch: Option<TlsMismatch>,
-    },
-    #[error("the branch at {addr} refused: {reason} (on a TLS cluster give --tls-ca, and the cluster's certificate as --tls-cert and --tls-key)")]
-    Refused { addr: String, reason: String },
-}
-
-impl StatusError {
-    /// Whether the branch could not be reached because TLS is on at one end only: read from
-    /// the failure's error types when this error was made (see [`TlsMismatch::of`]).
-    pub fn tls_mismatch(&self) -> Option<TlsMismatch> {
-        match self {
-            StatusError::Unreachable { tls_mismatch, .. } => *tls_mismatch,
-            StatusError::BadAddress { .. } | StatusError::Refused { .. } => None,
-        }
-    }
-}
 
 /// One branch, as `bank status` shows it.
 #[derive(Debug, Clone, Serialize)]
@@ -97,28 +72,29 @@ pub struct ClusterStatus {
 }
 
 /// Connects to the branch at `addr` (bounded by the endpoint's connect timeout), for an
-/// operator's call: status here, membership in [`super::members`].
+/// operator's call (`asked`): status here, membership in [`super::members`].
 pub(crate) async fn connect(
     addr: &str,
     tls: Option<&ClientTlsConfig>,
-) -> Result<Channel, StatusError> {
+    asked: Asked,
+) -> Result<Channel, ClientError> {
     let config = EndpointConfig {
         tls,
         connect_timeout: CONNECT_DEADLINE,
         keep_alive: None,
     };
-    let endpoint = endpoint::endpoint(addr, &config).map_err(|e| StatusError::BadAddress {
-        addr: addr.to_string(),
-        reason: e.reason,
+    let endpoint = endpoint::endpoint(addr, &config).map_err(|e| ClientError::BadAddress {
+        cause: Cause::bad_address(addr, e),
     })?;
-    endpoint.connect().await.map_err(|e| {
-        let source = std::error::Error::source(&e).map_or(String::new(), |s| format!(": {s}"));
-        StatusError::Unreachable {
-            addr: addr.to_string(),
-            reason: format!("{e}{source}"),
-            tls_mismatch: TlsMismatch::of(&e, tls.is_some()),
-        }
-    })
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| ClientError::Unreachable {
+            asked,
+            cause: Cause::no_connection(addr, &e, tls.is_some()),
+            deadline: CONNECT_DEADLINE,
+            attempts: 1,
+        })
 }
 
 /// Asks the branch at `addr` for its status, within `deadline` (connection included).
@@ -126,35 +102,36 @@ async fn ask(
     addr: &str,
     tls: Option<&ClientTlsConfig>,
     deadline: Duration,
-) -> Result<StatusReply, StatusError> {
-    let unreachable = |reason: String, tls_mismatch| StatusError::Unreachable {
-        addr: addr.to_string(),
-        reason,
-        tls_mismatch,
+) -> Result<StatusReply, ClientError> {
+    let unreachable = |cause: Cause| ClientError::Unreachable {
+        asked: Asked::Status,
+        cause,
+        deadline,
+        attempts: 1,
     };
     let answered = tokio::time::timeout(deadline, async {
-        let channel = connect(addr, tls).await?;
+        let channel = connect(addr, tls, Asked::Status).await?;
         let mut request = tonic::Request::new(StatusRequest {});
         request.set_timeout(deadline);
         PeerClient::new(channel)
             .status(request)
             .await
             .map(|reply| reply.into_inner())
-            .map_err(|status| match status.code() {
-                tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
-                    StatusError::Refused {
-                        addr: addr.to_string(),
-                        reason: status.message().to_string(),
+            .map_err(|status| {
+                let cause = Cause::status(addr, &status, Some(tls.is_some()));
+                match status.code() {
+                    tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                        ClientError::Refused {
+                            asked: Asked::Status,
+                            cause,
+                        }
                     }
+                    _ => unreachable(cause),
                 }
-                _ => unreachable(
-                    format!("{}: {}", status.code(), status.message()),
-                    TlsMismatch::of(&status, tls.is_some()),
-                ),
             })
     })
     .await;
-    answered.unwrap_or_else(|_| Err(unreachable(format!("no answer within {deadline:?}"), None)))
+    answered.unwrap_or_else(|_| Err(unreachable(Cause::no_answer(addr, deadline))))
 }
 
 fn from_reply(address: String, reply: &StatusReply) -> BranchStatus {
@@ -180,7 +157,7 @@ fn from_reply(address: String, reply: &StatusReply) -> BranchStatus {
 
 /// Asks the branch at `addr`, then every branch in the membership it knows.
 /// Fails only if the branch at `addr` cannot be reached.
-pub async fn cluster_status(addr: &str) -> Result<ClusterStatus, StatusError> {
+pub async fn cluster_status(addr: &str) -> Result<ClusterStatus, ClientError> {
     cluster_status_with(addr, None).await
 }
 
@@ -189,7 +166,7 @@ pub async fn cluster_status(addr: &str) -> Result<ClusterStatus, StatusError> {
 pub async fn cluster_status_with(
     addr: &str,
     tls: Option<&ClientTlsConfig>,
-) -> Result<ClusterStatus, StatusError> {
+) -> Result<ClusterStatus, ClientError> {
     cluster_status_within(addr, tls, STATUS_DEADLINE).await
 }
 
@@ -200,7 +177,7 @@ pub async fn cluster_status_within(
     addr: &str,
     tls: Option<&ClientTlsConfig>,
     deadline: Duration,
-) -> Result<ClusterStatus, StatusError> {
+) -> Result<ClusterStatus, ClientError> {
     let first = ask(addr, tls, deadline).await?;
     let others = first.members.iter().filter(|member| member.id != first.id);
     let answers = futures::future::join_all(others.map(|member| async move {

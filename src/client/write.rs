@@ -6,7 +6,7 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{BatchWritten, Client, ClientError, Write, Written};
+use super::{Asked, BatchWritten, Client, ClientError, Write, Written};
 use crate::ledger::RequestId;
 use crate::proto::v1 as pb;
 
@@ -92,7 +92,7 @@ impl Client {
                     overdraft_limit,
                     balance_max,
                 };
-                self.call(Some(request_id), |mut c, t| async move {
+                self.call(Asked::Write(request_id), |mut c, t| async move {
                     c.open_account(self.request(message, t)).await
                 })
                 .await?
@@ -103,7 +103,7 @@ impl Client {
                     account,
                     amount,
                 };
-                self.call(Some(request_id), |mut c, t| async move {
+                self.call(Asked::Write(request_id), |mut c, t| async move {
                     c.deposit(self.request(message, t)).await
                 })
                 .await?
@@ -114,7 +114,7 @@ impl Client {
                     account,
                     amount,
                 };
-                self.call(Some(request_id), |mut c, t| async move {
+                self.call(Asked::Write(request_id), |mut c, t| async move {
                     c.withdraw(self.request(message, t)).await
                 })
                 .await?
@@ -126,7 +126,7 @@ impl Client {
                     to_account: to,
                     amount,
                 };
-                self.call(Some(request_id), |mut c, t| async move {
+                self.call(Asked::Write(request_id), |mut c, t| async move {
                     c.transfer(self.request(message, t)).await
                 })
                 .await?
@@ -171,7 +171,7 @@ impl Client {
                 .collect(),
         };
         let reply = self
-            .call(Some(request_id), |mut c, t| {
+            .call(Asked::Write(request_id), |mut c, t| {
                 let m = message.clone();
                 async move { c.submit_batch(self.request(m, t)).await }
             })

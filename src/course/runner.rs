@@ -29,8 +29,7 @@ use super::scenario::{
     render_output, Customer, CustomerReplies, EventReply, Interface, Scenario, Variant,
 };
 use crate::bootstrap::local::{bind_loopback, ClusterError, LocalCluster, Storage};
-use crate::client::course::CourseError;
-use crate::client::TlsMismatch;
+use crate::client::{ClientError, TlsMismatch};
 use crate::lamport::{CourseRequest, LamportClock};
 use crate::ledger::ORIGINAL_ACCOUNT;
 use crate::proto::customer::Request;
@@ -45,22 +44,23 @@ pub const WRITESET_IDS_MAX: usize = 1024;
 pub enum CustomerError {
     /// The course client could not be built, or a branch was not found.
     #[error(transparent)]
-    Client(#[from] CourseError),
+    Client(#[from] ClientError),
     /// One of a customer's events failed.
     #[error("customer {customer}, event {event_id} ({interface}) at {error}")]
     Event {
         customer: u32,
         event_id: i32,
         interface: &'static str,
-        /// A [`CourseError::Call`], which names the branch.
-        error: CourseError,
+        /// A failed call ([`ClientError::Refused`] or [`ClientError::Unreachable`]), which
+        /// names the branch.
+        error: ClientError,
     },
     #[error("customer task failed: {0}")]
     Task(String),
 }
 
 impl CustomerError {
-    /// Whether the failure points at TLS on one end only (see [`CourseError::tls_mismatch`]).
+    /// Whether the failure points at TLS on one end only (see [`ClientError::tls_mismatch`]).
     pub fn tls_mismatch(&self) -> Option<TlsMismatch> {
         match self {
             CustomerError::Client(error) | CustomerError::Event { error, .. } => {
@@ -129,12 +129,14 @@ async fn run_customer(
             .deliver_clocked(event.branch, request, clock, CALL_DEADLINE)
             .await
             .map_err(|error| match error {
-                CourseError::Call { .. } => CustomerError::Event {
-                    customer: customer.id,
-                    event_id: event.id,
-                    interface: event.interface.as_str(),
-                    error,
-                },
+                ClientError::Refused { .. } | ClientError::Unreachable { .. } => {
+                    CustomerError::Event {
+                        customer: customer.id,
+                        event_id: event.id,
+                        interface: event.interface.as_str(),
+                        error,
+                    }
+                }
                 other => CustomerError::Client(other),
             })?;
         let success = reply.result == "success";

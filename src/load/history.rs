@@ -85,12 +85,12 @@ pub fn completion(op: &Op, reply: Reply<'_>) -> Completion {
                 },
             }
         }
-        Reply::Write(Err(ClientError::Refused { status, .. }))
-            if status.code() == tonic::Code::InvalidArgument =>
+        Reply::Write(Err(ClientError::Refused { cause, .. }))
+            if cause.code == tonic::Code::InvalidArgument =>
         {
             Completion::Fail {
                 observation: None,
-                error: Some(status.message().to_string()),
+                error: Some(cause.message.clone()),
             }
         }
         Reply::Write(Err(e)) => Completion::Info(e.to_string()),
@@ -265,10 +265,8 @@ mod tests {
 
     fn refused(code: tonic::Code) -> ClientError {
         ClientError::Refused {
-            addr: "branch".to_string(),
-            status: tonic::Status::new(code, "no"),
-            tls_mismatch: None,
-            request_id: None,
+            asked: crate::client::Asked::Read,
+            cause: crate::client::Cause::status("branch", &tonic::Status::new(code, "no"), None),
         }
     }
 

@@ -16,11 +16,16 @@ pub enum BranchError {
     OutcomeUnknown(WriteFailure),
     #[error("this branch could not catch up with the leader within {0:?}")]
     CatchUpTimeout(Duration),
-    #[error("membership change refused: {0}")]
-    Membership(Arc<dyn std::error::Error + Send + Sync>),
-    /// The leader's checks refused a member change (see [`super::MemberChange`]).
+    /// The leader refused a member change (see [`super::MemberChange`]); nothing changed.
     #[error("{0}")]
     MemberRefused(#[from] super::MemberRefused),
+    /// None of the branches asked made a member change: none of them led, or answered
+    /// ([`super::change_members_via_peers`]).
+    #[error("no branch made the membership change ({change}): {answers}")]
+    MemberChangeNotMade {
+        change: super::MemberChange,
+        answers: String,
+    },
     /// A call that only the leader serves (a forwarded write, a read index, a membership
     /// change) reached a branch that does not lead: the caller retries elsewhere.
     #[error("branch {0} is not the leader")]
@@ -57,8 +62,6 @@ pub enum Unavailable {
     Write(Arc<dyn std::error::Error + Send + Sync>),
     #[error("{0}")]
     ReadIndex(Arc<dyn std::error::Error + Send + Sync>),
-    #[error("membership change failed: {0}")]
-    Membership(Arc<dyn std::error::Error + Send + Sync>),
 }
 
 /// Why the last attempt of a write failed, when the write's outcome is unknown.

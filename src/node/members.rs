@@ -1,19 +1,25 @@
-//! Membership changes at runtime, as operators (`bank member`) and joining branches
-//! (`bank branch --join`) ask for them: a [`MemberChange`], checked and carried out by the
-//! leader, one at a time.
+//! The one membership API: every change to a running cluster's members is a [`MemberChange`],
+//! checked and carried out by the leader, one at a time, and refused, if it is, with a typed
+//! [`MemberRefused`] (which `crate::server::error` maps to a gRPC status). Operators
+//! (`bank member`), joining branches (`bank branch --join`), rejoining ones (`--rejoin`) and
+//! the bootstrap adding a new cluster's learners all ask for changes this way. (A new
+//! cluster's first voters are not a change: `formation` sets them.)
 //!
 //! Any branch takes the request and hands it to the leader (over the peer service's
-//! `ChangeMembers`). The leader holds its one membership lock while it checks and changes, so
-//! two requests can never both pass a check that only one of them may pass (two promotions to
-//! a sixth voter, say); a request that finds the lock taken, or openraft's own change still in
-//! progress, is refused at once with [`MemberRefused::InProgress`] rather than queued.
+//! `ChangeMembers`): [`Branch::change_members`]. A branch that is not a member yet (a
+//! rejoining one) asks its peers in turn instead: [`change_members_via_peers`]. The leader
+//! holds its one membership lock while it checks and changes, so two requests can never both
+//! pass a check that only one of them may pass (two promotions to a sixth voter, say); a
+//! request that finds the lock taken, or openraft's own change still in progress, is refused
+//! at once with [`MemberRefused::InProgress`] rather than queued.
 //!
 //! The checks: a voter is never added again as new (a branch that lost its data comes back
 //! with `--rejoin`); at most [`crate::raft::VOTERS_MAX`] voters; a learner is promoted only
 //! once it has nearly caught up; a voter is removed only if a majority of the voters that
 //! remain answer now, so the cluster can still decide without it. A removed branch is told so
 //! by the leader (`Retire`), since the log that removes it is no longer sent to it: it stops
-//! serving customers and standing for election ([`Branch::removed`]).
+//! serving customers and standing for election ([`Branch::removed`]). A branch forgotten to
+//! rejoin ([`MemberChange::Forget`]) is neither checked nor told: it is the one asking.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::error::{ChangeMembershipError, ClientWriteError, RaftError};
+use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
@@ -29,9 +36,9 @@ use super::{
     REQUEST_DEADLINE,
 };
 use crate::proto::peer::{RetireRequest, StatusRequest};
-use crate::raft::codec::{decode, encode, MembershipChange};
-use crate::raft::network::{within, PeerError};
-use crate::raft::VOTERS_MAX;
+use crate::raft::codec::{decode, encode};
+use crate::raft::network::{within, PeerError, Peers};
+use crate::raft::{BasicNode, NodeId, VOTERS_MAX};
 use crate::BranchId;
 
 /// Bound on asking one voter whether it is up, before removing another.
@@ -44,15 +51,38 @@ const RETIRE_TIMEOUT: Duration = Duration::from_secs(2);
 /// would hold up every commit until it caught up.
 pub const PROMOTE_LAG_MAX: u64 = 1_000;
 
+/// Pause between rounds of asking peers for a change ([`change_members_via_peers`]).
+const PEERS_PAUSE: Duration = Duration::from_millis(200);
+
 /// A change to the cluster's members, in an operator's words.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MemberChange {
-    /// Adds branch `id`, reached at `address`, as a learner.
+    /// Adds branch `id`, reached at `address`, as a learner; a learner already there at that
+    /// address is left as it is.
     Add { id: BranchId, address: String },
     /// Makes learner `id` a voter.
     Promote { id: BranchId },
-    /// Removes branch `id` (voter or learner) from the cluster.
+    /// Removes branch `id` (voter or learner) from the cluster for good: it is told so, and
+    /// stops serving.
     Remove { id: BranchId },
+    /// Drops branch `id`, which lost its data, from the membership so that it can be added
+    /// back as a new learner (Raft refuses to see a member's log go backwards). Asked by that
+    /// branch itself (`--rejoin`): it is not told it was removed, and nothing is checked; a
+    /// branch that is not a member is left out all the same.
+    Forget { id: BranchId },
+}
+
+impl std::fmt::Display for MemberChange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MemberChange::Add { id, address } => {
+                write!(f, "add branch {id} at {address} as a learner")
+            }
+            MemberChange::Promote { id } => write!(f, "promote branch {id} to voter"),
+            MemberChange::Remove { id } => write!(f, "remove branch {id}"),
+            MemberChange::Forget { id } => write!(f, "forget branch {id} so that it can rejoin"),
+        }
+    }
 }
 
 /// Why the leader refused a [`MemberChange`]. Nothing was changed.
@@ -85,6 +115,10 @@ pub enum MemberRefused {
     },
     #[error("another membership change is in progress; try again once it has finished")]
     InProgress,
+    /// openraft's own checks refused the change (they are the last word on what a membership
+    /// may be).
+    #[error("the Raft library refused the change: {why}")]
+    Raft { why: String },
 }
 
 /// A branch's side of membership at runtime: the leader's one lock, and whether this branch
@@ -165,12 +199,8 @@ impl Branch {
         change: &MemberChange,
         deadline: Instant,
     ) -> Result<Result<MembersChanged, MemberRefused>, PeerError> {
-        let mut client = self.peers().client(addr)?;
-        let mut request = tonic::Request::new(encode(change)?);
         let remaining = deadline.saturating_duration_since(Instant::now());
-        request.set_timeout(remaining);
-        let reply = within(remaining, client.change_members(request)).await?;
-        Ok(decode(reply.get_ref())?)
+        ask_to_change(self.peers(), addr, change, remaining).await
     }
 
     /// A change another branch forwarded to this one, the leader: its log index, or why it
@@ -212,8 +242,8 @@ impl Branch {
                         });
                     }
                 }
-                let learner = BTreeMap::from([(*id, address.clone())]);
-                (MembershipChange::AddLearners(learner), None)
+                let learner = BTreeMap::from([(*id, BasicNode::new(address))]);
+                (ChangeMembers::AddNodes(learner), None)
             }
             MemberChange::Promote { id } => {
                 if voter(id) {
@@ -232,7 +262,7 @@ impl Branch {
                 if behind >= PROMOTE_LAG_MAX {
                     return refused(MemberRefused::Behind { id: *id, behind });
                 }
-                (MembershipChange::AddVoters([*id].into()), None)
+                (ChangeMembers::AddVoterIds([*id].into()), None)
             }
             MemberChange::Remove { id } => {
                 let Some(address) = membership.members.get(id).cloned() else {
@@ -259,15 +289,11 @@ impl Branch {
                         });
                     }
                 }
-                let removal = if voter(id) {
-                    MembershipChange::RemoveVoters([*id].into())
-                } else {
-                    MembershipChange::RemoveBranches([*id].into())
-                };
-                (removal, Some((*id, address)))
+                (removal(voter(id), *id), Some((*id, address)))
             }
+            MemberChange::Forget { id } => (removal(voter(id), *id), None),
         };
-        let log_index = self.change_membership_here(&raft_change, false).await?;
+        let log_index = self.change_membership_here(raft_change).await?;
         if let Some((id, address)) = retire {
             self.retire(id, &address, log_index).await;
         }
@@ -277,18 +303,15 @@ impl Branch {
         })
     }
 
-    /// Makes one membership change now, on this branch if it leads: its log index.
-    pub(super) async fn change_membership_here(
+    /// Makes one membership change now, on this branch if it leads: its log index. A voter
+    /// the change removes is removed altogether, not kept as a learner.
+    async fn change_membership_here(
         &self,
-        change: &MembershipChange,
-        retain: bool,
+        change: ChangeMembers<NodeId, BasicNode>,
     ) -> Result<u64, BranchError> {
         let raft = &self.replica.raft;
-        let changed = tokio::time::timeout(
-            REQUEST_DEADLINE,
-            raft.change_membership(change.to_raft(), retain),
-        )
-        .await;
+        let changed =
+            tokio::time::timeout(REQUEST_DEADLINE, raft.change_membership(change, false)).await;
         match changed {
             Ok(Ok(response)) => Ok(response.log_id.index),
             Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
@@ -298,7 +321,9 @@ impl Branch {
                 ChangeMembershipError::InProgress(_),
             )))) => Err(BranchError::MemberRefused(MemberRefused::InProgress)),
             Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(BranchError::Membership(Arc::new(e)))
+                Err(BranchError::MemberRefused(MemberRefused::Raft {
+                    why: e.to_string(),
+                }))
             }
             Ok(Err(RaftError::Fatal(_))) => Err(BranchError::ShuttingDown),
             Err(_) => Err(BranchError::Unavailable(Unavailable::Deadline(
@@ -408,4 +433,65 @@ impl Branch {
             }),
         }
     }
+}
+
+/// openraft's change that takes branch `id` out of the membership: as a voter (`voter`), or
+/// as a learner.
+fn removal(voter: bool, id: BranchId) -> ChangeMembers<NodeId, BasicNode> {
+    if voter {
+        ChangeMembers::RemoveVoters([id].into())
+    } else {
+        ChangeMembers::RemoveNodes([id].into())
+    }
+}
+
+/// Asks the branch at `addr` (through `peers`), within `timeout`, to make `change` as the
+/// leader: the change made, or the leader's refusal. A branch that does not lead answers
+/// `NotLeader`, a failed call.
+async fn ask_to_change(
+    peers: &Peers,
+    addr: &str,
+    change: &MemberChange,
+    timeout: Duration,
+) -> Result<Result<MembersChanged, MemberRefused>, PeerError> {
+    let mut client = peers.client(addr)?;
+    let mut request = tonic::Request::new(encode(change)?);
+    request.set_timeout(timeout);
+    let reply = within(timeout, client.change_members(request)).await?;
+    Ok(decode(reply.get_ref())?)
+}
+
+/// Asks the branches at `addresses`, in turn, to make `change` until the leader among them
+/// makes it or refuses it (the others answer that they do not lead, and change nothing). For
+/// a branch that is not a member yet, so knows no leader (a rejoining one). A change refused
+/// as [`MemberRefused::InProgress`] is asked again; any other refusal is the answer. Bounded
+/// by `deadline_after`.
+pub async fn change_members_via_peers(
+    peers: &Peers,
+    addresses: &BTreeMap<BranchId, String>,
+    change: &MemberChange,
+    deadline_after: Duration,
+) -> Result<MembersChanged, BranchError> {
+    let deadline = Instant::now() + deadline_after;
+    let mut answers = Vec::new();
+    while Instant::now() < deadline {
+        answers.clear();
+        for addr in addresses.values() {
+            let timeout = REQUEST_DEADLINE.min(deadline.saturating_duration_since(Instant::now()));
+            match ask_to_change(peers, addr, change, timeout).await {
+                Ok(Ok(changed)) => return Ok(changed),
+                Ok(Err(why @ MemberRefused::InProgress)) => answers.push(format!("{addr}: {why}")),
+                Ok(Err(why)) => return Err(BranchError::MemberRefused(why)),
+                Err(PeerError::Call(status)) => {
+                    answers.push(format!("{addr}: {}", status.message()))
+                }
+                Err(other) => answers.push(format!("{addr}: {other}")),
+            }
+        }
+        tokio::time::sleep(crate::retry::jittered(PEERS_PAUSE)).await;
+    }
+    Err(BranchError::MemberChangeNotMade {
+        change: change.clone(),
+        answers: answers.join("; "),
+    })
 }

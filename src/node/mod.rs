@@ -14,16 +14,19 @@
 //!   heartbeat) is fetched, locally if this branch leads and over the peer service otherwise;
 //!   then the read waits until this branch has applied up to it and is served from the local
 //!   replica. So a query at any branch, learners included, is both local and linearizable.
-//! - Membership (`membership`), the peer calls a branch answers (`peer`), what it reports
-//!   of its Raft state (`view`), and the votes a rejoining branch refuses (`vote_guard`).
+//! - Membership: one API for every change to a running cluster's members (`members`: a
+//!   [`MemberChange`], checked by the leader, refused with a [`MemberRefused`], and what a
+//!   removed branch does), and a new cluster's first voters and elections (`formation`).
+//! - The peer calls a branch answers (`peer`), what it reports of its Raft state (`view`),
+//!   and the votes a rejoining branch refuses (`vote_guard`).
 //! - Every wait is bounded by [`REQUEST_DEADLINE`]; every failure is a [`BranchError`].
 
 mod builder;
 mod disk;
 mod error;
+mod formation;
 mod group;
 mod members;
-mod membership;
 mod peer;
 mod read;
 mod view;
@@ -38,14 +41,15 @@ use tokio::time::Instant;
 
 pub use builder::{BranchBuilder, BuildError, Storage};
 pub use error::{BadGroup, BranchError, Internal, Unavailable, WriteFailure};
-pub use members::{MemberChange, MemberRefused, MembersChanged, Removed, PROMOTE_LAG_MAX};
-pub use membership::{change_membership_via_peers, voters_and_learners, MembershipRefused};
+pub use formation::voters_and_learners;
+pub use members::{
+    change_members_via_peers, MemberChange, MemberRefused, MembersChanged, Removed, PROMOTE_LAG_MAX,
+};
 pub use view::{Membership, RaftView, RaftWatch, Role};
 pub use vote_guard::{VoteGuard, VoteRefused};
 
 use crate::lamport::{CourseRequest, LamportClock};
 use crate::ledger::{AccountId, Command, Outcome, Proposal};
-pub use crate::raft::codec::MembershipChange;
 use crate::raft::disk_space::DiskSpace;
 use crate::raft::network::Peers;
 use crate::raft::state_machine::{StateMachineData, StateMachineStore};

@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use openraft::error::{CheckIsLeaderError, ClientWriteError, RaftError};
-use openraft::ChangeMembers;
 use serde::Serialize;
 
 use super::{BadGroup, Branch, BranchError, Internal, Unavailable, REQUEST_DEADLINE};
@@ -12,7 +11,7 @@ use crate::lamport::{from_wire, Hop};
 use crate::ledger::{Command, Proposal, BATCH_ITEMS_MAX};
 use crate::proto::peer::{Member, RaftPayload, StatusReply};
 use crate::raft::codec::{decode, encode};
-use crate::raft::{BasicNode, NodeId};
+use crate::raft::NodeId;
 
 type Answer = Result<RaftPayload, BranchError>;
 
@@ -137,30 +136,7 @@ impl Branch {
         }
     }
 
-    /// A membership change another branch asked this one (the leader) to make.
-    pub async fn answer_change_membership(&self, payload: &RaftPayload) -> Answer {
-        let (changes, retain): (ChangeMembers<NodeId, BasicNode>, bool) = decoded(payload)?;
-        let raft = &self.replica.raft;
-        let changed =
-            tokio::time::timeout(REQUEST_DEADLINE, raft.change_membership(changes, retain)).await;
-        match changed {
-            Ok(Ok(response)) => encoded(&response.log_id.index),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_)))) => {
-                Err(BranchError::NotLeader(self.id))
-            }
-            Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e)))) => {
-                Err(BranchError::Membership(Arc::new(e)))
-            }
-            Ok(Err(e)) => Err(BranchError::Unavailable(Unavailable::Membership(Arc::new(
-                e,
-            )))),
-            Err(_) => Err(BranchError::Unavailable(Unavailable::Deadline(
-                "membership change not committed",
-            ))),
-        }
-    }
-
-    /// An operator's member change another branch forwarded to this one, the leader.
+    /// A member change another branch forwarded to this one, the leader.
     pub async fn answer_change_members(&self, payload: &RaftPayload) -> Answer {
         let change: super::MemberChange = decoded(payload)?;
         encoded(&self.member_change_as_leader(&change).await?)

@@ -1,8 +1,7 @@
 //! How Raft messages, forwarded writes and log entries are encoded: openraft's and the ledger's
 //! own serde types in [postcard](https://docs.rs/postcard), a compact binary serde format
 //! (varint integers, no field names), inside a `bank.peer.v1.RaftPayload` on the wire and as
-//! the value of each entry in the durable log; and a membership change in the bank's words
-//! ([`MembershipChange`]) as openraft's `ChangeMembers`.
+//! the value of each entry in the durable log.
 //!
 //! Binary, not JSON: a full batch entry (8,190 deposits) is 1,029,886 bytes as JSON and 122,613
 //! here (8.4 times smaller), so replication and a lagging follower's catch-up move fewer bytes and spend less
@@ -10,13 +9,9 @@
 //! holds inside one cluster (a mixed-version cluster is not supported), and the durable log
 //! records which encoding its entries use (`raft::durable`).
 
-use std::collections::{BTreeMap, BTreeSet};
-
-use openraft::ChangeMembers;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::{BasicNode, NodeId};
 use crate::proto::peer::RaftPayload;
 
 /// A value that does not encode, or bytes that do not decode as the expected type.
@@ -120,44 +115,6 @@ pub fn encode<T: Serialize>(value: &T) -> Result<RaftPayload, CodecError> {
 /// Decodes a `RaftPayload`.
 pub fn decode<T: DeserializeOwned>(payload: &RaftPayload) -> Result<T, CodecError> {
     from_bytes(&payload.encoded)
-}
-
-/// A change to the cluster's membership, in the bank's words.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MembershipChange {
-    /// Adds branches (id -> `host:port`) as learners; a member already there is unchanged.
-    AddLearners(BTreeMap<NodeId, String>),
-    /// Promotes learners to voters.
-    AddVoters(BTreeSet<NodeId>),
-    /// Demotes voters to learners (they still replicate).
-    RemoveVoters(BTreeSet<NodeId>),
-    /// Removes branches from the cluster altogether.
-    RemoveBranches(BTreeSet<NodeId>),
-}
-
-impl MembershipChange {
-    pub(crate) fn to_raft(&self) -> ChangeMembers<NodeId, BasicNode> {
-        match self {
-            MembershipChange::AddLearners(nodes) => ChangeMembers::AddNodes(
-                nodes
-                    .iter()
-                    .map(|(&id, addr)| (id, BasicNode::new(addr)))
-                    .collect(),
-            ),
-            MembershipChange::AddVoters(ids) => ChangeMembers::AddVoterIds(ids.clone()),
-            MembershipChange::RemoveVoters(ids) => ChangeMembers::RemoveVoters(ids.clone()),
-            MembershipChange::RemoveBranches(ids) => ChangeMembers::RemoveNodes(ids.clone()),
-        }
-    }
-}
-
-/// A membership change as the peer service's `ChangeMembership` call carries it: openraft's
-/// `(ChangeMembers, retain)`.
-pub fn encode_membership_change(
-    change: &MembershipChange,
-    retain: bool,
-) -> Result<RaftPayload, CodecError> {
-    encode(&(&change.to_raft(), retain))
 }
 
 #[cfg(test)]

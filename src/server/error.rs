@@ -83,10 +83,9 @@ fn branch_code(error: &BranchError) -> Code {
         | BranchError::CatchUpTimeout(_)
         | BranchError::OutcomeUnknown(_)
         | BranchError::ShuttingDown
+        | BranchError::MemberChangeNotMade { .. }
         | BranchError::Unavailable(_) => Code::Unavailable,
-        BranchError::Membership(_) | BranchError::NotLeader(_) | BranchError::VoteRefused(_) => {
-            Code::FailedPrecondition
-        }
+        BranchError::NotLeader(_) | BranchError::VoteRefused(_) => Code::FailedPrecondition,
         // Two changes at once: the caller may try again once the other has finished.
         BranchError::MemberRefused(MemberRefused::InProgress) => Code::Aborted,
         BranchError::MemberRefused(_) => Code::FailedPrecondition,

@@ -73,17 +73,6 @@ impl crate::proto::peer::peer_server::Peer for PeerService {
         answer(self.branch.status())
     }
 
-    async fn change_membership(
-        &self,
-        request: Request<RaftPayload>,
-    ) -> Result<Response<RaftPayload>, Status> {
-        answer(
-            self.branch
-                .answer_change_membership(request.get_ref())
-                .await,
-        )
-    }
-
     async fn change_members(
         &self,
         request: Request<RaftPayload>,

@@ -111,11 +111,12 @@ fn kind_and_delta(write: &Write) -> (&'static str, i128) {
 pub(crate) fn error_kind(error: &ClientError) -> String {
     match error {
         ClientError::OutcomeUnknown { .. } => "outcome_unknown".to_string(),
-        ClientError::Unavailable { .. } => "unavailable".to_string(),
-        ClientError::Refused { status, .. } => {
-            format!("refused_{:?}", status.code()).to_lowercase()
-        }
-        ClientError::NoBranches | ClientError::BadAddress { .. } => "client".to_string(),
+        ClientError::Unreachable { .. } => "unavailable".to_string(),
+        ClientError::Refused { cause, .. } => format!("refused_{:?}", cause.code).to_lowercase(),
+        ClientError::NoBranches
+        | ClientError::BadAddress { .. }
+        | ClientError::UnknownBranch(_)
+        | ClientError::NegativeBalance { .. } => "client".to_string(),
         ClientError::QueueFull { .. } => "queue_full".to_string(),
         ClientError::Stream { .. } => "stream".to_string(),
     }
