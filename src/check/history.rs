@@ -33,9 +33,10 @@ pub enum HistoryEvent {
         #[serde(
             default,
             skip_serializing_if = "BTreeMap::is_empty",
-            with = "account_map"
+            with = "account_map",
+            alias = "min_balances"
         )]
-        min_balances: BTreeMap<AccountId, i64>,
+        balances_min: BTreeMap<AccountId, i64>,
     },
     /// `process` sends `op`.
     Invoke {
@@ -83,8 +84,8 @@ pub enum Op {
     Open {
         account: AccountId,
         balance: i64,
-        #[serde(default, skip_serializing_if = "is_zero")]
-        min_balance: i64,
+        #[serde(default, skip_serializing_if = "is_zero", alias = "min_balance")]
+        balance_min: i64,
     },
     Deposit {
         account: AccountId,

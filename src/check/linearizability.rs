@@ -53,12 +53,12 @@ fn sub_ops(recorded: &Recorded) -> BTreeMap<AccountId, Vec<SubOp>> {
             Op::Open {
                 account,
                 balance,
-                min_balance,
+                balance_min,
             } => push(
                 *account,
                 Step::Open {
                     balance: *balance,
-                    min_balance: *min_balance,
+                    balance_min: *balance_min,
                     observed: ok.and_then(|r| r.balance),
                 },
             ),
@@ -135,7 +135,7 @@ pub(super) fn check_linearizable(recorded: &Recorded, limits: &Limits) -> Result
     for (account, ops) in sub_ops(recorded) {
         let initial = recorded.init.get(&account).map(|&balance| AccountState {
             balance,
-            min_balance: minimums.get(&account).copied().unwrap_or(0),
+            balance_min: minimums.get(&account).copied().unwrap_or(0),
         });
         let subject = |origin: Origin| match origin {
             Origin::Op(index) => recorded.operations[index].subject(),
@@ -158,7 +158,7 @@ pub(super) fn check_linearizable(recorded: &Recorded, limits: &Limits) -> Result
                     claim: ops[deepest.blocked].step.claim(),
                     prefix_ops: deepest.depth,
                     last: deepest.last.map(|last| subject(ops[last].origin)),
-                    state: deepest.state.map(|s| (s.balance, s.min_balance)),
+                    state: deepest.state.map(|s| (s.balance, s.balance_min)),
                 })
             }
         }

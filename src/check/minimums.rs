@@ -13,10 +13,10 @@ pub(super) fn check_minimums(recorded: &Recorded) -> Result<(), Violation> {
     let check = |account: AccountId, balance: i64, seen_in: &dyn Fn() -> Subject| match minimums
         .get(&account)
     {
-        Some(&min_balance) if balance < min_balance => Err(Violation::BelowMinimum {
+        Some(&balance_min) if balance < balance_min => Err(Violation::BelowMinimum {
             account,
             balance,
-            min_balance,
+            balance_min,
             seen_in: seen_in(),
         }),
         _ => Ok(()),

@@ -14,8 +14,9 @@
 //! tagged by `"type"`:
 //!
 //! - `init` (optional, at most once, before every invoke): accounts that exist before the
-//!   history, `{"type":"init","balances":{"1":100},"min_balances":{"1":-50}}`
-//!   (`min_balances` optional, default 0 per account).
+//!   history, `{"type":"init","balances":{"1":100},"balances_min":{"1":-50}}`
+//!   (`balances_min` optional, default 0 per account; the older spelling `min_balances` is
+//!   read too, as `min_balance` is in `open`).
 //! - `invoke`: process `P` sends an operation at `time_us`:
 //!   `{"type":"invoke","process":P,"time_us":T,"op":{...}}`. A process has at most one
 //!   operation in flight; the next event for `P` must be its completion.
@@ -37,7 +38,7 @@
 //!
 //! | op | fields | ok `result` |
 //! |----|--------|-------------|
-//! | `open` | `account`, `balance`, `min_balance` (default 0) | `{"balance": b}` |
+//! | `open` | `account`, `balance`, `balance_min` (default 0) | `{"balance": b}` |
 //! | `deposit` | `account`, `amount` | `{"balance": b}` (after the deposit) |
 //! | `withdraw` | `account`, `amount` | `{"balance": b}` (after the withdrawal) |
 //! | `transfer` | `from`, `to`, `amount` | `{"from_balance": f, "to_balance": t}` |
@@ -99,7 +100,7 @@
 //! `fail` with an insufficient-funds observation is a read-like constraint on `from` (the balance
 //! minus the amount was below the minimum, and was the observed balance if one is given); a plain
 //! `fail` and an indeterminate read constrain nothing and are dropped. The model of one account
-//! is `Option<(balance, min_balance)>` (`None`: not opened yet).
+//! is `Option<(balance, balance_min)>` (`None`: not opened yet).
 //!
 //! Wing & Gong's search, with Lowe's memoisation (G. Lowe, "Testing for linearizability", 2017;
 //! the algorithm of Knossos and Porcupine): the call and return events of the account's

@@ -7,7 +7,7 @@
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(super) struct AccountState {
     pub(super) balance: i64,
-    pub(super) min_balance: i64,
+    pub(super) balance_min: i64,
 }
 
 pub(super) type Model = Option<AccountState>;
@@ -17,7 +17,7 @@ pub(super) type Model = Option<AccountState>;
 pub(super) enum Step {
     Open {
         balance: i64,
-        min_balance: i64,
+        balance_min: i64,
         observed: Option<i64>,
     },
     /// A deposit (`floor: false`) or a withdrawal (`floor: true`: refused below the minimum).
@@ -39,14 +39,14 @@ impl Step {
             (
                 Step::Open {
                     balance,
-                    min_balance,
+                    balance_min,
                     observed,
                 },
                 None,
-            ) => (observed.is_none_or(|b| b == balance) && balance >= min_balance).then_some(Some(
+            ) => (observed.is_none_or(|b| b == balance) && balance >= balance_min).then_some(Some(
                 AccountState {
                     balance,
-                    min_balance,
+                    balance_min,
                 },
             )),
             (Step::Open { .. }, Some(_)) => None,
@@ -59,7 +59,7 @@ impl Step {
                 Some(state),
             ) => {
                 let balance = state.balance.checked_add(delta)?;
-                let allowed = (!floor || balance >= state.min_balance)
+                let allowed = (!floor || balance >= state.balance_min)
                     && observed.is_none_or(|b| b == balance);
                 allowed.then_some(Some(AccountState { balance, ..state }))
             }
@@ -71,7 +71,7 @@ impl Step {
                 let refused = state
                     .balance
                     .checked_sub(amount)
-                    .is_none_or(|after| after < state.min_balance);
+                    .is_none_or(|after| after < state.balance_min);
                 (refused && observed.is_none_or(|b| b == state.balance)).then_some(Some(state))
             }
             (Step::Refused { .. }, None) => None,

@@ -106,13 +106,13 @@ impl Recorded {
             if let (
                 Op::Open {
                     account,
-                    min_balance,
+                    balance_min,
                     ..
                 },
                 Outcome::Ok(_) | Outcome::Info,
             ) = (&operation.op, &operation.outcome)
             {
-                minimums.entry(*account).or_insert(*min_balance);
+                minimums.entry(*account).or_insert(*balance_min);
             }
         }
         minimums
@@ -134,7 +134,7 @@ pub(super) fn pair_operations(history: &History) -> Result<Recorded, Violation> 
         let (process, time_us, outcome) = match event {
             HistoryEvent::Init {
                 balances,
-                min_balances,
+                balances_min,
             } => {
                 if seen_init_or_invoke {
                     return Err(ill_formed(
@@ -145,7 +145,7 @@ pub(super) fn pair_operations(history: &History) -> Result<Recorded, Violation> 
                 }
                 seen_init_or_invoke = true;
                 recorded.init = balances.clone();
-                recorded.init_min = min_balances.clone();
+                recorded.init_min = balances_min.clone();
                 continue;
             }
             HistoryEvent::Final {

@@ -292,7 +292,7 @@ fn negative_balance_and_overdraft() {
             Violation::BelowMinimum {
                 account: 1,
                 balance: -10,
-                min_balance: 0,
+                balance_min: 0,
                 ..
             }
         ),
@@ -304,13 +304,36 @@ fn negative_balance_and_overdraft() {
     // An overdraft account may go down to its minimum, and no further.
     passes(
         r#"
-{"type":"invoke","process":0,"time_us":0,"op":{"type":"open","account":3,"balance":0,"min_balance":-50}}
+{"type":"invoke","process":0,"time_us":0,"op":{"type":"open","account":3,"balance":0,"balance_min":-50}}
 {"type":"ok","process":0,"time_us":5,"result":{"balance":0}}
 {"type":"invoke","process":0,"time_us":6,"op":{"type":"withdraw","account":3,"amount":50}}
 {"type":"ok","process":0,"time_us":9,"result":{"balance":-50}}
 {"type":"invoke","process":0,"time_us":10,"op":{"type":"withdraw","account":3,"amount":1}}
 {"type":"fail","process":0,"time_us":12,"observation":{"kind":"insufficient_funds","balance":-50}}
 "#,
+    );
+    // Histories written before the field was named `balance_min` spell it `min_balance`
+    // (and `min_balances` in `init`): both are read, and the floor still holds.
+    let found = violation(
+        r#"
+{"type":"init","balances":{"1":0},"min_balances":{"1":-20}}
+{"type":"invoke","process":0,"time_us":0,"op":{"type":"open","account":3,"balance":0,"min_balance":-50}}
+{"type":"ok","process":0,"time_us":5,"result":{"balance":0}}
+{"type":"invoke","process":0,"time_us":6,"op":{"type":"withdraw","account":1,"amount":21}}
+{"type":"ok","process":0,"time_us":9,"result":{"balance":-21}}
+"#,
+    );
+    assert!(
+        matches!(
+            &found,
+            Violation::BelowMinimum {
+                account: 1,
+                balance: -21,
+                balance_min: -20,
+                ..
+            }
+        ),
+        "{found}"
     );
 }
 
@@ -437,7 +460,7 @@ fn writer_round_trips() {
     let events = vec![
         HistoryEvent::Init {
             balances: BTreeMap::from([(1, 10)]),
-            min_balances: BTreeMap::new(),
+            balances_min: BTreeMap::new(),
         },
         HistoryEvent::Invoke {
             process: 0,
@@ -608,7 +631,7 @@ fn generated_history(
     events.sort_by_key(|(time, order, _)| (*time, *order));
     let mut history = vec![HistoryEvent::Init {
         balances: BTreeMap::from([(1, 1000)]),
-        min_balances: BTreeMap::new(),
+        balances_min: BTreeMap::new(),
     }];
     history.extend(events.into_iter().map(|(_, _, event)| event));
     history.push(HistoryEvent::Final {

@@ -47,10 +47,10 @@ impl fmt::Display for DescribeOp<'_> {
             Op::Open {
                 account,
                 balance,
-                min_balance,
+                balance_min,
             } => write!(
                 f,
-                "open of account {account} with balance {balance} (minimum {min_balance})"
+                "open of account {account} with balance {balance} (minimum {balance_min})"
             ),
             Op::Deposit { account, amount } => {
                 write!(f, "deposit of {amount} into account {account}")
@@ -108,12 +108,12 @@ pub enum Violation {
         operation: Option<usize>,
     },
     #[error(
-        "account {account}'s balance {balance} is below its minimum {min_balance}, in {seen_in}"
+        "account {account}'s balance {balance} is below its minimum {balance_min}, in {seen_in}"
     )]
     BelowMinimum {
         account: AccountId,
         balance: i64,
-        min_balance: i64,
+        balance_min: i64,
         seen_in: Subject,
     },
     #[error("branches {branch} and {other_branch} diverged: account {account} is {} on branch {branch} and {} on branch {other_branch}", show_balance(*.balance), show_balance(*.other_balance))]

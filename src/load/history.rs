@@ -123,7 +123,7 @@ pub fn write_op(write: &Write) -> Op {
         } => Op::Open {
             account,
             balance: signed(opening_balance),
-            min_balance: -signed(overdraft_limit),
+            balance_min: -signed(overdraft_limit),
         },
     }
 }

@@ -142,7 +142,7 @@ pub async fn run_bank_workload(
     let recorder = Recorder::new();
     recorder.record(HistoryEvent::Init {
         balances: accounts.iter().map(|&a| (a, opening)).collect(),
-        min_balances: BTreeMap::new(),
+        balances_min: BTreeMap::new(),
     });
 
     let mut clients = Vec::with_capacity(workload.clients);

@@ -526,7 +526,7 @@ mod tests {
         // 20,000 deposits by 8 processes; the last read sees none of them.
         let mut events = vec![HistoryEvent::Init {
             balances: BTreeMap::from([(1, 0)]),
-            min_balances: BTreeMap::new(),
+            balances_min: BTreeMap::new(),
         }];
         let operations = 20_000u64;
         for n in 0..operations {

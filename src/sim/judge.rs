@@ -32,7 +32,7 @@ pub(super) fn judge(
         balances: std::iter::once((ORIGINAL_ACCOUNT, accounts.original))
             .chain(accounts.bank.iter().map(|(&a, &b)| (a, b)))
             .collect(),
-        min_balances: BTreeMap::new(),
+        balances_min: BTreeMap::new(),
     }];
     history.extend(records.history.events());
     let writes = records.writes.borrow().clone();

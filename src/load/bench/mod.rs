@@ -225,7 +225,7 @@ pub async fn run_bench(
     if let Some(history) = &history {
         history.record(HistoryEvent::Init {
             balances: by_account(&opening),
-            min_balances: BTreeMap::new(),
+            balances_min: BTreeMap::new(),
         });
     }
     let acks = Acks::default();
