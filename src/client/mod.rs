@@ -471,7 +471,7 @@ impl Client {
 /// together do not retry together.
 fn pause_after(config: &ClientConfig, attempts: u32, branches: usize) -> Duration {
     let branches = u32::try_from(branches.max(1)).unwrap_or(u32::MAX);
-    if attempts == 0 || attempts % branches != 0 {
+    if attempts == 0 || !attempts.is_multiple_of(branches) {
         return Duration::ZERO;
     }
     crate::retry::backoff(

@@ -223,7 +223,9 @@ fn consistency(
 
 /// Whether `output` lists every entry twice in a row.
 fn doubled(output: &[ReplyEntry]) -> bool {
-    !output.is_empty() && output.len() % 2 == 0 && output.chunks(2).all(|pair| pair[0] == pair[1])
+    !output.is_empty()
+        && output.len().is_multiple_of(2)
+        && output.chunks(2).all(|pair| pair[0] == pair[1])
 }
 
 /// What is wrong with `entry` as the reply to `slot`'s event, if anything.

@@ -657,7 +657,7 @@ fn random_walk_conserves_money() {
         seed ^= seed << 17;
         let amount = seed % 300 + 1;
         let amount_signed = i64::try_from(amount).expect("small");
-        if seed % 2 == 0 {
+        if seed.is_multiple_of(2) {
             if let Outcome::Deposited { .. } = ledger.apply(&deposit(amount)) {
                 expected += amount_signed;
             }

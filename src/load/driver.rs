@@ -459,7 +459,7 @@ mod tests {
 
         async fn perform(&mut self, n: &u64) -> bool {
             tokio::task::yield_now().await;
-            n % 3 != 0
+            !n.is_multiple_of(3)
         }
 
         fn completion(&self, _: &Op, known: &bool) -> Completion {
