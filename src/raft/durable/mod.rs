@@ -1,6 +1,7 @@
 //! Durable storage on redb: one database file per branch, `DIR/branch.redb`.
 //!
-//! - Table `log`: index -> openraft `Entry` (JSON). `append` commits a redb write transaction
+//! - Table `log`: index -> openraft `Entry` in postcard, sealed with a CRC32C (log format 2,
+//!   [`LOG_FORMAT`]; the `meta` values are JSON). `append` commits a redb write transaction
 //!   with `Durability::Immediate` (fsync) *before* it tells openraft the entries are flushed, as
 //!   openraft's contract requires: an entry acknowledged to a leader is on disk.
 //! - Table `meta`: the vote, the committed log id, the last purged log id, the record of the
